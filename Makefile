@@ -14,7 +14,7 @@ help:
 	@echo "make lab-down  remove the lab box"
 
 # The pinned tool venv; rebuilt when requirements.txt changes.
-$(VENV)/.stamp: requirements.txt
+$(VENV)/.stamp: requirements.txt | host
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --upgrade pip
 	@$(BIN)/pip install -q -r requirements.txt
@@ -32,15 +32,15 @@ lint: venv
 unit: venv
 	@bash files/host/test.sh unit
 
-molecule: venv host
+molecule: host venv
 	@bash files/host/test.sh molecule
 
-test: venv host
+test: host venv
 	@bash files/host/test.sh all
 
-demo: venv host lab-up lab-provision lab-call
+demo: host venv lab-up lab-provision lab-call
 
-lab-up: venv host
+lab-up: host venv
 	@ansible-playbook -i inventory/lab/hosts.yml playbooks/lab.yml
 
 lab-provision: venv

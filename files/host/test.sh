@@ -23,7 +23,8 @@ step() {
     seconds+=($((SECONDS - start)))
 }
 
-python_paths=(roles molecule bridge)
+python_paths=()
+for dir in roles molecule bridge; do [[ -d $dir ]] && python_paths+=("$dir"); done
 syntax_check() {
     ansible-playbook --syntax-check -i inventory/production/hosts.yml site.yml &&
         ansible-playbook --syntax-check -i inventory/lab/hosts.yml site.yml playbooks/lab.yml
@@ -38,7 +39,7 @@ if [[ $what == lint || $what == all ]]; then
     step syntax-check syntax_check
 fi
 if [[ $what == unit || $what == all ]]; then
-    step unit-tests pytest -q -p no:cacheprovider roles bridge
+    step unit-tests pytest -q -p no:cacheprovider roles $([[ -d bridge ]] && echo bridge)
 fi
 if [[ $what == molecule || $what == all ]]; then
     step molecule molecule test

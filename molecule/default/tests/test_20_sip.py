@@ -1,0 +1,52 @@
+"""Live SIP calls: SIPp plays the VoIP provider, and a stranger, inside the box."""
+
+from __future__ import annotations
+
+from conftest import BOX, full_log_since, full_log_size, sipp
+
+testinfra_hosts = [f"podman://{BOX}"]
+
+
+def test_provider_call_to_the_echo_extension_is_answered(host):
+    before = full_log_size(host)
+    result = sipp(host, "provider_call.xml", "6000", extra="-d 2000")
+    assert result.rc == 0, result.output
+    assert result.successful_calls == 1
+    log = full_log_since(host, before)
+    assert "Executing [6000@from-voip:2] Answer(" in log
+    assert "Echo(" in log
+
+
+def test_call_without_the_assistant_is_answered_and_sent_to_the_operator(host):
+    # The bridge is not running: Stasis fails, the caller is answered and hears a Spanish prompt
+    # instead of a dead line, and the log says why.
+    before = full_log_size(host)
+    result = sipp(host, "provider_call_box_hangs_up.xml", "5215550002222")
+    assert result.rc == 0, result.output
+    log = full_log_since(host, before)
+    assert "Stasis(" in log
+    assert "centralita,inbound,5215550002222" in log
+    assert "Stasis app centralita is not connected" in log
+    assert "Playback(" in log
+    assert "tt-allbusy" in log
+    assert "Playback failed" not in log
+
+
+def test_call_from_an_address_that_is_not_the_provider_is_refused(host):
+    before = full_log_size(host)
+    result = sipp(host, "stranger_call.xml", "5215550002222", source="127.0.0.2", port=5071, timeout_s=10)
+    assert result.rc == 0, result.output  # the scenario only passes on 403 Forbidden
+    log = full_log_since(host, before)
+    assert "Incoming SIP message from 127.0.0.2" in log
+    assert "did not pass ACL" in log
+    assert "Executing [5215550002222@from-voip" not in log
+
+
+def test_caller_input_is_filtered(host):
+    # A dialled number carrying dial-string characters reaches the assistant stripped to digits.
+    before = full_log_size(host)
+    result = sipp(host, "provider_call_box_hangs_up.xml", "5215550002222&PJSIP/evil")
+    assert result.rc == 0, result.output
+    stasis_lines = [line for line in full_log_since(host, before).splitlines() if "Stasis(" in line]
+    assert len(stasis_lines) == 1
+    assert '"centralita,inbound,5215550002222")' in stasis_lines[0]

@@ -1,0 +1,273 @@
+"""The role's templates rendered by real Ansible with one trunk model, for both SIP drivers.
+
+chan_sip (sip.conf) only exists up to Asterisk 20, which cannot be installed here, so these
+renders are how sip.conf is verified; pjsip is also verified live in Molecule.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import parse_asterisk_conf, run_playbook, section, values
+
+TRUNK = {
+    "name": "provider",
+    "host": "198.51.100.7",
+    "port": 5080,
+    "username": "5215550001234",
+    "secret": "s3cret;with-semicolon",
+    "register": True,
+    "from_user": "5215550001234",
+    "from_domain": "sip.voip-provider.example",
+    "codecs": ["ulaw", "alaw", "g722"],
+    "context": "from-voip",
+    "provider_networks": ["198.51.100.7", "198.51.100.8/32", "203.0.113.0/28"],
+    "qualify_seconds": 30,
+    "language": "es",
+}
+NAT = {"external_address": "203.0.113.20", "local_nets": ["10.0.0.0/8", "192.168.0.0/16"]}
+ARI_HASH = "$6$0123456789abcdef$" + "x" * 86
+
+
+def render(tmp_path: Path, driver: str, **overrides: object) -> dict[str, str]:
+    extra = {
+        "render_dir": str(tmp_path),
+        "asterisk_effective_sip_driver": driver,
+        "asterisk_sip_trunk": TRUNK,
+        "asterisk_sip_nat": NAT,
+        "asterisk_ari_password_hash": ARI_HASH,
+        "asterisk_operator_dial": "PJSIP/5215550009999@provider",
+        **overrides,
+    }
+    result = run_playbook("render.yml", extra, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {p.name: p.read_text() for p in tmp_path.glob("*.conf")}
+
+
+@pytest.fixture(scope="module")
+def chan_sip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return render(tmp_path_factory.mktemp("chan_sip"), "chan_sip")
+
+
+@pytest.fixture(scope="module")
+def pjsip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return render(tmp_path_factory.mktemp("pjsip"), "pjsip")
+
+
+def test_each_driver_renders_only_its_own_sip_files(chan_sip, pjsip):
+    common = {"extensions.conf", "http.conf", "ari.conf", "modules.conf", "logger.conf", "rtp.conf"}
+    assert set(chan_sip) == common | {"sip.conf"}
+    assert set(pjsip) == common | {"pjsip.conf", "pjsip_trunk.conf"}
+
+
+def test_every_file_starts_with_the_managed_header(chan_sip, pjsip):
+    for files in (chan_sip, pjsip):
+        for name, text in files.items():
+            assert text.startswith(";\n; Ansible managed"), name
+
+
+def test_sip_conf_general_has_the_safe_defaults(chan_sip):
+    general = dict(section(parse_asterisk_conf(chan_sip["sip.conf"]), "[general]"))
+    assert general["allowguest"] == "no"
+    assert general["alwaysauthreject"] == "yes"
+    assert general["context"] == "centralita-refuse"
+    assert general["udpbindaddr"] == "0.0.0.0:5060"
+    assert general["externaddr"] == "203.0.113.20"
+    assert general["language"] == "es"
+
+
+def test_sip_conf_general_keeps_every_codec_and_localnet_in_order(chan_sip):
+    general = section(parse_asterisk_conf(chan_sip["sip.conf"]), "[general]")
+    assert values(general, "disallow") == ["all"]
+    assert values(general, "allow") == ["ulaw", "alaw", "g722"]
+    assert values(general, "localnet") == ["10.0.0.0/8", "192.168.0.0/16"]
+
+
+def test_sip_conf_registers_with_the_escaped_secret(chan_sip):
+    general = section(parse_asterisk_conf(chan_sip["sip.conf"]), "[general]")
+    assert values(general, "register") == ["5215550001234:s3cret\\;with-semicolon@198.51.100.7:5080/5215550001234"]
+
+
+def test_sip_conf_peer_carries_the_trunk(chan_sip):
+    conf = parse_asterisk_conf(chan_sip["sip.conf"])
+    template = dict(section(conf, "[provider-template](!)"))
+    assert template["type"] == "peer"
+    assert template["port"] == "5080"
+    assert template["context"] == "from-voip"
+    assert template["insecure"] == "port,invite"
+    assert template["defaultuser"] == "5215550001234"
+    assert template["remotesecret"] == "s3cret\\;with-semicolon"
+    assert template["fromuser"] == "5215550001234"
+    assert template["fromdomain"] == "sip.voip-provider.example"
+    assert template["qualify"] == "yes"
+    assert dict(section(conf, "[provider](provider-template)")) == {"host": "198.51.100.7"}
+
+
+def test_sip_conf_admits_only_the_provider_networks(chan_sip):
+    template = section(parse_asterisk_conf(chan_sip["sip.conf"]), "[provider-template](!)")
+    assert values(template, "deny") == ["0.0.0.0/0.0.0.0"]
+    assert values(template, "permit") == ["198.51.100.7", "198.51.100.8/32", "203.0.113.0/28"]
+
+
+def test_sip_conf_gives_each_extra_provider_address_a_peer(chan_sip):
+    conf = parse_asterisk_conf(chan_sip["sip.conf"])
+    extra_peers = [
+        name for name, _ in conf if name.endswith("(provider-template)") and name != "[provider](provider-template)"
+    ]
+    assert len(extra_peers) == 1  # 198.51.100.8; the /28 range can only be permitted, not matched
+    assert dict(section(conf, extra_peers[0])) == {"host": "198.51.100.8"}
+
+
+def test_sip_conf_allows_guests_only_when_asked(tmp_path):
+    files = render(tmp_path, "chan_sip", asterisk_sip_allow_guest=True)
+    general = dict(section(parse_asterisk_conf(files["sip.conf"]), "[general]"))
+    assert general["allowguest"] == "yes"
+    assert general["alwaysauthreject"] == "yes"
+
+
+def test_pjsip_endpoint_carries_the_same_trunk(pjsip):
+    conf = parse_asterisk_conf(pjsip["pjsip_trunk.conf"])
+    endpoints = [dict(pairs) for name, pairs in conf if name == "[provider]" and ("type", "endpoint") in pairs]
+    assert len(endpoints) == 1
+    endpoint = endpoints[0]
+    assert endpoint["context"] == "from-voip"
+    assert endpoint["allow"] == "ulaw,alaw,g722"
+    assert endpoint["disallow"] == "all"
+    assert endpoint["outbound_auth"] == "provider-auth"
+    assert endpoint["from_user"] == "5215550001234"
+    assert endpoint["from_domain"] == "sip.voip-provider.example"
+    assert endpoint["identify_by"] == "ip"
+    assert endpoint["direct_media"] == "no"
+
+
+def test_pjsip_identifies_and_admits_only_the_provider(pjsip):
+    conf = parse_asterisk_conf(pjsip["pjsip_trunk.conf"])
+    identify = section(conf, "[provider-identify]")
+    assert values(identify, "match") == ["198.51.100.7", "198.51.100.8/32", "203.0.113.0/28"]
+    acl = section(conf, "[provider-acl]")
+    assert values(acl, "deny") == ["0.0.0.0/0.0.0.0", "::/0"]
+    assert values(acl, "permit") == ["198.51.100.7", "198.51.100.8/32", "203.0.113.0/28"]
+    assert not [name for name, _ in conf if name == "[anonymous]"]
+
+
+def test_pjsip_registration_and_auth(pjsip):
+    conf = parse_asterisk_conf(pjsip["pjsip_trunk.conf"])
+    auth = dict(section(conf, "[provider-auth]"))
+    assert auth["username"] == "5215550001234"
+    assert auth["password"] == "s3cret\\;with-semicolon"
+    registration = dict(section(conf, "[provider-registration]"))
+    assert registration["server_uri"] == "sip:198.51.100.7:5080"
+    assert registration["client_uri"] == "sip:5215550001234@sip.voip-provider.example"
+    assert registration["outbound_auth"] == "provider-auth"
+
+
+def test_pjsip_transport_with_nat(pjsip):
+    conf = parse_asterisk_conf(pjsip["pjsip.conf"])
+    transport = section(conf, "[transport-udp]")
+    assert dict(transport)["bind"] == "0.0.0.0:5060"
+    assert dict(transport)["external_media_address"] == "203.0.113.20"
+    assert dict(transport)["external_signaling_address"] == "203.0.113.20"
+    assert values(transport, "local_net") == ["10.0.0.0/8", "192.168.0.0/16"]
+    assert "#include pjsip_trunk.conf" in pjsip["pjsip.conf"]
+
+
+def test_pjsip_without_registration_or_auth(tmp_path):
+    trunk = {"host": "198.51.100.7"}
+    files = render(tmp_path, "pjsip", asterisk_sip_trunk=trunk, asterisk_sip_nat={})
+    conf = parse_asterisk_conf(files["pjsip_trunk.conf"])
+    headers = [name for name, _ in conf]
+    assert "[provider-registration]" not in headers
+    assert "[provider-auth]" not in headers
+    assert values(section(conf, "[provider-identify]"), "match") == ["198.51.100.7"]
+    assert "external_media_address" not in files["pjsip.conf"]
+
+
+def test_pjsip_guest_policy_creates_the_anonymous_endpoint_only_when_asked(tmp_path):
+    files = render(tmp_path, "pjsip", asterisk_sip_allow_guest=True)
+    conf = parse_asterisk_conf(files["pjsip_trunk.conf"])
+    assert dict(section(conf, "[anonymous]"))["context"] == "from-voip"
+    assert "[provider-acl]" not in [name for name, _ in conf]
+
+
+CALLER_INPUT = re.compile(r"\$\{(EXTEN|CALLERID\((num|name|dnid)\))\}")
+
+
+@pytest.mark.parametrize("driver", ["chan_sip", "pjsip"])
+def test_every_caller_input_in_the_dialplan_is_filtered(driver, chan_sip, pjsip):
+    text = (chan_sip if driver == "chan_sip" else pjsip)["extensions.conf"]
+    uses = 0
+    for line in text.splitlines():
+        for match in CALLER_INPUT.finditer(line):
+            uses += 1
+            before = line[: match.start()]
+            assert before.endswith(("FILTER(0-9+,", "FILTER(0-9A-Za-z\\x20,")), line
+    assert uses >= 4
+
+
+def test_from_voip_sends_every_number_to_stasis(pjsip):
+    conf = parse_asterisk_conf(pjsip["extensions.conf"])
+    inbound = section(conf, "[from-voip]")
+    stasis = [v for k, v in inbound if k == "same" and "Stasis(" in v]
+    assert stasis == ["n,Stasis(centralita,inbound,${CENTRALITA_DID})"] * 2
+    extens = [v.split(",", 1)[0] for k, v in inbound if k == "exten"]
+    assert extens == ["_[+0-9a-zA-Z].", "s"]
+    assert not values(inbound, "include")
+
+
+@pytest.mark.parametrize(
+    ("driver", "dial"),
+    [
+        ("pjsip", "Dial(PJSIP/${CENTRALITA_NUMBER}@${CENTRALITA_TRUNK},45)"),
+        ("chan_sip", "Dial(SIP/${CENTRALITA_TRUNK}/${CENTRALITA_NUMBER},45)"),
+    ],
+)
+def test_outbound_context_dials_through_the_trunk_with_the_right_driver(driver, dial, chan_sip, pjsip):
+    text = (chan_sip if driver == "chan_sip" else pjsip)["extensions.conf"]
+    outbound = section(parse_asterisk_conf(text), "[centralita-outbound]")
+    assert f"n,{dial}" in values(outbound, "same")
+
+
+def test_operator_context_dials_the_configured_operator(pjsip):
+    conf = parse_asterisk_conf(pjsip["extensions.conf"])
+    assert dict(section(conf, "[globals]"))["CENTRALITA_OPERATOR_DIAL"] == "PJSIP/5215550009999@provider"
+    operator = values(section(conf, "[centralita-operator]"), "same")
+    assert "n,Dial(${CENTRALITA_OPERATOR_DIAL},${CENTRALITA_OPERATOR_TIMEOUT})" in operator
+
+
+def test_echo_test_extension_only_when_configured(tmp_path, pjsip):
+    assert "Echo()" not in pjsip["extensions.conf"]
+    files = render(tmp_path, "pjsip", asterisk_echo_test_extension="6000")
+    inbound = section(parse_asterisk_conf(files["extensions.conf"]), "[from-voip]")
+    assert values(inbound, "exten")[0].startswith("6000,1,")
+
+
+def test_ari_and_http_are_loopback_only_with_a_crypt_password(pjsip):
+    http = dict(section(parse_asterisk_conf(pjsip["http.conf"]), "[general]"))
+    assert http["bindaddr"] == "127.0.0.1"
+    assert http["bindport"] == "8088"
+    assert http["tlsenable"] == "no"
+    user = dict(section(parse_asterisk_conf(pjsip["ari.conf"]), "[centralita]"))
+    assert user["password_format"] == "crypt"
+    assert user["password"] == ARI_HASH
+
+
+@pytest.mark.parametrize(
+    ("driver", "required", "noloaded"),
+    [("pjsip", "chan_pjsip.so", ["chan_sip.so"]), ("chan_sip", "chan_sip.so", ["chan_pjsip.so", "res_pjsip.so"])],
+)
+def test_modules_conf_loads_one_sip_driver(driver, required, noloaded, chan_sip, pjsip):
+    modules = section(parse_asterisk_conf((chan_sip if driver == "chan_sip" else pjsip)["modules.conf"]), "[modules]")
+    assert required in values(modules, "require")
+    assert required not in values(modules, "noload")
+    for module in noloaded:
+        assert module in values(modules, "noload")
+    assert "res_ari.so" in values(modules, "require")
+
+
+def test_logger_writes_full_and_security(pjsip):
+    logfiles = dict(section(parse_asterisk_conf(pjsip["logger.conf"]), "[logfiles]"))
+    assert logfiles["full"] == "notice,warning,error,verbose(3),dtmf"
+    assert logfiles["security"] == "security"
+    assert "security" in logfiles["messages"].split(",")
