@@ -14,8 +14,9 @@ help:
 	@echo "make lab-down  remove the lab box"
 
 # The pinned tool venv; rebuilt when requirements.txt changes.
-$(VENV)/.stamp: requirements.txt | host
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/.stamp: requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
+	  { echo "cannot create $(VENV): install python3-venv (apt-get install python3-venv)" >&2; exit 1; }
 	@$(BIN)/pip install -q --upgrade pip
 	@$(BIN)/pip install -q -r requirements.txt
 	@touch $@
