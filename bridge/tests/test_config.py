@@ -1,0 +1,312 @@
+"""Settings: defaults, every validation rule, and that secrets never show."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from centralita.config import ConfigError, FailureAction, Secret, Settings
+
+API_KEY = "sk-test-0123456789abcdef"
+ARI_PASSWORD = "ari-pass-fedcba9876"
+REQUIRED = f"OPENAI_API_KEY={API_KEY}\nARI_PASSWORD={ARI_PASSWORD}\n"
+
+
+def write_env(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / ".env"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, text: str, overrides: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(write_env(tmp_path, text), overrides)
+    return caught.value
+
+
+def test_defaults_with_only_the_required_values(tmp_path: Path) -> None:
+    settings = Settings.load(write_env(tmp_path, REQUIRED))
+
+    assert settings.openai_api_key.reveal() == API_KEY
+    assert settings.ari_password.reveal() == ARI_PASSWORD
+    assert settings.openai_base_url == "wss://api.openai.com/v1/realtime"
+    assert settings.openai_model == "gpt-realtime"
+    assert settings.openai_voice == "marin"
+    assert settings.ari_url == "http://127.0.0.1:8088"
+    assert settings.ari_user == "centralita"
+    assert settings.ari_app == "centralita"
+    assert settings.rtp_bind_address == "127.0.0.1"
+    assert settings.ws_ping_interval == 20.0
+    assert settings.ws_ping_timeout == 10.0
+    assert settings.log_file == Path("/var/log/asterisk/inbound_openai.log")
+    assert settings.db_path == Path("/var/lib/centralita/centralita.db")
+    assert settings.operator_context == "centralita-operator"
+    assert settings.on_realtime_failure is FailureAction.TRANSFER
+
+
+def test_every_value_is_read_from_the_file(tmp_path: Path) -> None:
+    text = (
+        REQUIRED
+        + "# a comment\n"
+        + "OPENAI_BASE_URL=ws://realtime.example:8443/v1/realtime\n"
+        + 'OPENAI_MODEL="gpt-realtime-mini"\n'
+        + "OPENAI_VOICE=cedar\n"
+        + "ARI_URL=https://pbx.example:8089\n"
+        + "ARI_USER=bridge\n"
+        + "ARI_APP=frontdesk\n"
+        + "RTP_BIND_ADDRESS=::1\n"
+        + "WS_PING_INTERVAL=30.5\n"
+        + "WS_PING_TIMEOUT=7\n"
+        + "LOG_FILE=/tmp/bridge.log\n"
+        + "DB_PATH=/srv/centralita.db\n"
+        + "OPERATOR_CONTEXT=humans\n"
+        + "ON_REALTIME_FAILURE=hangup\n"
+        + "SOMETHING_ELSE=ignored\n"
+    )
+    settings = Settings.load(write_env(tmp_path, text))
+
+    assert settings.openai_base_url == "ws://realtime.example:8443/v1/realtime"
+    assert settings.openai_model == "gpt-realtime-mini"
+    assert settings.openai_voice == "cedar"
+    assert settings.ari_url == "https://pbx.example:8089"
+    assert settings.ari_user == "bridge"
+    assert settings.ari_app == "frontdesk"
+    assert settings.rtp_bind_address == "::1"
+    assert settings.ws_ping_interval == 30.5
+    assert settings.ws_ping_timeout == 7.0
+    assert settings.log_file == Path("/tmp/bridge.log")
+    assert settings.db_path == Path("/srv/centralita.db")
+    assert settings.operator_context == "humans"
+    assert settings.on_realtime_failure is FailureAction.HANGUP
+
+
+def test_blank_optional_value_means_default(tmp_path: Path) -> None:
+    settings = Settings.load(write_env(tmp_path, REQUIRED + "OPENAI_MODEL=\nWS_PING_TIMEOUT=  \n"))
+    assert settings.openai_model == "gpt-realtime"
+    assert settings.ws_ping_timeout == 10.0
+
+
+def test_overrides_win_over_the_file(tmp_path: Path) -> None:
+    path = write_env(tmp_path, REQUIRED + "OPENAI_VOICE=cedar\n")
+    settings = Settings.load(path, {"OPENAI_VOICE": "alloy", "ARI_PASSWORD": "other"})
+    assert settings.openai_voice == "alloy"
+    assert settings.ari_password.reveal() == "other"
+
+
+def test_unknown_override_is_an_error(tmp_path: Path) -> None:
+    error = load_error(tmp_path, REQUIRED, {"OPENAI_VOCIE": "alloy"})
+    assert len(error.problems) == 1
+    assert "OPENAI_VOCIE is not a setting" in error.problems[0]
+    assert "OPENAI_VOICE" in error.problems[0]
+
+
+def test_environment_is_neither_read_nor_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_MODEL", "from-the-environment")
+    monkeypatch.setenv("HOME", "/home/someone")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ARI_PASSWORD", raising=False)
+    settings = Settings.load(write_env(tmp_path, REQUIRED + "OPENAI_VOICE=${HOME}\n"))
+
+    assert settings.openai_model == "gpt-realtime"
+    assert settings.openai_voice == "${HOME}"  # no interpolation from the process environment
+    assert "OPENAI_API_KEY" not in os.environ
+    assert "ARI_PASSWORD" not in os.environ
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / ".env"
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(path)
+    assert len(caught.value.problems) == 1
+    assert str(path) in str(caught.value)
+    assert "does not exist" in str(caught.value)
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        Settings.load(tmp_path)
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_bytes(b"OPENAI_API_KEY=\xff\xfe\n")
+    with pytest.raises(ConfigError, match="not valid UTF-8"):
+        Settings.load(path)
+
+
+def test_missing_required_values_are_all_reported(tmp_path: Path) -> None:
+    error = load_error(tmp_path, "OPENAI_MODEL=gpt-realtime\n")
+    assert len(error.problems) == 2
+    assert error.problems[0].startswith("OPENAI_API_KEY is missing: set OPENAI_API_KEY=")
+    assert error.problems[1].startswith("ARI_PASSWORD is missing: set ARI_PASSWORD=")
+    assert "2 problems" in str(error)
+
+
+@pytest.mark.parametrize("line", ["OPENAI_API_KEY=", "OPENAI_API_KEY=   ", "OPENAI_API_KEY"])
+def test_blank_or_valueless_required_value_is_missing(tmp_path: Path, line: str) -> None:
+    error = load_error(tmp_path, f"{line}\nARI_PASSWORD={ARI_PASSWORD}\n")
+    assert len(error.problems) == 1
+    assert "OPENAI_API_KEY is missing" in error.problems[0]
+
+
+@pytest.mark.parametrize("value", ["twenty", "20s", "nan", "inf", "-inf"])
+def test_ping_interval_must_be_a_number(tmp_path: Path, value: str) -> None:
+    error = load_error(tmp_path, REQUIRED + f"WS_PING_INTERVAL={value}\n")
+    assert error.problems == (
+        f"WS_PING_INTERVAL is {value!r}, which is not a number: set a number of seconds, e.g. WS_PING_INTERVAL=20.",
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "-0.5"])
+def test_ping_timeout_must_be_positive(tmp_path: Path, value: str) -> None:
+    error = load_error(tmp_path, REQUIRED + f"WS_PING_TIMEOUT={value}\n")
+    assert error.problems == (
+        f"WS_PING_TIMEOUT is {value}, but it must be greater than 0 seconds: set e.g. WS_PING_TIMEOUT=10.",
+    )
+
+
+def test_ping_interval_must_exceed_ping_timeout(tmp_path: Path) -> None:
+    error = load_error(tmp_path, REQUIRED + "WS_PING_INTERVAL=10\nWS_PING_TIMEOUT=20\n")
+    assert error.problems == (
+        "WS_PING_INTERVAL (10) must be greater than WS_PING_TIMEOUT (20): websocket-client refuses to start "
+        'otherwise ("Ensure ping_interval > ping_timeout"). Set WS_PING_INTERVAL=20 and WS_PING_TIMEOUT=10, '
+        "for example.",
+    )
+
+
+def test_equal_ping_interval_and_timeout_are_refused(tmp_path: Path) -> None:
+    error = load_error(tmp_path, REQUIRED + "WS_PING_INTERVAL=10\nWS_PING_TIMEOUT=10\n")
+    assert "WS_PING_INTERVAL (10) must be greater than WS_PING_TIMEOUT (10)" in error.problems[0]
+
+
+def test_ping_order_not_judged_when_a_ping_value_is_invalid(tmp_path: Path) -> None:
+    # The invalid interval stands in as its default (20), below the timeout (30): that comparison would be
+    # about a value nobody set, so only the real problem is reported.
+    error = load_error(tmp_path, REQUIRED + "WS_PING_INTERVAL=abc\nWS_PING_TIMEOUT=30\n")
+    assert len(error.problems) == 1
+    assert error.problems[0].startswith("WS_PING_INTERVAL is 'abc'")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "kinds"),
+    [
+        ("OPENAI_BASE_URL", "https://api.openai.com/v1/realtime", "ws:// or wss://"),
+        ("OPENAI_BASE_URL", "api.openai.com/v1/realtime", "ws:// or wss://"),
+        ("OPENAI_BASE_URL", "wss:///v1/realtime", "ws:// or wss://"),
+        ("ARI_URL", "ws://127.0.0.1:8088", "http:// or https://"),
+        ("ARI_URL", "http://127.0.0.1:port", "http:// or https://"),
+        ("ARI_URL", "http://127.0.0.1:99999", "http:// or https://"),
+        ("ARI_URL", "http://[::1", "http:// or https://"),
+    ],
+)
+def test_url_schemes_and_hosts(tmp_path: Path, name: str, value: str, kinds: str) -> None:
+    error = load_error(tmp_path, REQUIRED + f"{name}={value}\n")
+    assert len(error.problems) == 1
+    assert error.problems[0].startswith(
+        f"{name} is {value!r}, which is not a {kinds} URL with a host: set e.g. {name}="
+    )
+
+
+@pytest.mark.parametrize("value", ["TRANSFER", "voicemail"])
+def test_on_realtime_failure_choices(tmp_path: Path, value: str) -> None:
+    error = load_error(tmp_path, REQUIRED + f"ON_REALTIME_FAILURE={value}\n")
+    assert error.problems == (
+        f"ON_REALTIME_FAILURE is {value!r}: it must be one of transfer, hangup, e.g. ON_REALTIME_FAILURE=transfer.",
+    )
+
+
+def test_bind_address_must_be_an_ip_address(tmp_path: Path) -> None:
+    error = load_error(tmp_path, REQUIRED + "RTP_BIND_ADDRESS=localhost\n")
+    assert len(error.problems) == 1
+    assert error.problems[0].startswith("RTP_BIND_ADDRESS is 'localhost', which is not an IP address")
+
+
+@pytest.mark.parametrize("name", ["LOG_FILE", "DB_PATH"])
+def test_paths_must_be_absolute(tmp_path: Path, name: str) -> None:
+    error = load_error(tmp_path, REQUIRED + f"{name}=data/file\n")
+    assert len(error.problems) == 1
+    assert error.problems[0].startswith(f"{name} is 'data/file', a relative path")
+
+
+def test_one_error_lists_every_problem(tmp_path: Path) -> None:
+    text = (
+        "OPENAI_BASE_URL=http://x\n"
+        "ARI_URL=ftp://x\n"
+        "RTP_BIND_ADDRESS=nowhere\n"
+        "WS_PING_INTERVAL=-1\n"
+        "WS_PING_TIMEOUT=soon\n"
+        "LOG_FILE=log.txt\n"
+        "ON_REALTIME_FAILURE=panic\n"
+    )
+    error = load_error(tmp_path, text, {"NOT_A_SETTING": "1"})
+    named = [problem.split(" ", 1)[0] for problem in error.problems]
+    assert named == [
+        "NOT_A_SETTING",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "ARI_URL",
+        "ARI_PASSWORD",
+        "RTP_BIND_ADDRESS",
+        "WS_PING_INTERVAL",
+        "WS_PING_TIMEOUT",
+        "LOG_FILE",
+        "ON_REALTIME_FAILURE",
+    ]
+    assert str(tmp_path / ".env") in str(error)
+    assert "(10 problems)" in str(error)
+    assert all(f"  - {problem}" in str(error) for problem in error.problems)
+
+
+def test_secrets_never_show_in_settings(tmp_path: Path) -> None:
+    settings = Settings.load(write_env(tmp_path, REQUIRED))
+    shown = [
+        repr(settings),
+        str(settings),
+        f"{settings}",
+        repr(settings.openai_api_key),
+        str(settings.ari_password),
+        f"{settings.openai_api_key} {settings.ari_password!r}",
+        repr(dataclasses.asdict(settings)),
+        repr(copy.deepcopy(settings)),
+    ]
+    for text in shown:
+        assert API_KEY not in text
+        assert ARI_PASSWORD not in text
+    assert "openai_api_key=Secret('**********')" in repr(settings)
+
+
+def test_secrets_never_show_in_errors(tmp_path: Path) -> None:
+    error = load_error(tmp_path, REQUIRED + "WS_PING_INTERVAL=1\nARI_URL=nope\n")
+    for text in (str(error), repr(error), *error.problems):
+        assert API_KEY not in text
+        assert ARI_PASSWORD not in text
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    settings = Settings.load(write_env(tmp_path, REQUIRED))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.openai_model = "other"  # type: ignore[misc]
+
+
+def test_secret_compares_by_value_and_is_immutable() -> None:
+    secret = Secret("abc")
+    assert secret == Secret("abc")
+    assert secret != Secret("abd")
+    assert secret != "abc"
+    assert copy.copy(secret) is secret
+    with pytest.raises(AttributeError):
+        secret._value = "changed"
+    assert secret.reveal() == "abc"
+
+
+def test_from_values_without_a_file() -> None:
+    settings = Settings.from_values({"OPENAI_API_KEY": "k", "ARI_PASSWORD": "p", "ARI_APP": "test"})
+    assert settings.ari_app == "test"
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_values({})
+    assert len(caught.value.problems) == 2
+    assert "Invalid Centralita configuration (2 problems):" in str(caught.value)

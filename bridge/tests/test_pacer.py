@@ -1,0 +1,215 @@
+"""The frame clock (with a fake clock: exact, no real sleeping) and the playout queue."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from centralita.pacer import FRAME_SECONDS, Pacer, PlayoutQueue
+
+START = 5000.0  # monotonic clocks start anywhere
+
+
+class FakeClock:
+    """A monotonic clock that only moves when slept on or advanced; sleeps may overshoot, like real ones."""
+
+    def __init__(self, now: float = START, oversleep: float = 0.0) -> None:
+        self.now = now
+        self.oversleep = oversleep
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.sleeps.append(seconds)
+        self.now += seconds + self.oversleep
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_first_wait_starts_the_clock_without_sleeping() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock, clock.sleep)
+    assert pacer.next_deadline is None
+    assert pacer.wait() == 0
+    assert clock.sleeps == []
+    assert pacer.next_deadline == START + FRAME_SECONDS
+    assert pacer.wait() == 0
+    assert clock.sleeps == [pytest.approx(FRAME_SECONDS)]
+    assert clock.now == pytest.approx(START + FRAME_SECONDS)
+
+
+def test_deadlines_are_start_plus_n_frames() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock, clock.sleep)
+    for n in range(1, 501):
+        pacer.wait()
+        assert pacer.frames == n
+        assert pacer.next_deadline == START + n * 0.020
+
+
+def test_no_drift_over_10000_frames() -> None:
+    # Every sleep overshoots by 1 ms and sending each frame takes 3 ms: scheduling from "now" would drift by
+    # 40 s over 10,000 frames; scheduling from the start keeps every frame within the 1 ms overshoot.
+    clock = FakeClock(oversleep=0.001)
+    pacer = Pacer(clock, clock.sleep)
+    for n in range(10_000):
+        assert pacer.wait() == 0
+        assert clock.now - (START + n * 0.020) == pytest.approx(0.0 if n == 0 else 0.001, abs=1e-6)
+        clock.advance(0.003)
+    assert pacer.next_deadline == pytest.approx(START + 10_000 * 0.020, abs=1e-9)
+    assert pacer.late_frames == 0
+    assert pacer.resyncs == 0
+    # Frame 1 sleeps 17 ms (frame 0 was on time); every later frame sleeps 20 - 1 (overshoot) - 3 (work) ms.
+    assert sum(clock.sleeps) == pytest.approx(0.017 + 9_998 * 0.016, rel=1e-9)
+
+
+def test_small_lag_is_caught_up_without_skipping() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock, clock.sleep, max_lag_frames=3)
+    pacer.wait()  # frame 0 at START
+    clock.advance(0.020 + 0.050)  # frame 1 was due at START + 0.020: 2.5 frames late
+    sleeps_before = len(clock.sleeps)
+    assert [pacer.wait() for _ in range(3)] == [0, 0, 0]  # frames 1, 2, 3 go out back to back
+    assert len(clock.sleeps) == sleeps_before
+    pacer.wait()  # frame 4 is due at START + 0.080: back on schedule
+    assert clock.now == pytest.approx(START + 0.080)
+    assert pacer.late_frames == 0
+    assert pacer.resyncs == 0
+
+
+def test_resync_after_a_stall() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock, clock.sleep, max_lag_frames=3)
+    pacer.wait()  # frame 0 at START
+    clock.advance(1.005)  # a one-second stall: frame 1 was due at START + 0.020
+    assert pacer.wait() == 49  # frames 1-49 skipped; frame 50 (due START + 1.000) claimed at once
+    assert pacer.late_frames == 49
+    assert pacer.resyncs == 1
+    assert pacer.frames == 51
+    assert pacer.next_deadline == pytest.approx(START + 1.020)
+    assert pacer.wait() == 0
+    assert clock.now == pytest.approx(START + 1.020)  # still on the grid anchored at START
+    assert clock.sleeps[-1] == pytest.approx(0.015)
+
+
+def test_lag_just_over_the_limit_resyncs() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock, clock.sleep, max_lag_frames=3)
+    pacer.wait()
+    clock.advance(0.020 + 0.070)  # 3.5 frames late
+    assert pacer.wait() == 3
+    assert pacer.late_frames == 3
+    pacer.wait()
+    assert clock.now == pytest.approx(START + 0.100)
+
+
+def test_counts_accumulate_over_several_stalls() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock, clock.sleep, max_lag_frames=1)
+    pacer.wait()
+    clock.advance(0.125)
+    skipped_first = pacer.wait()
+    clock.advance(0.205)
+    skipped_second = pacer.wait()
+    assert skipped_first > 0
+    assert skipped_second > 0
+    assert pacer.late_frames == skipped_first + skipped_second
+    assert pacer.resyncs == 2
+    assert pacer.next_deadline == pytest.approx(START + pacer.frames * 0.020)
+
+
+@pytest.mark.parametrize(("frame_seconds", "max_lag_frames"), [(0.0, 3), (-0.02, 3), (0.02, -1)])
+def test_invalid_pacer_settings(frame_seconds: float, max_lag_frames: int) -> None:
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="must be"):
+        Pacer(clock, clock.sleep, frame_seconds=frame_seconds, max_lag_frames=max_lag_frames)
+
+
+# Playout queue.
+
+
+def test_push_splits_into_frames_and_keeps_the_remainder() -> None:
+    queue = PlayoutQueue()
+    audio = bytes(range(256)) + bytes(range(144))  # 400 bytes: two frames and 80 bytes over
+    queue.push(audio)
+    assert queue.queued_frames == 2
+    assert queue.queued_ms == 50.0
+    assert queue.pop() == audio[:160]
+    assert queue.pop() == audio[160:320]
+    assert queue.pop() is None  # the 80 bytes left are not a frame yet
+    queue.push(b"\x01" * 80)
+    assert queue.pop() == audio[320:] + b"\x01" * 80
+    assert queue.pop() is None
+    assert queue.queued_ms == 0.0
+
+
+def test_small_pushes_make_a_frame_once_enough_arrived() -> None:
+    queue = PlayoutQueue()
+    for _ in range(15):
+        queue.push(b"\x02" * 10)
+        assert queue.pop() is None
+    queue.push(b"\x02" * 10)
+    assert queue.pop() == b"\x02" * 160
+    queue.push(b"")
+    assert queue.pop() is None
+
+
+def test_bytes_come_out_in_order_whatever_the_chunking() -> None:
+    rng = random.Random(20)
+    audio = rng.randbytes(160 * 300)
+    queue = PlayoutQueue()
+    played = bytearray()
+    position = 0
+    while position < len(audio):
+        size = rng.randrange(0, 700)
+        queue.push(audio[position : position + size])
+        position += size
+        while (frame := queue.pop()) is not None:
+            assert len(frame) == 160
+            played += frame
+    assert bytes(played) == audio
+    assert queue.frames_played == 300
+
+
+def test_flush_drops_frames_and_remainder_at_once() -> None:
+    queue = PlayoutQueue()
+    queue.push(bytes(500))  # three frames and 20 bytes: 62.5 ms
+    assert queue.flush() == 62.5
+    assert queue.pop() is None
+    assert queue.queued_ms == 0.0
+    queue.push(bytes(140))  # the dropped 20 bytes must not complete this into a frame
+    assert queue.pop() is None
+    assert queue.flush() == 17.5
+    assert queue.flush() == 0.0
+
+
+def test_played_ms_counts_only_popped_frames() -> None:
+    queue = PlayoutQueue()
+    queue.push(bytes(160 * 10))
+    for _ in range(3):
+        queue.pop()
+    assert queue.frames_played == 3
+    assert queue.played_ms == 60
+    assert queue.flush() == 140.0  # barge-in: 7 frames received but never played
+    assert queue.played_ms == 60
+    queue.push(bytes(320))
+    queue.pop()
+    assert queue.played_ms == 80
+    assert queue.pop() is not None
+    assert queue.pop() is None  # an empty pop is not counted
+    assert queue.played_ms == 100
+
+
+def test_pad_remainder_completes_the_last_frame_with_silence() -> None:
+    queue = PlayoutQueue()
+    queue.push(b"\x05" * 260)
+    assert queue.pad_remainder() == 60
+    assert queue.pop() == b"\x05" * 160
+    assert queue.pop() == b"\x05" * 100 + b"\xff" * 60
+    assert queue.pad_remainder() == 0
+    assert queue.pop() is None
