@@ -1,0 +1,248 @@
+"""Asterisk REST Interface: REST calls with timeouts, and the events WebSocket that reconnects.
+
+Asterisk restarts (package upgrades, a `core restart`, the operator at 3 a.m.) must never take the
+bridge down with them: the events connection retries with capped exponential backoff for as long as
+the service runs, and every REST call has a timeout so a wedged Asterisk cannot hang a call thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import websocket
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+
+class AriError(Exception):
+    """A REST call failed: Asterisk unreachable, timed out, or answered with an error status."""
+
+    def __init__(self, method: str, path: str, status: int | None, message: str) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        where = f"{method} {path}"
+        super().__init__(f"ARI {where} failed: {status} {message}" if status else f"ARI {where} failed: {message}")
+
+
+@dataclass(frozen=True)
+class AriEndpoint:
+    """Where ARI is and who we are to it. The password never appears in repr."""
+
+    url: str  # http://127.0.0.1:8088
+    user: str
+    password: str
+    app: str
+
+    def __repr__(self) -> str:
+        return f"AriEndpoint(url={self.url!r}, user={self.user!r}, password='***', app={self.app!r})"
+
+    def authorization(self) -> str:
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
+        return f"Basic {token}"
+
+    def events_url(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        query = urllib.parse.urlencode({"app": self.app, "subscribeAll": "false"})
+        return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ari/events", query, ""))
+
+
+class AriRest:
+    """The REST calls the bridge needs, each bounded by `timeout` seconds."""
+
+    def __init__(self, endpoint: AriEndpoint, timeout: float = 5.0) -> None:
+        self._endpoint = endpoint
+        self._timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        url = self._endpoint.url.rstrip("/") + "/ari" + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Authorization", self._endpoint.authorization())
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = json.loads(detail).get("message", detail)
+            raise AriError(method, path, exc.code, detail.strip()) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise AriError(method, path, None, str(reason)) from None
+        return json.loads(raw) if raw else None
+
+    # Channels -------------------------------------------------------------------------------------
+
+    def answer(self, channel_id: str) -> None:
+        self.request("POST", f"/channels/{channel_id}/answer")
+
+    def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        self.request("DELETE", f"/channels/{channel_id}", {"reason": reason})
+
+    def continue_in_dialplan(self, channel_id: str, context: str, extension: str = "s", priority: int = 1) -> None:
+        """Hand the channel back to the dialplan (used to transfer a caller to the operator)."""
+        params: dict[str, str | int] = {"context": context, "extension": extension, "priority": priority}
+        self.request("POST", f"/channels/{channel_id}/continue", params)
+
+    def channel_var(self, channel_id: str, name: str) -> str:
+        return str(self.request("GET", f"/channels/{channel_id}/variable", {"variable": name})["value"])
+
+    def external_media(self, app: str, external_host: str, channel_id: str | None = None) -> Event:
+        """An ExternalMedia channel that sends and receives the call's audio as RTP ulaw at `external_host`."""
+        params: dict[str, str | int] = {
+            "app": app,
+            "external_host": external_host,
+            "format": "ulaw",
+            "encapsulation": "rtp",
+            "transport": "udp",
+            "direction": "both",
+        }
+        if channel_id:
+            params["channelId"] = channel_id
+        result: Event = self.request("POST", "/channels/externalMedia", params)
+        return result
+
+    # Bridges --------------------------------------------------------------------------------------
+
+    def create_bridge(self, name: str = "") -> str:
+        params = {"type": "mixing", "name": name} if name else {"type": "mixing"}
+        return str(self.request("POST", "/bridges", params)["id"])
+
+    def add_to_bridge(self, bridge_id: str, channel_id: str) -> None:
+        self.request("POST", f"/bridges/{bridge_id}/addChannel", {"channel": channel_id})
+
+    def destroy_bridge(self, bridge_id: str) -> None:
+        self.request("DELETE", f"/bridges/{bridge_id}")
+
+    def list_bridges(self) -> list[Event]:
+        return list(self.request("GET", "/bridges"))
+
+    def list_channels(self) -> list[Event]:
+        return list(self.request("GET", "/channels"))
+
+
+class AriEvents:
+    """The ARI events WebSocket for one Stasis app, kept connected until `stop()`.
+
+    Runs in its own thread. Each event is parsed and passed to `on_event` on that thread; `on_state`
+    hears "connected" and "disconnected" so the service can log them. After a disconnect it waits
+    `backoff` seconds, doubling up to `max_backoff`, and resets to the minimum after a connection
+    that worked.
+    """
+
+    def __init__(
+        self,
+        endpoint: AriEndpoint,
+        on_event: Callable[[Event], None],
+        on_state: Callable[[str], None] | None = None,
+        *,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 10.0,
+        min_backoff: float = 0.5,
+        max_backoff: float = 10.0,
+    ) -> None:
+        if not ping_interval > ping_timeout:
+            raise ValueError(f"ping_interval ({ping_interval}) must be greater than ping_timeout ({ping_timeout})")
+        self._endpoint = endpoint
+        self._on_event = on_event
+        self._on_state = on_state or (lambda _state: None)
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._app: websocket.WebSocketApp | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"ari-events-{endpoint.app}", daemon=True)
+        self.connections = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            app = self._app
+        if app is not None:
+            app.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = self._min_backoff
+        while not self._stop.is_set():
+            app = websocket.WebSocketApp(
+                self._endpoint.events_url(),
+                header=[f"Authorization: {self._endpoint.authorization()}"],
+                on_open=self._opened,
+                on_message=self._message,
+            )
+            with self._lock:
+                self._app = app
+            if self._stop.is_set():
+                break
+            try:
+                app.run_forever(ping_interval=self._ping_interval, ping_timeout=self._ping_timeout)
+            except Exception:  # websocket-client raises on some socket errors instead of returning
+                log.exception("ARI events connection failed")
+            was_connected = self._connected.is_set()
+            self._connected.clear()
+            with self._lock:
+                self._app = None
+            if self._stop.is_set():
+                break
+            if was_connected:
+                backoff = self._min_backoff
+                self._on_state("disconnected")
+            log.warning("ARI events connection lost; reconnecting in %.1f s", backoff)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _opened(self, _app: websocket.WebSocketApp) -> None:
+        self.connections += 1
+        self._connected.set()
+        self._on_state("connected")
+
+    def _message(self, _app: websocket.WebSocketApp, message: str) -> None:
+        try:
+            event = json.loads(message)
+        except ValueError:
+            log.warning("ARI sent a message that is not JSON; ignored")
+            return
+        if isinstance(event, dict):
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("handling ARI event %s failed", event.get("type"))
