@@ -11,9 +11,7 @@ testinfra_hosts = [f"podman://{BOX}"]
 
 
 def test_bridge_ari_integration_suite_passes_inside_the_box(host):
-    result = host.run(
-        "cd /opt/centralita-test && venv/bin/python -m pytest -q -p no:cacheprovider bridge/integration 2>&1"
-    )
+    result = host.run("cd /opt/centralita-test && venv/bin/python -m pytest -q -p no:cacheprovider integration 2>&1")
     print(result.stdout)
     assert result.rc == 0, result.stdout[-4000:]
     assert " passed" in result.stdout

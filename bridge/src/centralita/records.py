@@ -1,0 +1,390 @@
+"""Call records in SQLite: one row per call, its transcript and the tools the assistant ran.
+
+The database is created, schema included, when ``CallRecords`` is built, so a bad ``DB_PATH`` stops the
+bridge at start-up with a message that names the path and the fix, not at the first call. Its directory
+must already exist (the role creates it with the right owner); it is not created here, so a typo in
+``DB_PATH`` cannot silently start an empty database somewhere else.
+
+Concurrency: the bridge runs each call on its own threads, so one ``CallRecords`` is shared by many
+threads. It holds a single connection (``check_same_thread=False``) and a lock around every use of it,
+rather than one connection per thread, because
+
+* the bridge starts new threads for every call: per-thread connections (``threading.local``) would leave
+  one open connection, and its file descriptors, per finished call until ``close()``, since a thread-local
+  value cannot be closed when its thread ends;
+* SQLite lets one writer in at a time anyway, and almost every operation here is a write of one small row:
+  separate connections would only turn waiting on a lock into ``SQLITE_BUSY`` retries;
+* ``close()`` must close every connection from the thread that stops the bridge, which requires
+  ``check_same_thread=False`` in any case.
+
+WAL mode lets other processes (an operator's ``sqlite3`` shell, a report) read while the bridge writes, and
+``busy_timeout`` makes the bridge wait for them, instead of failing, when one holds a write lock.
+
+Schema versions live in ``PRAGMA user_version``; ``_MIGRATIONS[n]`` turns version n into version n + 1, each
+in its own transaction, so a newer bridge upgrades an existing file in place and an older bridge refuses a
+file it does not understand.
+
+Timestamps are ISO-8601 in UTC with milliseconds (``2026-11-25T14:03:07.123+00:00``): they sort as text.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CallRecords",
+    "CallRecordsError",
+    "Direction",
+    "Outcome",
+    "Speaker",
+    "UnknownCallError",
+]
+
+BUSY_TIMEOUT_MS: Final = 5000
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class Speaker(StrEnum):
+    CALLER = "caller"
+    ASSISTANT = "assistant"
+
+
+class Outcome(StrEnum):
+    """The usual outcomes of a call; ``end_call`` accepts any other non-empty text as well."""
+
+    COMPLETED = "completed"
+    TRANSFERRED = "transferred"
+    HUNG_UP_BY_CALLER = "hung_up_by_caller"
+    REALTIME_FAILED = "realtime_failed"
+    ERROR = "error"
+
+
+class CallRecordsError(OSError):
+    """The call records database cannot be opened or used; the message names the path and the fix.
+
+    An OSError, like the other "this file cannot be used" errors a start-up handles.
+    """
+
+
+class UnknownCallError(LookupError):
+    """An operation named a call_id that ``start_call`` never recorded."""
+
+
+def _migrate_to_1(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """
+        CREATE TABLE calls (
+            call_id     TEXT PRIMARY KEY,
+            direction   TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+            caller      TEXT,
+            callee      TEXT,
+            started_at  TEXT NOT NULL,
+            answered_at TEXT,
+            ended_at    TEXT,
+            outcome     TEXT,
+            detail      TEXT
+        )
+        """
+    )
+    connection.execute("CREATE INDEX calls_started_at ON calls (started_at)")
+    connection.execute(
+        """
+        CREATE TABLE transcript (
+            id      INTEGER PRIMARY KEY,
+            call_id TEXT NOT NULL REFERENCES calls (call_id),
+            at      TEXT NOT NULL,
+            speaker TEXT NOT NULL CHECK (speaker IN ('caller', 'assistant')),
+            text    TEXT NOT NULL
+        )
+        """
+    )
+    connection.execute("CREATE INDEX transcript_call_id ON transcript (call_id, id)")
+    connection.execute(
+        """
+        CREATE TABLE tool_calls (
+            id           INTEGER PRIMARY KEY,
+            call_id      TEXT NOT NULL REFERENCES calls (call_id),
+            at           TEXT NOT NULL,
+            tool_call_id TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            arguments    TEXT NOT NULL,
+            result       TEXT NOT NULL,
+            ok           INTEGER NOT NULL CHECK (ok IN (0, 1)),
+            UNIQUE (call_id, tool_call_id)
+        )
+        """
+    )
+
+
+# _MIGRATIONS[n] upgrades a database at user_version n to n + 1. Append only; never edit a released step.
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1,)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(moment: datetime) -> str:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"timestamps must be timezone-aware, got the naive datetime {moment.isoformat()}")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _migrate(connection: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema up to SCHEMA_VERSION, one transaction per step."""
+    while True:
+        # BEGIN IMMEDIATE takes the write lock before reading the version, so two processes opening a new
+        # file at once cannot both run the same step.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version: int = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise CallRecordsError(
+                    f"The call records database {path} has schema version {version}, newer than the {SCHEMA_VERSION} "
+                    "this bridge knows: run the newer bridge, or set DB_PATH to another file."
+                )
+            if version == SCHEMA_VERSION:
+                connection.execute("COMMIT")
+                return
+            _MIGRATIONS[version](connection)
+            connection.execute(f"PRAGMA user_version = {version + 1:d}")
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+
+def _open_error(path: Path, error: sqlite3.Error) -> CallRecordsError:
+    if error.sqlite_errorname in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        return CallRecordsError(
+            f"The call records database {path} is not a SQLite database or is damaged ({error}): move it aside "
+            "(the bridge then creates a new one) or set DB_PATH to another file."
+        )
+    return CallRecordsError(
+        f"Cannot open the call records database {path} ({error}): the user running the bridge must be able to "
+        f"create and write {path} and its -wal and -shm files in {path.parent}. Fix the owner or mode of "
+        f"{path.parent} (e.g. chown asterisk: {path.parent}) or set DB_PATH to a writable location."
+    )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    if not path.parent.is_dir():
+        raise CallRecordsError(
+            f"Cannot open the call records database {path}: the directory {path.parent} does not exist. "
+            f"Create it (e.g. install -d -o asterisk -g asterisk {path.parent}) or set DB_PATH to a file in an "
+            "existing directory."
+        )
+    try:
+        # isolation_level=None: autocommit, so each single-row write is its own transaction and migrations
+        # manage theirs explicitly.
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as error:
+        raise _open_error(path, error) from error
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        connection.execute("PRAGMA foreign_keys = ON")
+        # Switching to WAL writes to the file, so this is where an unwritable database or directory shows.
+        connection.execute("PRAGMA journal_mode = WAL").fetchone()
+        connection.execute("PRAGMA synchronous = NORMAL")
+        _migrate(connection, path)
+    except CallRecordsError:
+        connection.close()
+        raise
+    except sqlite3.Error as error:
+        connection.close()
+        raise _open_error(path, error) from error
+    return connection
+
+
+def _row_dict(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+class CallRecords:
+    """The call records database at ``path``; safe to share between threads.
+
+    ``clock`` returns the current time as an aware datetime; tests inject a fixed one.
+    """
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = _connect(self.path)
+        self._connection.row_factory = _row_dict
+
+    def __repr__(self) -> str:
+        state = "closed" if self._connection is None else "open"
+        return f"CallRecords({str(self.path)!r}, {state})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (its WAL is checkpointed and removed); calling it again does nothing."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def _db(self) -> sqlite3.Connection:
+        """The connection; call with the lock held."""
+        if self._connection is None:
+            raise CallRecordsError(f"The call records database {self.path} was closed: no more records can be written.")
+        return self._connection
+
+    def _now(self) -> str:
+        return _timestamp(self._clock())
+
+    def _require_call(self, db: sqlite3.Connection, call_id: str) -> None:
+        if db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone() is None:
+            raise UnknownCallError(f"No call {call_id!r} in {self.path}: start_call() must come first.")
+
+    def start_call(
+        self,
+        call_id: str,
+        direction: str,
+        caller: str | None,
+        callee: str | None,
+        started_at: datetime | None = None,
+    ) -> None:
+        """Record a new call; a call_id that was already recorded raises ValueError."""
+        if direction not in tuple(Direction):
+            raise ValueError(f"direction must be 'inbound' or 'outbound', got {direction!r}")
+        at = _timestamp(started_at) if started_at is not None else self._now()
+        with self._lock:
+            try:
+                self._db().execute(
+                    "INSERT INTO calls (call_id, direction, caller, callee, started_at) VALUES (?, ?, ?, ?, ?)",
+                    (call_id, str(direction), caller, callee, at),
+                )
+            except sqlite3.IntegrityError as error:
+                raise ValueError(f"call {call_id!r} is already recorded in {self.path}") from error
+
+    def mark_answered(self, call_id: str) -> bool:
+        """Record when the call was answered; only the first time counts (returns whether this one did)."""
+        at = self._now()
+        with self._lock:
+            db = self._db()
+            cursor = db.execute(
+                "UPDATE calls SET answered_at = ? WHERE call_id = ? AND answered_at IS NULL", (at, call_id)
+            )
+            if cursor.rowcount == 0:
+                self._require_call(db, call_id)
+                return False
+            return True
+
+    def add_transcript(self, call_id: str, speaker: str, text: str) -> None:
+        """Append one line said by ``speaker`` ('caller' or 'assistant') to the call's transcript."""
+        if speaker not in tuple(Speaker):
+            raise ValueError(f"speaker must be 'caller' or 'assistant', got {speaker!r}")
+        at = self._now()
+        with self._lock:
+            db = self._db()
+            self._require_call(db, call_id)
+            db.execute(
+                "INSERT INTO transcript (call_id, at, speaker, text) VALUES (?, ?, ?, ?)",
+                (call_id, at, str(speaker), text),
+            )
+
+    def add_tool_call(
+        self,
+        call_id: str,
+        tool_call_id: str,
+        name: str,
+        arguments: Mapping[str, Any],
+        result: Mapping[str, Any],
+        ok: bool,
+    ) -> bool:
+        """Record a tool the assistant ran; a tool_call_id already recorded for the call is ignored (False).
+
+        ``arguments`` and ``result`` are stored as JSON: a value json cannot encode raises TypeError.
+        """
+        encoded_arguments = json.dumps(arguments, ensure_ascii=False)
+        encoded_result = json.dumps(result, ensure_ascii=False)
+        at = self._now()
+        with self._lock:
+            db = self._db()
+            self._require_call(db, call_id)
+            cursor = db.execute(
+                "INSERT INTO tool_calls (call_id, at, tool_call_id, name, arguments, result, ok)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (call_id, tool_call_id) DO NOTHING",
+                (call_id, at, tool_call_id, name, encoded_arguments, encoded_result, int(bool(ok))),
+            )
+            return cursor.rowcount == 1
+
+    def end_call(self, call_id: str, outcome: str, detail: str = "") -> bool:
+        """Record how the call ended; only the first end counts (returns whether this one did)."""
+        if not outcome:
+            raise ValueError("outcome must not be empty (e.g. 'completed', 'transferred', 'error')")
+        at = self._now()
+        with self._lock:
+            db = self._db()
+            cursor = db.execute(
+                "UPDATE calls SET ended_at = ?, outcome = ?, detail = ? WHERE call_id = ? AND ended_at IS NULL",
+                (at, str(outcome), detail, call_id),
+            )
+            if cursor.rowcount == 0:
+                self._require_call(db, call_id)
+                return False
+            return True
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None:
+        """The call's row, with ``transcript`` and ``tool_calls`` lists in the order they were recorded."""
+        with self._lock:
+            db = self._db()
+            # One read transaction, so the three queries see the same state even with other writers.
+            db.execute("BEGIN")
+            try:
+                call: dict[str, Any] | None = db.execute("SELECT * FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+                if call is None:
+                    return None
+                call["transcript"] = db.execute(
+                    "SELECT at, speaker, text FROM transcript WHERE call_id = ? ORDER BY id", (call_id,)
+                ).fetchall()
+                tool_calls: list[dict[str, Any]] = db.execute(
+                    "SELECT at, tool_call_id, name, arguments, result, ok FROM tool_calls"
+                    " WHERE call_id = ? ORDER BY id",
+                    (call_id,),
+                ).fetchall()
+            finally:
+                db.execute("COMMIT")
+        for tool_call in tool_calls:
+            tool_call["arguments"] = json.loads(tool_call["arguments"])
+            tool_call["result"] = json.loads(tool_call["result"])
+            tool_call["ok"] = bool(tool_call["ok"])
+        call["tool_calls"] = tool_calls
+        return call
+
+    def recent_calls(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The last ``limit`` calls by start time, newest first (call rows only, no transcripts)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._lock:
+            rows: list[dict[str, Any]] = (
+                self._db()
+                .execute("SELECT * FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
+                .fetchall()
+            )
+        return rows

@@ -1,0 +1,346 @@
+"""Call records: schema, round trips, idempotence, threads, reopening, errors and closing."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from centralita.records import SCHEMA_VERSION, CallRecords, CallRecordsError, UnknownCallError
+
+NOBODY = 65534
+START = datetime(2026, 11, 25, 14, 3, 7, 123000, tzinfo=UTC)
+
+
+class FakeClock:
+    """Advances one second per reading, so every timestamp is distinct and predictable."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        moment = self.now
+        self.now += timedelta(seconds=1)
+        return moment
+
+
+def stamp(seconds: int) -> str:
+    return (START + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "centralita.db"
+
+
+@pytest.fixture
+def records(db_path: Path) -> Iterator[CallRecords]:
+    with CallRecords(db_path, clock=FakeClock()) as opened:
+        yield opened
+
+
+def sqlite_query(path: Path, sql: str) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+def test_schema_is_created_on_first_use(records: CallRecords, db_path: Path) -> None:
+    tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"calls", "transcript", "tool_calls"} <= tables
+    assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert SCHEMA_VERSION == 1
+    assert sqlite_query(db_path, "PRAGMA journal_mode") == [("wal",)]
+    columns = [row[1] for row in sqlite_query(db_path, "PRAGMA table_info(calls)")]
+    assert columns == [
+        "call_id",
+        "direction",
+        "caller",
+        "callee",
+        "started_at",
+        "answered_at",
+        "ended_at",
+        "outcome",
+        "detail",
+    ]
+
+
+def test_round_trip_of_a_whole_call(records: CallRecords) -> None:
+    records.start_call("1732543387.12", "inbound", "+34600111222", "+34910000000")  # clock: +0 s
+    assert records.mark_answered("1732543387.12")  # +1 s
+    records.add_transcript("1732543387.12", "assistant", "Hola, ¿en qué puedo ayudarle?")  # +2 s
+    records.add_transcript("1732543387.12", "caller", "Quiero hablar con soporte")  # +3 s
+    assert records.add_tool_call(
+        "1732543387.12", "call_abc", "lookup_customer", {"phone": "+34600111222"}, {"name": "Ana"}, True
+    )  # +4 s
+    assert records.end_call("1732543387.12", "transferred", "to centralita-operator")  # +5 s
+
+    assert records.get_call("1732543387.12") == {
+        "call_id": "1732543387.12",
+        "direction": "inbound",
+        "caller": "+34600111222",
+        "callee": "+34910000000",
+        "started_at": stamp(0),
+        "answered_at": stamp(1),
+        "ended_at": stamp(5),
+        "outcome": "transferred",
+        "detail": "to centralita-operator",
+        "transcript": [
+            {"at": stamp(2), "speaker": "assistant", "text": "Hola, ¿en qué puedo ayudarle?"},
+            {"at": stamp(3), "speaker": "caller", "text": "Quiero hablar con soporte"},
+        ],
+        "tool_calls": [
+            {
+                "at": stamp(4),
+                "tool_call_id": "call_abc",
+                "name": "lookup_customer",
+                "arguments": {"phone": "+34600111222"},
+                "result": {"name": "Ana"},
+                "ok": True,
+            }
+        ],
+    }
+    assert stamp(0) == "2026-11-25T14:03:07.123+00:00"
+
+
+def test_unknown_call_gives_none_and_writes_to_it_fail(records: CallRecords) -> None:
+    assert records.get_call("nope") is None
+    with pytest.raises(UnknownCallError, match="nope"):
+        records.add_transcript("nope", "caller", "hola")
+    with pytest.raises(UnknownCallError):
+        records.end_call("nope", "completed")
+    with pytest.raises(UnknownCallError):
+        records.mark_answered("nope")
+
+
+def test_invalid_values_are_refused(records: CallRecords) -> None:
+    with pytest.raises(ValueError, match="direction"):
+        records.start_call("c1", "sideways", "a", "b")
+    records.start_call("c1", "outbound", None, "+34910000000")
+    with pytest.raises(ValueError, match="already recorded"):
+        records.start_call("c1", "inbound", "a", "b")
+    with pytest.raises(ValueError, match="speaker"):
+        records.add_transcript("c1", "operator", "hola")
+    with pytest.raises(ValueError, match="naive"):
+        records.start_call("c2", "inbound", "a", "b", started_at=datetime(2026, 1, 1))
+
+
+def test_started_at_is_stored_in_utc(records: CallRecords) -> None:
+    madrid = datetime(2026, 11, 25, 16, 3, 7, tzinfo=timezone(timedelta(hours=1)))
+    records.start_call("c1", "inbound", "a", "b", started_at=madrid)
+    call = records.get_call("c1")
+    assert call is not None
+    assert call["started_at"] == "2026-11-25T15:03:07.000+00:00"
+
+
+def test_transcript_keeps_the_order_lines_were_added(db_path: Path) -> None:
+    # A clock that goes backwards: the order must come from insertion, not from the timestamps.
+    moments = iter(START - timedelta(seconds=second) for second in range(100))
+    with CallRecords(db_path, clock=lambda: next(moments)) as records:
+        records.start_call("c1", "inbound", "a", "b")
+        lines = [f"línea {number}" for number in range(20)]
+        for number, line in enumerate(lines):
+            records.add_transcript("c1", "caller" if number % 2 else "assistant", line)
+        call = records.get_call("c1")
+    assert call is not None
+    assert [entry["text"] for entry in call["transcript"]] == lines
+    assert [entry["speaker"] for entry in call["transcript"]][:2] == ["assistant", "caller"]
+
+
+def test_duplicate_tool_call_is_ignored(records: CallRecords) -> None:
+    records.start_call("c1", "inbound", "a", "b")
+    records.start_call("c2", "inbound", "a", "b")
+    assert records.add_tool_call("c1", "call_1", "transfer", {"to": "ventas"}, {"ok": True}, True) is True
+    assert records.add_tool_call("c1", "call_1", "transfer", {"to": "OTHER"}, {"ok": False}, False) is False
+    # The same tool_call_id in another call is another tool call.
+    assert records.add_tool_call("c2", "call_1", "transfer", {"to": "soporte"}, {"ok": True}, True) is True
+
+    call = records.get_call("c1")
+    assert call is not None
+    assert [(tool["arguments"], tool["ok"]) for tool in call["tool_calls"]] == [({"to": "ventas"}, True)]
+
+
+def test_end_call_is_idempotent(records: CallRecords) -> None:
+    records.start_call("c1", "inbound", "a", "b")
+    assert records.end_call("c1", "hung_up_by_caller") is True
+    assert records.end_call("c1", "error", "cleanup after hangup") is False
+    assert records.mark_answered("c1") is True
+    assert records.mark_answered("c1") is False
+
+    call = records.get_call("c1")
+    assert call is not None
+    assert (call["outcome"], call["detail"], call["ended_at"]) == ("hung_up_by_caller", "", stamp(1))
+    assert call["answered_at"] == stamp(3)
+
+
+def test_recent_calls_newest_first(records: CallRecords) -> None:
+    for number in range(5):
+        records.start_call(f"c{number}", "inbound", "a", "b")
+    assert [call["call_id"] for call in records.recent_calls(3)] == ["c4", "c3", "c2"]
+    assert "transcript" not in records.recent_calls(1)[0]
+    with pytest.raises(ValueError, match="limit"):
+        records.recent_calls(0)
+
+
+def test_concurrent_writers_lose_nothing(records: CallRecords) -> None:
+    threads_count, lines_per_thread = 8, 50
+    records.start_call("busy", "inbound", "a", "b")
+    barrier = threading.Barrier(threads_count)
+    errors: list[BaseException] = []
+
+    def writer(number: int) -> None:
+        try:
+            barrier.wait()
+            for line in range(lines_per_thread):
+                records.add_transcript("busy", "caller", f"{number}:{line}")
+        except BaseException as error:
+            errors.append(error)
+            raise
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    call = records.get_call("busy")
+    assert call is not None
+    texts = [entry["text"] for entry in call["transcript"]]
+    assert len(texts) == threads_count * lines_per_thread
+    assert set(texts) == {f"{number}:{line}" for number in range(threads_count) for line in range(lines_per_thread)}
+    # Each thread's own lines stay in the order it wrote them.
+    for number in range(threads_count):
+        mine = [int(text.split(":")[1]) for text in texts if text.startswith(f"{number}:")]
+        assert mine == list(range(lines_per_thread))
+
+
+def test_reopening_keeps_data_and_version(db_path: Path) -> None:
+    with CallRecords(db_path, clock=FakeClock()) as records:
+        records.start_call("c1", "inbound", "a", "b")
+        records.add_transcript("c1", "caller", "hola")
+        records.end_call("c1", "completed")
+
+    with CallRecords(db_path, clock=FakeClock()) as reopened:
+        call = reopened.get_call("c1")
+        assert call is not None
+        assert call["outcome"] == "completed"
+        assert [entry["text"] for entry in call["transcript"]] == ["hola"]
+        reopened.start_call("c2", "inbound", "a", "b")
+    assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert sqlite_query(db_path, "SELECT call_id FROM calls ORDER BY call_id") == [("c1",), ("c2",)]
+
+
+def test_a_newer_schema_is_refused(db_path: Path) -> None:
+    CallRecords(db_path).close()
+    connection = sqlite3.connect(db_path)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    with pytest.raises(CallRecordsError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
+        CallRecords(db_path)
+
+
+def test_missing_directory_names_path_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "centralita.db"
+    with pytest.raises(CallRecordsError) as caught:
+        CallRecords(path)
+    assert isinstance(caught.value, OSError)  # what the start-up catches and prints
+    message = str(caught.value)
+    assert str(path) in message
+    assert "does not exist" in message
+    assert "install -d" in message
+    assert not path.parent.exists()
+
+
+def test_not_a_database_names_path(tmp_path: Path) -> None:
+    path = tmp_path / "centralita.db"
+    path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(CallRecordsError, match="not a database") as caught:
+        CallRecords(path)
+    assert str(path) in str(caught.value)
+
+
+def error_as_unprivileged(attempt: Callable[[], object]) -> str:
+    """The message of the CallRecordsError that ``attempt`` raises, run where permissions apply.
+
+    Root ignores file modes, so as root it runs in a forked child that gave up root first (the child
+    reports through a pipe and never returns into pytest).
+    """
+    if os.geteuid() != 0:
+        with pytest.raises(CallRecordsError) as caught:
+            attempt()
+        return str(caught.value)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                attempt()
+            except CallRecordsError as error:
+                os.write(write_end, str(error).encode())
+                status = 3
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3, "the child did not get a CallRecordsError"
+    return message
+
+
+def test_unwritable_directory_names_path_and_fix() -> None:
+    # Not tmp_path: pytest's base directory is private to its owner, and the unprivileged child must reach it.
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        directory.chmod(0o555)
+        try:
+            message = error_as_unprivileged(lambda: CallRecords(directory / "centralita.db"))
+        finally:
+            directory.chmod(0o755)
+        assert not (directory / "centralita.db").exists()
+    assert str(directory / "centralita.db") in message
+    assert "writable" in message
+    assert "DB_PATH" in message
+
+
+def open_files(path: Path) -> list[str]:
+    """The descriptors of this process open on ``path`` or its -wal / -shm files."""
+    path = path.resolve()
+    names = {str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"}
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor os.listdir itself used, closed by now
+            continue
+        if target in names:
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+def test_close_releases_the_files(db_path: Path) -> None:
+    records = CallRecords(db_path)
+    records.start_call("c1", "inbound", "a", "b")
+    assert str(db_path.resolve()) in open_files(db_path)
+    assert f"{db_path.resolve()}-wal" in open_files(db_path)
+
+    records.close()
+    assert open_files(db_path) == []
+    records.close()  # a second close is harmless
+    with pytest.raises(CallRecordsError, match="closed"):
+        records.add_transcript("c1", "caller", "hola")
