@@ -3,8 +3,8 @@
 Runs where a Centralita box's Asterisk is reachable: inside the Molecule box (verify step) or
 against the lab box from its host. Not part of the unit run: there is no Asterisk on the test host.
 Configuration: CENTRALITA_ARI_URL (default http://127.0.0.1:8088), CENTRALITA_ARI_SECRET_FILE
-(default /etc/centralita/ari-password) or CENTRALITA_ARI_PASSWORD, CENTRALITA_RESTART_ASTERISK
-(command that restarts Asterisk, default "systemctl restart asterisk").
+(default /etc/centralita/ari-password) or CENTRALITA_ARI_PASSWORD, and CENTRALITA_BOX_EXEC: the prefix
+that runs a command on the box (empty inside the box; "podman exec centralita-lab" from the lab's host).
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ def events(endpoint: AriEndpoint) -> Iterator[tuple[AriEvents, queue.Queue[dict[
     assert client.wait_connected(10), "no ARI events connection"
     yield client, received
     client.stop()
+
+
+def box_command(command: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command on the box (see CENTRALITA_BOX_EXEC)."""
+    prefix = shlex.split(os.environ.get("CENTRALITA_BOX_EXEC", ""))
+    return subprocess.run([*prefix, *shlex.split(command)], capture_output=True, text=True, check=check, timeout=60)
 
 
 def wait_for(received: queue.Queue[dict[str, Any]], kind: str, timeout: float = 10, **match: str) -> dict[str, Any]:
@@ -141,8 +147,7 @@ def test_audio_flows_through_a_mixing_bridge_and_everything_is_released(endpoint
 
 def test_events_reconnect_after_asterisk_restarts(endpoint, events) -> None:
     client, _received = events
-    command = shlex.split(os.environ.get("CENTRALITA_RESTART_ASTERISK", "systemctl restart asterisk"))
-    subprocess.run(command, check=True, timeout=60)
+    box_command("systemctl restart asterisk")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and client.connections < 2:
         time.sleep(0.2)

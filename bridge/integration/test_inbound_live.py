@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_ari_live import box_command, wait_for
 from test_ari_live import endpoint as endpoint  # the same ARI credentials fixture
-from test_ari_live import wait_for
 
 from centralita.ari import AriEndpoint, AriError, AriEvents, AriRest
 from centralita.config import Settings
@@ -110,6 +110,10 @@ def service(
             "DB_PATH": str(tmp_path / "centralita.db"),
         }
     )
+    # The app name is the one the dialplan uses: the deployed service, if any, steps aside meanwhile.
+    deployed = box_command("systemctl is-active openai-inbound-calls", check=False).stdout.strip() == "active"
+    if deployed:
+        box_command("systemctl stop openai-inbound-calls")
     records = CallRecords(settings.db_path)
     svc = InboundService(settings, records, builtin_tools(), default_instructions())
     svc.start()
@@ -117,6 +121,8 @@ def service(
     yield svc, records
     svc.stop()
     records.close()
+    if deployed:
+        box_command("systemctl start openai-inbound-calls")
 
 
 def test_a_caller_talks_with_the_assistant_and_everything_is_released(endpoint, fake, service) -> None:

@@ -13,7 +13,9 @@ python=${PYTHON:-$top/.venv/bin/python}
 
 rm -rf "$out"
 mkdir -p "$out"
-"$python" -m pip wheel -q --no-deps "$top/bridge" -w "$out" 2>/dev/null
+# A fixed timestamp makes the wheel byte-for-byte reproducible, so re-running a playbook that ships it
+# changes nothing when the code did not change.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} "$python" -m pip wheel -q --no-deps "$top/bridge" -w "$out" 2>/dev/null
 # The bridge's dependencies, pinned to the versions the tests ran with.
 pins=()
 for name in websocket-client python-dotenv websockets librouteros "$@"; do
@@ -23,3 +25,5 @@ done
 "$python" -m pip download -q --only-binary=:all: --implementation py --abi none --platform any \
     --python-version 3.11 -d "$out" "${pins[@]}" 2>/dev/null
 ls "$out"
+# setuptools builds in the source tree; leave it clean.
+rm -rf "$top/bridge/build" "$top"/bridge/src/*.egg-info

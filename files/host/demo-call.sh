@@ -27,8 +27,8 @@ call() {
     before=$(log_size)
     echo
     echo "== $title: calling $number"
-    sipp -sf "$scenarios/$scenario" -s "$number" 127.0.0.1:5060 -i 127.0.0.1 -p 5070 -m 1 \
-        -timeout 30s -nostdin "$@" >"$work/sipp.log" 2>&1
+    (cd "$work" && sipp -sf "$scenarios/$scenario" -s "$number" 127.0.0.1:5060 -i 127.0.0.1 -p 5070 -m 1 \
+        -timeout 40s -nostdin "$@" >"$work/sipp.log" 2>&1)
     rc=$?
     sleep 0.5
     if [ $rc -eq 0 ]; then
@@ -41,17 +41,46 @@ call() {
     echo "   What Asterisk did (/var/log/asterisk/full):"
     log_since "$before" | grep -E "Executing \[|WARNING|Centralita" |
         sed -E 's/^\[[^]]+\] //; s/VERBOSE\[[0-9]+\]\[[^]]+\] pbx.c: //; s/ in new stack$//' |
-        sed 's/^/     /' | head -25
+        sed 's/^/     /' | head -12
 }
 
+# The assistant's side of the last call: its log lines and the call record with the transcript.
+assistant_report() {
+    local since=$1 call_id
+    call_id=$(podman exec "$box" tail -c +"$((since + 1))" /var/log/asterisk/inbound_openai.log |
+        grep -o 'call=[0-9.]*' | grep -v 'call=-' | head -1 | cut -d= -f2)
+    if [ -z "$call_id" ]; then
+        failures=$((failures + 1))
+        echo "   The assistant never saw the call: check 'systemctl status openai-inbound-calls' in the box."
+        return
+    fi
+    echo "   What the assistant did (/var/log/asterisk/inbound_openai.log, call=$call_id):"
+    podman exec "$box" grep "call=$call_id" /var/log/asterisk/inbound_openai.log | cut -d' ' -f2,3,5- |
+        sed 's/^/     /'
+    echo "   The call record (SQLite $db):"
+    podman exec "$box" /usr/local/asterisk/venv/bin/python -c "
+import sys
+from centralita.records import CallRecords
+with CallRecords(sys.argv[1]) as records:
+    call = records.get_call(sys.argv[2])
+print(f'     outcome={call[\"outcome\"]} answered={call[\"answered_at\"]} ended={call[\"ended_at\"]}')
+for line in call['transcript']:
+    print(f'     {line[\"speaker\"]}: {line[\"text\"]}')
+" "$db" "$call_id" || failures=$((failures + 1))
+}
+
+db=/var/lib/centralita/centralita.db
+cp "$here/../audio/cliente_sin_internet.wav" "$work/"
 echo "Centralita demo: SIPp plays the VoIP provider and calls the lab box at 127.0.0.1:5060"
 call "1/2 trunk check (echo test extension)" provider_call.xml 6000 -d 3000
-call "2/2 a customer calls the provider's number" provider_call_box_hangs_up.xml 5215550002222
+assistant_log_size=$(podman exec "$box" stat -c %s /var/log/asterisk/inbound_openai.log)
+call "2/2 a customer calls and speaks to the assistant (fake Realtime server)" provider_call_speaking.xml \
+    5215550002222 -d 12000
+assistant_report "$assistant_log_size"
 
 echo
 if [ $failures -eq 0 ]; then
-    echo "Both calls were answered. The voice assistant is not installed yet, so the second call"
-    echo "reached the operator fallback (Spanish prompt) instead of the assistant."
+    echo "Both calls were answered; the second one reached the voice assistant."
     echo "Look inside: podman exec -it $box bash   |   remove: make lab-down"
 else
     echo "$failures call(s) failed. Look inside: podman exec -it $box asterisk -rvvv"

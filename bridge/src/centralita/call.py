@@ -10,6 +10,7 @@ released by ``end()``, which is idempotent and runs whoever ends the call.
 from __future__ import annotations
 
 import base64
+import contextvars
 import json
 import logging
 import random
@@ -22,7 +23,7 @@ from typing import Any
 
 from centralita.ari import AriError, AriRest
 from centralita.config import FailureAction, Settings
-from centralita.logs import call_logger
+from centralita.logs import call_context, call_logger
 from centralita.pacer import Pacer, PlayoutQueue
 from centralita.realtime import (
     CloseInfo,
@@ -113,6 +114,10 @@ class InboundCall:
         return self.state.call_id
 
     def start(self) -> None:
+        with call_context(self.call_id):
+            self._start()
+
+    def _start(self) -> None:
         state = self.state
         self._log.info("call started: caller=%s did=%s", state.caller or "-", state.did or "-")
         self._records.start_call(state.call_id, "inbound", state.caller, state.did)
@@ -132,7 +137,8 @@ class InboundCall:
             self._fail_to_operator(f"Realtime unavailable: {error}")
             return
         for target, name in ((self._receive_rtp, "rtp-in"), (self._send_rtp, "rtp-out")):
-            thread = threading.Thread(target=target, name=f"{name}-{state.call_id}", daemon=True)
+            context = contextvars.copy_context()  # the call's id on every log line of its threads
+            thread = threading.Thread(target=context.run, args=(target,), name=f"{name}-{state.call_id}", daemon=True)
             self._threads.append(thread)
             thread.start()
         self._send(response_create())  # the assistant greets first
@@ -296,7 +302,11 @@ class InboundCall:
             self._records.add_transcript(self.call_id, "caller", str(event.get("transcript", "")))
         elif kind == "error":
             error = event.get("error") or {}
-            self._log.warning("Realtime error event: %s %s", error.get("code"), error.get("message"))
+            if error.get("code") == "response_cancel_not_active":
+                # Server VAD already cancelled the response it interrupted: our cancel crossed it.
+                self._log.debug("response.cancel crossed the server's own cancellation")
+            else:
+                self._log.warning("Realtime error event: %s %s", error.get("code"), error.get("message"))
         update = self._assembler.feed(event)
         for call in update.completed:
             self._tool_pool.submit(self._run_tool, call)

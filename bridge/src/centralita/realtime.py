@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import json
 import logging
 import select
@@ -401,7 +402,11 @@ class RealtimeConnection:
             self._finish(CloseInfo(None, by_client=True, error=f"handshake failed: {error}"), notify=False)
             raise
         self._session = info
-        self._thread = threading.Thread(target=self._receive_loop, name="realtime-receive", daemon=True)
+        # The receive thread runs in a copy of the caller's context, so its log lines keep the call's id.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._receive_loop,), name="realtime-receive", daemon=True
+        )
         self._thread.start()
         return info
 

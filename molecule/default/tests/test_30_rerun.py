@@ -28,6 +28,8 @@ def test_dialplan_change_reloads_without_restarting_asterisk(host):
 def test_rerun_gives_root_edited_files_back_to_asterisk(host):
     host.run_expect([0], "chown root:root /etc/asterisk/pjsip_trunk.conf /etc/asterisk/extensions.conf")
     host.run_expect([0], "install -o root -g root -m 0600 /dev/null /etc/asterisk/created-by-root.conf")
+    # The guide's git problem: root created files in the operator's app directory.
+    host.run_expect([0], "install -o root -g root -m 0644 /dev/null /usr/local/asterisk/notes-by-root.txt")
     try:
         rerun = run_playbook()
         assert rerun.returncode == 0, rerun.stdout[-3000:]
@@ -39,5 +41,6 @@ def test_rerun_gives_root_edited_files_back_to_asterisk(host):
         assert "Endpoint:  provider" in out
         globals_out = host.check_output("asterisk -rx 'dialplan show globals'")
         assert "CENTRALITA_OPERATOR_TIMEOUT=30" in globals_out
+        assert host.file("/usr/local/asterisk/notes-by-root.txt").user == "soporte"
     finally:
-        host.run("rm -f /etc/asterisk/created-by-root.conf")
+        host.run("rm -f /etc/asterisk/created-by-root.conf /usr/local/asterisk/notes-by-root.txt")
