@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from unprivileged import error_as_unprivileged
 
 from centralita import logs
 from centralita.logs import Event, LoggingSetupError, RedactingFilter, call_context, call_logger, setup_logging
 
-NOBODY = 65534
 FILE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<rest>.*)$")
 
 
@@ -227,40 +226,6 @@ def test_log_file_is_reopened_after_rotation(tmp_path: Path, stream: io.StringIO
     assert rotated.read_text(encoding="utf-8").endswith("INFO call=- before rotation\n")
 
 
-def error_as_unprivileged(attempt: Callable[[], object]) -> str:
-    """The message of the LoggingSetupError that ``attempt`` raises, run where permissions apply.
-
-    Root ignores file modes, so as root it runs in a forked child that gave up root first (the child
-    reports through a pipe and never returns into pytest).
-    """
-    if os.geteuid() != 0:
-        with pytest.raises(LoggingSetupError) as caught:
-            attempt()
-        return str(caught.value)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        status = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            try:
-                attempt()
-            except LoggingSetupError as error:
-                os.write(write_end, str(error).encode())
-                status = 3
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        message = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 3, "the child did not get a LoggingSetupError"
-    return message
-
-
 @pytest.mark.parametrize("subdirectory", ["", "asterisk"], ids=["file", "parent"])
 def test_unwritable_directory_names_path_and_fix(subdirectory: str, stream: io.StringIO) -> None:
     # Not tmp_path: pytest's base directory is private to its owner, and the unprivileged child must reach it.
@@ -269,7 +234,7 @@ def test_unwritable_directory_names_path_and_fix(subdirectory: str, stream: io.S
         log_file = directory / subdirectory / "inbound_openai.log"
         directory.chmod(0o555)
         try:
-            message = error_as_unprivileged(lambda: setup_logging(log_file, stream=stream))
+            message = error_as_unprivileged(lambda: setup_logging(log_file, stream=stream), LoggingSetupError)
         finally:
             directory.chmod(0o755)
         assert not log_file.exists()

@@ -6,15 +6,15 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from unprivileged import error_as_unprivileged
 
 from centralita.records import SCHEMA_VERSION, CallRecords, CallRecordsError, UnknownCallError
 
-NOBODY = 65534
 START = datetime(2026, 11, 25, 14, 3, 7, 123000, tzinfo=UTC)
 
 
@@ -268,47 +268,13 @@ def test_not_a_database_names_path(tmp_path: Path) -> None:
     assert str(path) in str(caught.value)
 
 
-def error_as_unprivileged(attempt: Callable[[], object]) -> str:
-    """The message of the CallRecordsError that ``attempt`` raises, run where permissions apply.
-
-    Root ignores file modes, so as root it runs in a forked child that gave up root first (the child
-    reports through a pipe and never returns into pytest).
-    """
-    if os.geteuid() != 0:
-        with pytest.raises(CallRecordsError) as caught:
-            attempt()
-        return str(caught.value)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        status = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            try:
-                attempt()
-            except CallRecordsError as error:
-                os.write(write_end, str(error).encode())
-                status = 3
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        message = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 3, "the child did not get a CallRecordsError"
-    return message
-
-
 def test_unwritable_directory_names_path_and_fix() -> None:
     # Not tmp_path: pytest's base directory is private to its owner, and the unprivileged child must reach it.
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
         directory.chmod(0o555)
         try:
-            message = error_as_unprivileged(lambda: CallRecords(directory / "centralita.db"))
+            message = error_as_unprivileged(lambda: CallRecords(directory / "centralita.db"), CallRecordsError)
         finally:
             directory.chmod(0o755)
         assert not (directory / "centralita.db").exists()
