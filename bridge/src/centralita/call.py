@@ -16,7 +16,7 @@ import logging
 import random
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -310,8 +310,7 @@ class InboundCall:
         update = self._assembler.feed(event)
         for call in update.completed:
             self._tool_pool.submit(self._run_tool, call)
-        for ready in update.ready:
-            self._send(ready)
+        self._send_ready(update.ready)
 
     def _barge_in(self) -> None:
         with self._queue_lock:
@@ -333,8 +332,18 @@ class InboundCall:
         self._log.info("tool %s -> %s", call.name, "ok" if result.ok else "error")
         if result.action:
             self._after_speech = result.action
-        for ready in self._assembler.submit(call.call_id, json.dumps(result.output, ensure_ascii=False)):
-            self._send(ready)
+        self._send_ready(self._assembler.submit(call.call_id, json.dumps(result.output, ensure_ascii=False)))
+
+    def _send_ready(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Send tool outputs and the response.create that follows them.
+
+        The reply is counted as active from the moment it is asked for: a transfer or hang-up waiting for
+        the assistant's last words must not fire in the gap before the server's response.created.
+        """
+        for event in events:
+            if event.get("type") == "response.create":
+                self._response_active = True
+            self._send(event)
 
     def _on_realtime_close(self, close: CloseInfo) -> None:
         if self._stop.is_set():
