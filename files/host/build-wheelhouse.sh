@@ -18,7 +18,7 @@ mkdir -p "$out"
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} "$python" -m pip wheel -q --no-deps "$top/bridge" -w "$out" 2>/dev/null
 # The bridge's dependencies, pinned to the versions the tests ran with.
 pins=()
-for name in websocket-client python-dotenv websockets librouteros "$@"; do
+for name in websocket-client python-dotenv websockets librouteros pyroute2 "$@"; do
     pin=$(grep -i "^${name%%=*}==" "$top/requirements.txt" || true)
     pins+=("${pin:-$name}")
 done
