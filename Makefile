@@ -6,12 +6,13 @@ PYTHON ?= python3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv host lint unit molecule test demo lab-up lab-provision lab-call lab-down requirements clean
+.PHONY: help venv host lint unit molecule test demo lab-up lab-provision lab-call lab-down requirements clean bench
 
 help:
 	@echo "make demo      provision the lab box (podman container centralita-lab) and call it"
 	@echo "make test      lint, unit tests and molecule test: everything CI runs"
 	@echo "make lab-down  remove the lab box"
+	@echo "make bench     media-path benchmark: concurrent calls through the bridge (docs/PERFORMANCE.md)"
 
 # The pinned tool venv; rebuilt when requirements.txt changes.
 $(VENV)/.stamp: requirements.txt
@@ -52,6 +53,11 @@ lab-call:
 
 lab-down: venv
 	@ansible-playbook -i inventory/lab/hosts.yml playbooks/lab.yml -e centralita_lab_state=absent
+
+# Media-path benchmark (a benchmark, not a test): a ramp of concurrent calls, one JSON line at the end.
+# Options after BENCH_ARGS=, e.g. make bench BENCH_ARGS="--steps 10,20,40 --duration 10".
+bench: venv
+	@PYTHONPATH=bridge/src $(BIN)/python bridge/bench/bench_media.py $(BENCH_ARGS)
 
 requirements:
 	@rm -rf /tmp/centralita-req && $(PYTHON) -m venv /tmp/centralita-req

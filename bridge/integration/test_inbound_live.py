@@ -61,11 +61,12 @@ class CallerLeg:
     def _listen(self) -> None:
         while not self._stop.is_set():
             try:
-                packet = parse(self.sock.recv(2048))
+                datagram = self.sock.recv(2048)
             except TimeoutError:
                 continue
             except OSError:
                 return
+            packet = parse(datagram)
             if packet is not None and packet.payload_type == 0:
                 self.heard += packet.payload
 

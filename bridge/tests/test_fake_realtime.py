@@ -653,3 +653,70 @@ def test_pcma_output_and_conversation_item_retrieve_and_delete(client: Client) -
     assert (deleted["type"], deleted["item_id"]) == ("conversation.item.deleted", item_id)
     client.send("conversation.item.retrieve", item_id=item_id)
     assert client.recv()["error"]["code"] == "item_not_found"
+
+
+# --- Echo mode ---
+
+
+def test_echo_mode_streams_appended_audio_back_in_one_response_until_cancelled() -> None:
+    with FakeRealtimeServer(echo=True) as server:
+        client = Client(server)
+        try:
+            client.configure()
+            client.append(SPEECH[:800], chunk=160)  # no response open yet: kept in the input buffer, not echoed
+            client.send("response.create")
+            opening = client.until("response.content_part.added")
+            assert types(opening) == [
+                "response.created",
+                "rate_limits.updated",
+                "response.output_item.added",
+                "conversation.item.added",
+                "response.content_part.added",
+            ]
+            response_id = opening[0]["response"]["id"]
+            item_id = opening[2]["item"]["id"]
+
+            frames = [SPEECH[start : start + 160] for start in range(8000, 8000 + 50 * 160, 160)]  # 1 s of speech
+            for frame in frames:
+                client.append(frame, chunk=160)
+            deltas = [client.recv() for _ in frames]
+            assert types(deltas) == ["response.output_audio.delta"] * len(frames)  # no VAD, so no barge-in
+            assert [base64.b64decode(delta["delta"]) for delta in deltas] == frames
+            for delta in deltas:
+                assert delta == {
+                    "type": "response.output_audio.delta",
+                    "event_id": delta["event_id"],
+                    "response_id": response_id,
+                    "item_id": item_id,
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": delta["delta"],
+                }
+
+            client.send("response.cancel")
+            closing = client.until("response.done")
+            assert types(closing) == [
+                "response.output_audio.done",
+                "response.output_audio_transcript.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "conversation.item.done",
+                "response.done",
+            ]
+            assert closing[3]["item"]["status"] == "incomplete"
+            done = closing[-1]["response"]
+            assert (done["id"], done["status"], done["status_details"]["reason"]) == (
+                response_id,
+                "cancelled",
+                "client_cancelled",
+            )
+            client.send("conversation.item.truncate", item_id=item_id, content_index=0, audio_end_ms=len(frames) * 20)
+            assert client.recv()["type"] == "conversation.item.truncated"  # the echo counts as audio sent
+
+            client.append(frames[0], chunk=160)  # the response is over: nothing comes back
+            client.send("response.cancel")
+            assert client.recv()["error"]["code"] == "response_cancel_not_active"
+        finally:
+            client.close()
+    record = server.sessions()[0]
+    assert record.audio == SPEECH[:800] + b"".join(frames) + frames[0]

@@ -1,12 +1,17 @@
-"""The frame clock (with a fake clock: exact, no real sleeping) and the playout queue."""
+"""The frame clock (with a fake clock: exact, no real sleeping), the pacer thread and the playout queue."""
 
 from __future__ import annotations
 
+import contextvars
+import math
 import random
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
-from centralita.pacer import FRAME_SECONDS, Pacer, PlayoutQueue
+from centralita.pacer import FRAME_SECONDS, Pacer, PacerThread, PlayoutQueue
 
 START = 5000.0  # monotonic clocks start anywhere
 
@@ -128,6 +133,144 @@ def test_invalid_pacer_settings(frame_seconds: float, max_lag_frames: int) -> No
     clock = FakeClock()
     with pytest.raises(ValueError, match="must be"):
         Pacer(clock, clock.sleep, frame_seconds=frame_seconds, max_lag_frames=max_lag_frames)
+
+
+def test_claim_takes_slots_without_sleeping_and_a_start_time_anchors_the_grid() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock, clock.sleep, start=START + 0.005)
+    assert pacer.next_deadline == pytest.approx(START + 0.005)
+    assert pacer.claim(START + 0.0051) == 0
+    assert pacer.next_deadline == pytest.approx(START + 0.025)
+    assert pacer.claim(START + 0.0252) == 0
+    assert pacer.claim(START + 1.005) == 48  # far behind: skips to the slot of "now", as wait() does
+    assert (pacer.late_frames, pacer.resyncs) == (48, 1)
+    assert pacer.next_deadline == pytest.approx(START + 1.025)
+    assert clock.sleeps == []
+
+
+# The pacer thread (real time, short runs: it exists to wait for real deadlines).
+
+FRAME = 0.010  # shorter frames than 20 ms keep these tests fast
+TICK = 0.002
+
+
+class Recorder:
+    """A stream's callback: the clock time and ``skipped`` of every slot, until ``slots`` were played."""
+
+    def __init__(self, slots: int = 10**6) -> None:
+        self.slots = slots
+        self.played: list[tuple[float, int]] = []
+        self.done = threading.Event()
+
+    def __call__(self, skipped: int) -> bool:
+        self.played.append((time.monotonic(), skipped))
+        if len(self.played) >= self.slots:
+            self.done.set()
+            return False
+        return True
+
+
+@pytest.fixture
+def pacer_thread() -> Iterator[PacerThread]:
+    pacer = PacerThread(name="test-pacer", tick_seconds=TICK, frame_seconds=FRAME)
+    yield pacer
+    pacer.close()
+
+
+def test_each_stream_keeps_its_own_grid_on_the_ticks(pacer_thread: PacerThread) -> None:
+    recorders = [Recorder(slots=12) for _ in range(3)]
+    for recorder in recorders:
+        pacer_thread.add(recorder)
+        time.sleep(0.0033)  # start the streams at different phases
+    for recorder in recorders:
+        assert recorder.done.wait(2)
+    for recorder in recorders:
+        times = [moment for moment, _ in recorder.played]
+        start = math.ceil((times[0] - 0.004) / TICK) * TICK  # the tick it started on: at most 4 ms before
+        assert all(skipped == 0 for _, skipped in recorder.played)
+        for n, moment in enumerate(times):
+            assert moment >= start + n * FRAME - 1e-6  # never early
+            assert moment < start + n * FRAME + 0.05  # and not far behind it (a loaded machine may be late)
+    assert pacer_thread.streams == 0  # every callback returned False at its 12th slot
+
+
+def test_the_callback_runs_in_the_context_of_the_thread_that_added_it(pacer_thread: PacerThread) -> None:
+    variable: contextvars.ContextVar[str] = contextvars.ContextVar("variable", default="none")
+    seen: list[str] = []
+    done = threading.Event()
+
+    def on_slot(skipped: int) -> bool:
+        seen.append(variable.get())
+        done.set()
+        return False
+
+    token = variable.set("call-1")
+    pacer_thread.add(on_slot)
+    variable.reset(token)
+    assert done.wait(2)
+    assert seen == ["call-1"]
+
+
+def test_cancel_waits_for_a_slot_being_played_then_the_stream_is_gone(pacer_thread: PacerThread) -> None:
+    entered, finished = threading.Event(), threading.Event()
+    calls = 0
+
+    def slow(skipped: int) -> bool:
+        nonlocal calls
+        calls += 1
+        entered.set()
+        time.sleep(0.05)
+        finished.set()
+        return True
+
+    stream = pacer_thread.add(slow)
+    assert entered.wait(2)
+    stream.cancel()
+    assert finished.is_set()  # cancel() returned only once the callback had
+    played = calls
+    time.sleep(5 * FRAME)
+    assert calls == played
+    assert pacer_thread.streams == 0
+
+
+def test_a_failing_stream_is_dropped_and_the_others_go_on(
+    pacer_thread: PacerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(skipped: int) -> bool:
+        raise RuntimeError("boom")
+
+    good = Recorder(slots=5)
+    pacer_thread.add(broken)
+    pacer_thread.add(good)
+    assert good.done.wait(2)
+    assert "a paced stream failed" in caplog.text
+
+
+def test_close_stops_the_thread_and_refuses_new_streams() -> None:
+    pacer = PacerThread(name="test-pacer-close", tick_seconds=TICK, frame_seconds=FRAME)
+    recorder = Recorder()
+    pacer.add(recorder)
+    time.sleep(3 * FRAME)
+    pacer.close()
+    assert not any(thread.name == "test-pacer-close" for thread in threading.enumerate())
+    played = len(recorder.played)
+    time.sleep(3 * FRAME)
+    assert len(recorder.played) == played
+    with pytest.raises(RuntimeError, match="closed"):
+        pacer.add(recorder)
+    pacer.close()  # idempotent
+
+
+def test_a_pacer_thread_without_streams_starts_no_thread() -> None:
+    pacer = PacerThread(name="test-pacer-idle")
+    assert not any(thread.name == "test-pacer-idle" for thread in threading.enumerate())
+    pacer.close()
+
+
+@pytest.mark.parametrize("tick_seconds", [0.0, -0.001, 0.021])
+def test_invalid_ticks(tick_seconds: float) -> None:
+    with pytest.raises(ValueError, match="tick_seconds"):
+        PacerThread(tick_seconds=tick_seconds)
 
 
 # Playout queue.

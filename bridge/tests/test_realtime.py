@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import websocket
 
 from centralita.config import Secret
 from centralita.fake_realtime import (
@@ -35,6 +36,8 @@ from centralita.realtime import (
     ToolCall,
     ToolCallAssembler,
     TurnDetection,
+    _client_frame,
+    _FrameReader,
     audio_append,
     audio_from_deltas,
     function_call_output,
@@ -329,6 +332,24 @@ def test_speech_in_scripted_audio_out(server: FakeRealtimeServer) -> None:
     assert realtime_threads() == []
 
 
+def test_send_audio_is_the_append_event_and_the_fake_echoes_it_back() -> None:
+    events = Events()
+    with FakeRealtimeServer(echo=True) as echo, connection(echo, events) as conn:
+        conn.connect(update())
+        conn.send(response_create())
+        events.wait_for("response.content_part.added")
+        frames = [SPEECH[start : start + 160] for start in range(0, 20 * 160, 160)]
+        for frame in frames:
+            conn.send_audio(frame)
+        events.wait_for("response.output_audio.delta", count=len(frames))
+        assert audio_from_deltas(events.events) == b"".join(frames)
+        appends = echo.sessions()[0].client_events("input_audio_buffer.append")
+        assert [set(event) for event in appends] == [{"type", "event_id", "audio"}] * len(frames)
+        assert [base64.b64decode(event["audio"]) for event in appends] == frames
+        assert all(len(event["event_id"]) == len(audio_append(b"")["event_id"]) for event in appends)
+        assert len({event["event_id"] for event in appends}) == len(frames)
+
+
 def test_tool_call_output_is_sent_only_after_response_done() -> None:
     script = (
         ToolCallTurn(name="consultar_estado_servicio", arguments='{"telefono": "+34600000000"}', pieces=5),
@@ -519,3 +540,103 @@ def test_pings_keep_an_idle_connection_open(server: FakeRealtimeServer) -> None:
 def test_ping_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="ping_interval"):
         RealtimeConnection("ws://x", "k", on_event=Events(), ping_interval=5, ping_timeout=5)
+
+
+# --- WebSocket frames: the data frames the connection writes and reads itself ---
+
+
+def server_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes = b"") -> bytes:
+    """A frame as a server would send it (RFC 6455 section 5.2)."""
+    length = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    mask_bit = 0x80 if mask else 0
+    if length < 126:
+        header = bytes([first, mask_bit | length])
+    elif length < 1 << 16:
+        header = bytes([first, mask_bit | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([first, mask_bit | 127]) + length.to_bytes(8, "big")
+    if mask:
+        payload = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return header + mask + payload
+
+
+def read_all(reader: _FrameReader) -> list[tuple[int, bytes]]:
+    frames = []
+    while (frame := reader.next()) is not None:
+        frames.append(frame)
+    return frames
+
+
+TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+
+
+def test_frames_come_out_whole_however_the_bytes_arrive() -> None:
+    big = json.dumps({"type": "x", "data": "a" * 70_000}).encode()  # a 64-bit length
+    medium = b'{"type": "response.output_audio.delta", "delta": "' + b"A" * 300 + b'"}'  # a 16-bit length
+    stream = (
+        server_frame(TEXT, b'{"type": "a"}')
+        + server_frame(TEXT, medium)
+        + server_frame(PING, b"hi")
+        + server_frame(TEXT, big)
+        + server_frame(TEXT, b"masked", mask=b"\x01\x02\x03\x04")
+    )
+    expected = [(TEXT, b'{"type": "a"}'), (TEXT, medium), (PING, b"hi"), (TEXT, big), (TEXT, b"masked")]
+    at_once = _FrameReader()
+    at_once.feed(stream)
+    assert at_once.has_frame
+    assert read_all(at_once) == expected
+    assert not at_once.has_frame
+    byte_by_byte, got = _FrameReader(), []
+    for index in range(len(stream)):
+        byte_by_byte.feed(stream[index : index + 1])
+        got.extend(read_all(byte_by_byte))
+    assert got == expected
+
+
+def test_a_fragmented_message_is_put_back_together_around_control_frames() -> None:
+    reader = _FrameReader()
+    reader.feed(
+        server_frame(TEXT, b'{"type": ', fin=False)
+        + server_frame(PING, b"")
+        + server_frame(CONT, b'"frag', fin=False)
+        + server_frame(CONT, b'mented"}')
+        + server_frame(BINARY, b"next")
+    )
+    assert read_all(reader) == [(PING, b""), (TEXT, b'{"type": "fragmented"}'), (BINARY, b"next")]
+
+
+@pytest.mark.parametrize(
+    ("stream", "message"),
+    [
+        (server_frame(CONT, b"orphan"), "continuation"),
+        (server_frame(TEXT, b"a", fin=False) + server_frame(TEXT, b"b"), "inside a fragmented"),
+        (bytes([0x80 | 0x40 | TEXT, 0]), "rsv"),
+        (server_frame(0x3, b""), "opcode"),
+        (server_frame(PING, b"x" * 126), "control frame"),
+        (server_frame(PING, b"x", fin=False), "control frame"),
+        (server_frame(CLOSE, b"x"), "close frame"),
+    ],
+)
+def test_broken_frames_are_protocol_errors(stream: bytes, message: str) -> None:
+    reader = _FrameReader()
+    reader.feed(stream)
+    with pytest.raises(websocket.WebSocketProtocolException, match=message):
+        read_all(reader)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 100_003])
+def test_client_frames_are_final_masked_text_frames(size: int) -> None:
+    payload = bytes(index % 251 for index in range(size))
+    frame = _client_frame(payload)
+    assert frame[0] == 0x81  # FIN, text
+    assert frame[1] & 0x80  # masked
+    length, offset = frame[1] & 0x7F, 2
+    if length == 126:
+        length, offset = int.from_bytes(frame[2:4], "big"), 4
+    elif length == 127:
+        length, offset = int.from_bytes(frame[2:10], "big"), 10
+    assert length == size
+    mask, masked = frame[offset : offset + 4], frame[offset + 4 :]
+    assert bytes(byte ^ mask[index % 4] for index, byte in enumerate(masked)) == payload
+    assert _client_frame(payload)[offset : offset + 4] != mask or size == 0  # a fresh random key each time

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from unprivileged import error_as_unprivileged
 
-from centralita.records import SCHEMA_VERSION, CallRecords, CallRecordsError, UnknownCallError
+from centralita.records import _MIGRATIONS, SCHEMA_VERSION, AuditResult, CallRecords, CallRecordsError, UnknownCallError
 
 START = datetime(2026, 11, 25, 14, 3, 7, 123000, tzinfo=UTC)
 
@@ -57,7 +57,7 @@ def test_schema_is_created_on_first_use(records: CallRecords, db_path: Path) -> 
     tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"calls", "transcript", "tool_calls"} <= tables
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
     assert sqlite_query(db_path, "PRAGMA journal_mode") == [("wal",)]
     columns = [row[1] for row in sqlite_query(db_path, "PRAGMA table_info(calls)")]
     assert columns == [
@@ -310,3 +310,99 @@ def test_close_releases_the_files(db_path: Path) -> None:
     records.close()  # a second close is harmless
     with pytest.raises(CallRecordsError, match="closed"):
         records.add_transcript("c1", "caller", "hola")
+
+
+# -- audit log and tickets (schema version 2) --------------------------------------------------------------
+
+
+def test_audit_rows_round_trip_and_finish_once(records: CallRecords) -> None:
+    refused = records.add_audit(
+        "c1", "reactivar_servicio", "address-list add", AuditResult.REFUSED, "writes are disabled", caller="555"
+    )
+    attempted = records.add_audit(
+        "c1",
+        "reactivar_servicio",
+        "address-list add list=promesa-pago address=10.20.0.14 timeout=3d",
+        AuditResult.ATTEMPTED,
+        router="nucleo",
+        customer="luis.hernandez",
+    )
+    records.add_audit("c2", "reactivar_servicio", "address-list add", AuditResult.REFUSED, "not confirmed")
+    assert attempted == refused + 1
+
+    [first, second] = records.audit_entries("c1")
+    assert (first["result"], first["reason"], first["caller"], first["done_at"]) == (
+        "refused",
+        "writes are disabled",
+        "555",
+        stamp(0),
+    )
+    assert (second["result"], second["router"], second["customer"], second["done_at"]) == (
+        "attempted",
+        "nucleo",
+        "luis.hernandez",
+        None,
+    )
+    assert records.finish_audit(attempted, AuditResult.DONE, "entry *4") is True
+    assert records.finish_audit(attempted, AuditResult.FAILED, "late") is False  # only a pending row changes
+    assert records.finish_audit(refused, AuditResult.DONE) is False
+    finished = records.audit_entries("c1")[1]
+    assert (finished["result"], finished["reason"]) == ("done", "entry *4")
+    assert [row["call_id"] for row in records.audit_entries()] == ["c1", "c1", "c2"]
+    assert [row["call_id"] for row in records.audit_entries(limit=1)] == ["c2"]
+
+
+def test_audit_needs_a_known_result_and_no_call_row(records: CallRecords) -> None:
+    with pytest.raises(ValueError, match="result must be one of"):
+        records.add_audit("c1", "t", "a", "maybe")
+    with pytest.raises(ValueError, match="ends 'done' or 'failed'"):
+        records.finish_audit(1, AuditResult.REFUSED)
+    with pytest.raises(ValueError, match="must not be empty"):
+        records.add_audit("", "t", "a", AuditResult.REFUSED)
+    # No start_call: an audit line is never lost for want of a call row.
+    assert records.add_audit("never-started", "t", "a", AuditResult.REFUSED) > 0
+
+
+def test_tickets_round_trip(records: CallRecords) -> None:
+    snapshot = {"conectado": False, "resumen": "Sin sesión", "velocidad_maxima": {"subida": "10M", "bajada": "20M"}}
+    first = records.add_ticket(
+        "c1",
+        "  no tengo internet desde ayer  ",
+        caller="+5215550006666",
+        customer="pedro.sanchez",
+        customer_name="Pedro Sánchez",
+        router="nucleo",
+        connection=snapshot,
+    )
+    second = records.add_ticket("c2", "lento")
+    assert second == first + 1
+    ticket = records.get_ticket(first)
+    assert ticket is not None
+    assert ticket["symptom"] == "no tengo internet desde ayer"
+    assert ticket["customer_name"] == "Pedro Sánchez"
+    assert ticket["connection"] == snapshot
+    assert ticket["status"] == "open"
+    assert ticket["at"] == stamp(0)
+    assert records.get_ticket(second + 10) is None
+    assert [t["id"] for t in records.tickets()] == [first, second]
+    assert [t["id"] for t in records.tickets("c2")] == [second]
+    assert records.tickets("c2")[0]["connection"] == {}
+    with pytest.raises(ValueError, match="must not be empty"):
+        records.add_ticket("c1", "   ")
+
+
+def test_a_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
+    connection = sqlite3.connect(db_path, isolation_level=None)
+    _MIGRATIONS[0](connection)
+    connection.execute("PRAGMA user_version = 1")
+    connection.execute(
+        "INSERT INTO calls (call_id, direction, started_at) VALUES ('old', 'inbound', '2025-01-01T00:00:00.000+00:00')"
+    )
+    connection.close()
+
+    with CallRecords(db_path, clock=FakeClock()) as upgraded:
+        assert upgraded.get_call("old") is not None
+        assert upgraded.add_ticket("old", "sin servicio") == 1
+    assert sqlite_query(db_path, "PRAGMA user_version") == [(2,)]
+    tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"audit_log", "tickets"} <= tables

@@ -389,3 +389,11 @@ def test_sender_refuses_other_frame_sizes() -> None:
     assert packet is not None
     assert packet.marker  # the refused calls consumed neither the first packet's marker nor its sequence
     assert packet.sequence == RtpSender(random.Random(1)).sequence
+
+
+def test_built_packets_are_byte_for_byte_what_rtp_packet_writes() -> None:
+    sender = RtpSender(ScriptedRandom(0xCAFEBABE, 65535, 2**32 - 160))
+    first = sender.build(FRAME)
+    second = sender.build(bytes(range(FRAME_BYTES)))
+    assert first == RtpPacket(0, 65535, 2**32 - 160, 0xCAFEBABE, FRAME, marker=True).to_bytes()
+    assert second == RtpPacket(0, 0, 0, 0xCAFEBABE, bytes(range(FRAME_BYTES))).to_bytes()

@@ -66,6 +66,8 @@ with CallRecords(sys.argv[1]) as records:
 print(f'     outcome={call[\"outcome\"]} answered={call[\"answered_at\"]} ended={call[\"ended_at\"]}')
 for line in call['transcript']:
     print(f'     {line[\"speaker\"]}: {line[\"text\"]}')
+for tool in call['tool_calls']:
+    print(f'     tool {tool[\"name\"]}({tool[\"arguments\"]}) -> {tool[\"result\"]}')
 " "$db" "$call_id" || failures=$((failures + 1))
 }
 
@@ -75,7 +77,7 @@ echo "Centralita demo: SIPp plays the VoIP provider and calls the lab box at 127
 call "1/2 trunk check (echo test extension)" provider_call.xml 6000 -d 3000
 assistant_log_size=$(podman exec "$box" stat -c %s /var/log/asterisk/inbound_openai.log)
 call "2/2 a customer calls and speaks to the assistant (fake Realtime server)" provider_call_speaking.xml \
-    5215550002222 -d 12000
+    5215550002222 -d 16000
 assistant_report "$assistant_log_size"
 
 echo

@@ -108,6 +108,9 @@ class AriRest:
         params: dict[str, str | int] = {"context": context, "extension": extension, "priority": priority}
         self.request("POST", f"/channels/{channel_id}/continue", params)
 
+    def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
+        self.request("POST", f"/channels/{channel_id}/variable", {"variable": name, "value": value})
+
     def channel_var(self, channel_id: str, name: str) -> str:
         return str(self.request("GET", f"/channels/{channel_id}/variable", {"variable": name})["value"])
 

@@ -3,35 +3,37 @@
 Audio path, μ-law end to end: Asterisk sends the caller's audio as RTP (PT 0, 20 ms) to this call's own UDP
 socket; each frame goes to the Realtime API as ``input_audio_buffer.append``. The assistant's audio arrives
 in bursts as ``response.output_audio.delta``, is cut into 20 ms frames by a playout queue and sent back on a
-deadline-based 20 ms clock. Everything the call opens (threads, socket, port, bridge, channels, WebSocket) is
-released by ``end()``, which is idempotent and runs whoever ends the call.
+deadline-based 20 ms clock, run by a ``PacerThread`` (the service's, shared by its calls, or the call's own).
+Everything the call opens (threads, socket, port, pacer stream, bridge, channels, WebSocket) is released by
+``end()``, which is idempotent and runs whoever ends the call.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import contextvars
 import json
 import logging
 import random
+import select
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from centralita.ari import AriError, AriRest
 from centralita.config import FailureAction, Settings
 from centralita.logs import call_context, call_logger
-from centralita.pacer import Pacer, PlayoutQueue
+from centralita.pacer import PacedStream, PacerThread, PlayoutQueue
 from centralita.realtime import (
     CloseInfo,
     RealtimeConnection,
     RealtimeError,
     ToolCall,
     ToolCallAssembler,
-    audio_append,
     realtime_url,
     response_cancel,
     response_create,
@@ -41,6 +43,9 @@ from centralita.realtime import (
 from centralita.records import CallRecords
 from centralita.rtp import FRAME_BYTES, RtpReceiver, RtpSender
 from centralita.tools import ToolContext, ToolRegistry
+
+if TYPE_CHECKING:
+    from centralita.resample import Pcm24kToUlaw
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +88,13 @@ class InboundCall:
         instructions: str,
         rng: random.Random | None = None,
         on_end: Callable[[InboundCall], None] | None = None,
+        pacer: PacerThread | None = None,
+        direction: str = "inbound",
     ) -> None:
+        """``pacer`` paces the outgoing audio; the service should share one by all its calls (one thread for
+        all instead of one each). Without it the call runs a PacerThread of its own."""
         self.state = CallState(call_id=channel_id, caller=caller, did=did)
+        self._direction = direction  # "outbound": a dialer call; caller is then the number called
         self._settings = settings
         self._rest = rest
         self._records = records
@@ -106,6 +116,14 @@ class InboundCall:
         self._response_active = False
         self._item: _AssistantItem | None = None
         self._after_speech: str = ""  # "transfer" or "hangup" once the assistant's last words are played
+        self._pacer = pacer
+        self._own_pacer: PacerThread | None = None
+        self._paced: PacedStream | None = None
+        self._rtp_sender = RtpSender(self._rng)
+        self._idle_slots = 0  # 20 ms slots since the last frame sent, for the RTP timestamp
+        self._failing = False
+        self._transfer_outcome: tuple[str, str] | None = None
+        self._converter: Pcm24kToUlaw | None = None  # only when the server ignores audio/pcmu output
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -120,7 +138,7 @@ class InboundCall:
     def _start(self) -> None:
         state = self.state
         self._log.info("call started: caller=%s did=%s", state.caller or "-", state.did or "-")
-        self._records.start_call(state.call_id, "inbound", state.caller, state.did)
+        self._records.start_call(state.call_id, self._direction, state.caller, state.did)
         try:
             self._rest.answer(state.call_id)
             self._records.mark_answered(state.call_id)
@@ -134,13 +152,19 @@ class InboundCall:
             self._connect_realtime()
         except (RealtimeError, OSError) as error:
             self._log.error("Realtime error: cannot start the session: %s", error)
-            self._fail_to_operator(f"Realtime unavailable: {error}")
+            self._fail_to_operator("realtime_unreachable", f"Realtime unavailable: {error}")
             return
-        for target, name in ((self._receive_rtp, "rtp-in"), (self._send_rtp, "rtp-out")):
-            context = contextvars.copy_context()  # the call's id on every log line of its threads
-            thread = threading.Thread(target=context.run, args=(target,), name=f"{name}-{state.call_id}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        context = contextvars.copy_context()  # the call's id on every log line of its thread
+        thread = threading.Thread(
+            target=context.run, args=(self._receive_rtp,), name=f"rtp-in-{state.call_id}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+        with self._lock:  # end() either ran already, or finds the stream (and the call's own pacer) to release
+            if not state.ended.is_set():
+                if self._pacer is None:
+                    self._pacer = self._own_pacer = PacerThread(name=f"rtp-out-{state.call_id}")
+                self._paced = self._pacer.add(self._play_slot)
         self._send(response_create())  # the assistant greets first
 
     def end(self, outcome: str, detail: str = "", *, hangup: bool = False) -> None:
@@ -154,6 +178,10 @@ class InboundCall:
         realtime = self._realtime
         if realtime is not None:
             realtime.close()
+        if self._paced is not None:
+            self._paced.cancel()  # waits for a slot being played: the socket is closed below
+        if self._own_pacer is not None:
+            self._own_pacer.close()
         current = threading.current_thread()
         for thread in self._threads:
             if thread is not current:
@@ -172,7 +200,12 @@ class InboundCall:
             self._on_end(self)
 
     def caller_hung_up(self) -> None:
-        self.end("hung_up_by_caller")
+        """The caller's channel left the app: hung up, or handed back to the dialplan by a transfer of ours."""
+        pending = self._transfer_outcome
+        if pending is not None:
+            self.end(*pending)
+        else:
+            self.end("hung_up_by_caller")
 
     def hand_over(self, reason: str) -> None:
         """Give the caller to a person now (the service is stopping): never drop a caller on the floor."""
@@ -186,7 +219,7 @@ class InboundCall:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket = sock
         sock.bind((self._settings.rtp_bind_address, 0))
-        sock.settimeout(0.2)
+        sock.setblocking(False)  # the pacer's thread must never wait on it; the receiver polls
         host, port = sock.getsockname()[:2]
         state.bridge_id = self._rest.create_bridge(name=f"centralita-{state.call_id}")
         media = self._rest.external_media(self._settings.ari_app, f"{host}:{port}", channel_id=f"{state.call_id}-media")
@@ -217,8 +250,26 @@ class InboundCall:
         self._realtime = connection
         self._log.info("session.updated received: output %s", info.output_format)
         if not info.output_format_honoured:
-            connection.close()
-            raise RealtimeError(f"the server sends {info.output_format} instead of audio/pcmu")
+            self._converter = self._output_converter(info.output_format.type, info.output_format.rate)
+            if self._converter is None:
+                connection.close()
+                raise RealtimeError(f"the server sends {info.output_format} instead of audio/pcmu")
+
+    def _output_converter(self, kind: str, rate: int | None) -> Pcm24kToUlaw | None:
+        """A resampler for a server that answers in 24 kHz PCM although the session asked for audio/pcmu."""
+        if kind != "audio/pcm" or rate != 24_000:
+            self._log.error("Realtime error: output format %s at %s Hz cannot be played to a phone", kind, rate)
+            return None
+        try:
+            from centralita.resample import Pcm24kToUlaw  # numpy and soxr: only when needed
+        except ImportError as error:
+            self._log.error("Realtime error: the server ignores audio/pcmu and %s", error)
+            return None
+        self._log.warning(
+            "Realtime sends audio/pcm 24 kHz although audio/pcmu was asked for: resampling to 8 kHz μ-law "
+            "on this call (costs CPU; use a model that honours audio/pcmu)"
+        )
+        return Pcm24kToUlaw()
 
     # -- audio -------------------------------------------------------------------------------------
 
@@ -226,43 +277,53 @@ class InboundCall:
         sock = self._socket
         assert sock is not None
         receiver = RtpReceiver()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         while not self._stop.is_set():
             try:
+                if not poller.poll(200):
+                    continue
                 datagram = sock.recv(2048)
-            except TimeoutError:
+            except BlockingIOError:
                 continue
             except OSError:
                 break
             for packet in receiver.receive(datagram):
-                if not self._send(audio_append(packet.payload)):
+                if not self._send_audio(packet.payload):
                     return
 
-    def _send_rtp(self) -> None:
+    def _play_slot(self, skipped: int) -> bool:
+        """Send the next frame in this 20 ms slot, if one is ready; False ends the call's stream.
+
+        It runs on the pacer's thread, which serves every call: it must never block.
+        """
         sock = self._socket
         assert sock is not None
         assert self._asterisk_rtp is not None
-        sender = RtpSender(self._rng)
-        pacer = Pacer()
-        idle = 0
-        while not self._stop.is_set():
-            skipped = pacer.wait()
-            idle += skipped
-            with self._queue_lock:
-                frame = self._queue.pop()
-                drained = frame is None and self._queue.queued_frames == 0
-            if frame is None:
-                idle += 1
-                if drained and self._after_speech and not self._response_active:
-                    self._finish_after_speech()
-                    return
-                continue
-            if idle:
-                sender.start_talkspurt(idle)
-                idle = 0
-            try:
-                sock.sendto(sender.build(frame), self._asterisk_rtp)
-            except OSError:
-                break
+        if self._stop.is_set():
+            return False
+        self._idle_slots += skipped
+        with self._queue_lock:
+            frame = self._queue.pop()
+            drained = frame is None and self._queue.queued_frames == 0
+        if frame is None:
+            self._idle_slots += 1
+            if drained and self._after_speech and not self._response_active:
+                context = contextvars.copy_context()  # ending the call blocks (ARI): not on the pacer's thread
+                name = f"after-speech-{self.call_id}"
+                threading.Thread(target=context.run, args=(self._finish_after_speech,), name=name, daemon=True).start()
+                return False
+            return True
+        if self._idle_slots:
+            self._rtp_sender.start_talkspurt(self._idle_slots)
+            self._idle_slots = 0
+        try:
+            sock.sendto(self._rtp_sender.build(frame), self._asterisk_rtp)
+        except BlockingIOError:
+            pass  # the socket's buffer is full: this frame is lost, the next slot goes on
+        except OSError:
+            return False
+        return True
 
     # -- Realtime events ---------------------------------------------------------------------------
 
@@ -277,10 +338,24 @@ class InboundCall:
             return False
         return True
 
+    def _send_audio(self, audio: bytes) -> bool:
+        """``_send(audio_append(audio))``, for less: see ``RealtimeConnection.send_audio``."""
+        connection = self._realtime
+        if connection is None or self._stop.is_set():
+            return False
+        try:
+            connection.send_audio(audio)
+        except RealtimeError as error:
+            self._log.warning("Realtime error: %s", error)
+            return False
+        return True
+
     def _on_realtime_event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
         if kind == "response.output_audio.delta":
             audio = base64.b64decode(event.get("delta", ""))
+            if self._converter is not None:
+                audio = self._converter.convert(audio)
             with self._queue_lock:
                 item_id = str(event.get("item_id", ""))
                 if self._item is None or self._item.item_id != item_id:
@@ -288,7 +363,12 @@ class InboundCall:
                 self._item.received_ms += len(audio) / 8
                 self._queue.push(audio)
         elif kind == "response.output_audio.done":
+            tail = self._converter.flush() if self._converter is not None else b""
             with self._queue_lock:
+                if tail:
+                    self._queue.push(tail)
+                    if self._item is not None:
+                        self._item.received_ms += len(tail) / 8
                 self._queue.pad_remainder()
         elif kind == "input_audio_buffer.speech_started":
             self._barge_in()
@@ -305,7 +385,15 @@ class InboundCall:
             if error.get("code") == "response_cancel_not_active":
                 # Server VAD already cancelled the response it interrupted: our cancel crossed it.
                 self._log.debug("response.cancel crossed the server's own cancellation")
-            else:
+            elif error.get("type") == "server_error":
+                # A failure on OpenAI's side: the reply in progress is lost and the session's state unknown.
+                self._log.error("Realtime error event: %s %s", error.get("code"), error.get("message"))
+                threading.Thread(
+                    target=self._fail_to_operator,
+                    args=("realtime_error", f"Realtime error: {error.get('code')}"),
+                    daemon=True,
+                ).start()
+            else:  # a request of ours the server refused: the session goes on
                 self._log.warning("Realtime error event: %s %s", error.get("code"), error.get("message"))
         update = self._assembler.feed(event)
         for call in update.completed:
@@ -313,14 +401,19 @@ class InboundCall:
         self._send_ready(update.ready)
 
     def _barge_in(self) -> None:
+        if self._converter is not None:
+            self._converter.reset()
         with self._queue_lock:
             dropped = self._queue.flush()
-            item = self._item
+            item, self._item = self._item, None
             played = self._queue.played_ms - item.played_ms_at_start if item else 0
+        active = self._response_active
         self._log.info("barge-in: caller spoke, %.0f ms of assistant audio dropped", dropped)
-        if self._response_active:
+        if active:
             self._send(response_cancel())
-        if item is not None and dropped > 0:
+        # The server's copy of the item keeps only what the caller heard: audio still queued, or audio the
+        # server had yet to send (the reply still running), was never heard.
+        if item is not None and (dropped > 0 or active):
             self._send(truncate(item.item_id, int(min(played, item.received_ms))))
 
     def _run_tool(self, call: ToolCall) -> None:
@@ -348,8 +441,9 @@ class InboundCall:
     def _on_realtime_close(self, close: CloseInfo) -> None:
         if self._stop.is_set():
             return
+        reason = "realtime_session_expired" if close.code == 1001 else "realtime_dropped"
         self._log.error("Realtime error: the connection ended mid-call (%s)", close)
-        threading.Thread(target=self._fail_to_operator, args=(f"Realtime closed: {close}",), daemon=True).start()
+        threading.Thread(target=self._fail_to_operator, args=(reason, f"Realtime closed: {close}"), daemon=True).start()
 
     # -- endings -----------------------------------------------------------------------------------
 
@@ -360,19 +454,30 @@ class InboundCall:
         else:
             self.end("completed", "the assistant ended the call", hangup=True)
 
-    def _fail_to_operator(self, detail: str) -> None:
+    def _fail_to_operator(self, reason: str, detail: str) -> None:
+        """The assistant cannot go on: the caller hears why (failover context) and reaches a person, or is hung up."""
+        with self._lock:  # an error event and the close that follows it both land here: act once
+            if self._failing or self.state.ended.is_set():
+                return
+            self._failing = True
         if self._settings.on_realtime_failure is FailureAction.TRANSFER:
-            self._transfer("realtime_failed", detail)
+            with contextlib.suppress(AriError):  # only feeds the dialplan's log line
+                self._rest.set_channel_var(self.call_id, "CENTRALITA_FAILOVER_REASON", reason)
+            self._transfer("realtime_failed", detail, context=self._settings.failover_context)
         else:
             self.end("realtime_failed", detail, hangup=True)
 
-    def _transfer(self, outcome: str, detail: str = "") -> None:
-        self._log.info("transferring to operator (%s)", self._settings.operator_context)
+    def _transfer(self, outcome: str, detail: str = "", *, context: str = "") -> None:
+        context = context or self._settings.operator_context
+        self._log.info("transferring to operator (%s)", context)
         # Leave the bridge first: the caller's channel goes back to the dialplan while we release the rest.
         self._stop.set()
+        # The StasisEnd this causes may be handled before continue_in_dialplan returns: it is not a hang-up.
+        self._transfer_outcome = (outcome, detail)
         try:
-            self._rest.continue_in_dialplan(self.call_id, self._settings.operator_context)
+            self._rest.continue_in_dialplan(self.call_id, context)
         except AriError as error:
+            self._transfer_outcome = None
             self._log.error("transfer failed: %s", error)
             self.end("error", f"transfer failed: {error}", hangup=True)
             return

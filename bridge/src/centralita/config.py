@@ -111,6 +111,7 @@ class Settings:
     log_file: Path
     db_path: Path
     operator_context: str
+    failover_context: str
     on_realtime_failure: FailureAction
 
     @classmethod
@@ -171,6 +172,7 @@ class Settings:
             log_file=reader.path("LOG_FILE", "/var/log/asterisk/inbound_openai.log"),
             db_path=reader.path("DB_PATH", "/var/lib/centralita/centralita.db"),
             operator_context=reader.text("OPERATOR_CONTEXT", "centralita-operator"),
+            failover_context=reader.text("FAILOVER_CONTEXT", "centralita-unavailable"),
             on_realtime_failure=reader.choice("ON_REALTIME_FAILURE", FailureAction.TRANSFER),
         )
         interval, timeout = settings.ws_ping_interval, settings.ws_ping_timeout

@@ -6,7 +6,8 @@ mid-sentence. A mock of the client's own calls would hide all of those, so this 
 that speaks the GA protocol closely enough for the bridge's client to be tested against it unchanged:
 
 * the handshake (``/v1/realtime?model=...``, ``Authorization: Bearer``, HTTP 401 with an
-  ``invalid_api_key`` body, ``session.created`` before anything else);
+  ``invalid_api_key`` body, ``session.created`` before anything else); a plain ``GET /v1/models`` gets the
+  same key check and a short model list, so a key can be tested without opening a session;
 * the GA session shape, validated strictly: the beta shape or the beta header is answered with
   ``beta_api_shape_disabled`` and a closed socket, and every other invalid or unknown field gets an
   ``error`` event rather than being ignored, because a silently ignored setting is exactly the bug to catch;
@@ -15,7 +16,10 @@ that speaks the GA protocol closely enough for the bridge's client to be tested 
 * barge-in, ``response.cancel`` and ``conversation.item.truncate`` with their error cases;
 * faults to rehearse the failure paths: refuse, slow start, a dropped TCP connection mid-response, an
   ``error`` event mid-call, the 1001 session-length close, and a server that ignores the requested output
-  format.
+  format;
+* an echo mode for load tests (``echo=True``, ``--echo``): ``response.create`` opens a response whose audio
+  is the caller's own, each appended chunk going straight back as a ``response.output_audio.delta`` of it
+  until ``response.cancel``; turn detection does not run, so the echo never interrupts itself.
 
 Everything the server receives and sends is recorded per session (``SessionRecord``) so tests can assert
 on it. ``FakeRealtimeServer`` runs the server on its own thread and event loop; the command line
@@ -141,6 +145,8 @@ _ULAW_RATE: Final = 8000
 _PCM_RATE: Final = 24000
 _MAX_MESSAGE_BYTES: Final = 24 * 1024 * 1024  # 15 MiB of audio per append, base64-encoded, plus the JSON
 _CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a close frame's reason fits in 123 bytes
+# GET /v1/models lists these (id, created); the real list has many more models.
+_MODELS: Final = ((DEFAULT_MODEL, 1756271701), ("gpt-realtime-mini", 1759517133))
 
 
 # --- G.711 ------------------------------------------------------------------------------------------
@@ -494,8 +500,13 @@ def _error_event(
 
 def _http_error(connection: ServerConnection, status: http.HTTPStatus, error: JsonObject) -> Response:
     """An HTTP error response with the real API's JSON body instead of websockets' plain text."""
+    return _http_json(connection, status, {"error": error})
+
+
+def _http_json(connection: ServerConnection, status: http.HTTPStatus, payload: JsonObject) -> Response:
+    """A plain HTTP response (no WebSocket) with a JSON body."""
     response = connection.respond(status, "")
-    body = json.dumps({"error": error}).encode()
+    body = json.dumps(payload).encode()
     del response.headers["Content-Type"]
     del response.headers["Content-Length"]
     response.headers["Content-Type"] = "application/json"
@@ -824,6 +835,7 @@ class _Options:
     chunk_ms: int
     min_speech_ms: int
     tool_done_delay_ms: int
+    echo: bool = False
 
 
 @dataclass(slots=True)
@@ -834,6 +846,7 @@ class _Response:
     task: asyncio.Task[None] | None = None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str = ""
+    echo_ids: JsonObject | None = None  # echo mode: the ids of the audio part appended audio goes back in
 
 
 class _Session:
@@ -1014,6 +1027,9 @@ class _Session:
 
     async def _on_append(self, audio: bytes) -> None:
         self._buffer.extend(audio)
+        if self._options.echo:
+            await self._echo(audio)
+            return
         for kind, ms in self._vad.feed(audio):
             turn_detection = self._session["audio"]["input"]["turn_detection"]
             if kind == "started":
@@ -1166,8 +1182,10 @@ class _Session:
     # -- responses --
 
     def _start_response(self) -> None:
-        turn = self._options.script[self._next_turn % len(self._options.script)]
-        self._next_turn += 1
+        turn: Turn | None = None  # echo mode: the reply is the caller's own audio
+        if not self._options.echo:
+            turn = self._options.script[self._next_turn % len(self._options.script)]
+            self._next_turn += 1
         response = _Response(response_id=_new_id("resp"))
         self._response = response
         response.task = asyncio.create_task(self._run_response(response, turn))
@@ -1207,7 +1225,7 @@ class _Session:
             "metadata": None,
         }
 
-    async def _run_response(self, response: _Response, turn: Turn) -> None:
+    async def _run_response(self, response: _Response, turn: Turn | None) -> None:
         try:
             await self._send(
                 {"type": "response.created", "response": self._response_object(response, "in_progress", [])}
@@ -1221,7 +1239,9 @@ class _Session:
                     ],
                 }
             )
-            if isinstance(turn, AudioTurn):
+            if turn is None:
+                item, output_tokens = await self._stream_echo(response)
+            elif isinstance(turn, AudioTurn):
                 item, output_tokens = await self._stream_audio(response, turn)
             else:
                 item, output_tokens = await self._stream_tool_call(response, turn)
@@ -1268,10 +1288,9 @@ class _Session:
             return ulaw.translate(_ULAW_TO_ALAW), 8
         return ulaw, 8
 
-    async def _stream_audio(self, response: _Response, turn: AudioTurn) -> tuple[JsonObject, tuple[int, int]]:
+    async def _open_message(self, response: _Response, *, text_only: bool) -> tuple[JsonObject, JsonObject, str | None]:
+        """Start the assistant's message item and its content part: (item, ids for its deltas, previous item)."""
         item_id = _new_id("item")
-        text_only = self._session["output_modalities"] == ["text"]
-        part_type = "text" if text_only else "audio"
         item: JsonObject = {
             "id": item_id,
             "object": "realtime.item",
@@ -1292,8 +1311,42 @@ class _Session:
             }
         )
         await self._send({"type": "conversation.item.added", "previous_item_id": previous, "item": copy.deepcopy(item)})
-        empty_part = {"type": part_type, "transcript": ""} if part_type == "audio" else {"type": "text", "text": ""}
+        empty_part = {"type": "text", "text": ""} if text_only else {"type": "audio", "transcript": ""}
         await self._send({"type": "response.content_part.added", **ids, "content_index": 0, "part": empty_part})
+        return item, ids, previous
+
+    async def _close_message(
+        self, item: JsonObject, ids: JsonObject, previous: str | None, spoken: str, *, text_only: bool, cancelled: bool
+    ) -> None:
+        """End the assistant's message item: the done events of its part, the item and the conversation item."""
+        if text_only:
+            await self._send({"type": "response.output_text.done", **ids, "content_index": 0, "text": spoken})
+            part = {"type": "text", "text": spoken}
+        else:
+            await self._send({"type": "response.output_audio.done", **ids, "content_index": 0})
+            await self._send(
+                {"type": "response.output_audio_transcript.done", **ids, "content_index": 0, "transcript": spoken}
+            )
+            part = {"type": "audio", "transcript": spoken}
+        await self._send({"type": "response.content_part.done", **ids, "content_index": 0, "part": part})
+        item["status"] = "incomplete" if cancelled else "completed"
+        item["content"] = [
+            {"type": "output_text", "text": spoken} if text_only else {"type": "output_audio", "transcript": spoken}
+        ]
+        await self._send(
+            {
+                "type": "response.output_item.done",
+                "response_id": ids["response_id"],
+                "output_index": 0,
+                "item": copy.deepcopy(item),
+            }
+        )
+        await self._send({"type": "conversation.item.done", "previous_item_id": previous, "item": copy.deepcopy(item)})
+
+    async def _stream_audio(self, response: _Response, turn: AudioTurn) -> tuple[JsonObject, tuple[int, int]]:
+        text_only = self._session["output_modalities"] == ["text"]
+        item, ids, previous = await self._open_message(response, text_only=text_only)
+        item_id = item["id"]
 
         words = re.findall(r"\S+\s*", turn.transcript)
         if text_only:
@@ -1340,30 +1393,38 @@ class _Session:
                 await self._send({"type": text_event, **ids, "content_index": 0, "delta": words[transcript_sent]})
                 transcript_sent += 1
         spoken = "".join(words[:transcript_sent])
-        if text_only:
-            await self._send({"type": "response.output_text.done", **ids, "content_index": 0, "text": spoken})
-            part = {"type": "text", "text": spoken}
-        else:
-            await self._send({"type": "response.output_audio.done", **ids, "content_index": 0})
-            await self._send(
-                {"type": "response.output_audio_transcript.done", **ids, "content_index": 0, "transcript": spoken}
-            )
-            part = {"type": "audio", "transcript": spoken}
-        await self._send({"type": "response.content_part.done", **ids, "content_index": 0, "part": part})
-        item["status"] = "incomplete" if cancelled else "completed"
-        item["content"] = [
-            {"type": "output_text", "text": spoken} if text_only else {"type": "output_audio", "transcript": spoken}
-        ]
-        await self._send(
-            {
-                "type": "response.output_item.done",
-                "response_id": response.response_id,
-                "output_index": 0,
-                "item": copy.deepcopy(item),
-            }
-        )
-        await self._send({"type": "conversation.item.done", "previous_item_id": previous, "item": copy.deepcopy(item)})
+        await self._close_message(item, ids, previous, spoken, text_only=text_only, cancelled=cancelled)
         return item, (max(1, len(spoken) // 4), sent_ms // 50)
+
+    async def _stream_echo(self, response: _Response) -> tuple[JsonObject, tuple[int, int]]:
+        """Echo mode: open an audio part, let ``_echo`` fill it with the caller's audio, close it on cancel."""
+        item, ids, previous = await self._open_message(response, text_only=False)
+        self._voice_locked = True
+        self._audio_ms[item["id"]] = 0
+        response.echo_ids = ids
+        await response.cancel.wait()
+        response.echo_ids = None
+        await self._close_message(item, ids, previous, "", text_only=False, cancelled=True)
+        return item, (1, self._audio_ms[item["id"]] // 50)
+
+    async def _echo(self, audio: bytes) -> None:
+        """Send appended audio straight back as a delta of the echo response; kept only when none is open.
+
+        μ-law input is converted to the session's output format; other input formats go back byte for byte.
+        """
+        response = self._response
+        ids = response.echo_ids if response is not None else None
+        if ids is None or not audio:
+            return
+        input_format = self._session["audio"]["input"]["format"]
+        if input_format["type"] == "audio/pcmu":
+            chunk, bytes_per_ms = self._encode_output(audio)
+        else:
+            chunk, bytes_per_ms = audio, _format_bytes_per_ms(input_format)
+        delta = base64.b64encode(chunk).decode()
+        await self._send({"type": "response.output_audio.delta", **ids, "content_index": 0, "delta": delta})
+        self._audio_ms[ids["item_id"]] += len(chunk) // bytes_per_ms
+        self._deltas_sent += 1
 
     async def _stream_tool_call(self, response: _Response, turn: ToolCallTurn) -> tuple[JsonObject, tuple[int, int]]:
         item_id, call_id = _new_id("item"), _new_id("call")
@@ -1441,6 +1502,7 @@ class FakeRealtimeServer:
     ``with FakeRealtimeServer() as server:`` listens on 127.0.0.1 on an ephemeral port (``server.port``,
     ``server.url``), records each connection in ``server.sessions()`` and stops (closing connections with
     1001) on exit. ``faults`` may be replaced at any time; a connection keeps the faults it opened with.
+    With ``echo=True`` a response plays back the caller's own audio instead of the script (load tests).
     """
 
     def __init__(
@@ -1455,6 +1517,7 @@ class FakeRealtimeServer:
         chunk_ms: int = 40,
         min_speech_ms: int = 60,
         tool_done_delay_ms: int = 50,
+        echo: bool = False,
     ) -> None:
         if chunk_ms <= 0 or chunk_ms % 10:
             raise ValueError(f"chunk_ms must be a positive multiple of 10, not {chunk_ms}")
@@ -1470,6 +1533,7 @@ class FakeRealtimeServer:
             chunk_ms=chunk_ms,
             min_speech_ms=min_speech_ms,
             tool_done_delay_ms=tool_done_delay_ms,
+            echo=echo,
         )
         self._host = host
         self._requested_port = port
@@ -1651,7 +1715,8 @@ class FakeRealtimeServer:
                     "code": None,
                 },
             )
-        if parts.path.rstrip("/") != "/v1/realtime":
+        path = parts.path.rstrip("/")
+        if path not in ("/v1/realtime", "/v1/models"):
             return self._reject(
                 connection,
                 http.HTTPStatus.NOT_FOUND,
@@ -1688,6 +1753,11 @@ class FakeRealtimeServer:
                     "code": "invalid_api_key",
                 },
             )
+        if path == "/v1/models":  # plain HTTP GET, as `centralita doctor` uses it to test the key
+            models_list = [
+                {"id": name, "object": "model", "created": when, "owned_by": "system"} for name, when in _MODELS
+            ]
+            return _http_json(connection, http.HTTPStatus.OK, {"object": "list", "data": models_list})
         models = parse_qs(parts.query).get("model", [])
         if not models or not models[0]:
             return self._reject(
@@ -1751,6 +1821,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pace", type=float, default=4.0, help="audio sent at this many times real time; 0: no pause")
     parser.add_argument("--chunk-ms", type=int, default=40, help="ms of audio per output_audio.delta (default 40)")
+    parser.add_argument(
+        "--echo", action="store_true", help="a response echoes the caller's audio instead of the script (load tests)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
     return parser.parse_args(argv)
 
@@ -1770,6 +1843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=faults,
             pace=args.pace,
             chunk_ms=args.chunk_ms,
+            echo=args.echo,
         )
     except (ValueError, OSError) as error:
         print(f"fake_realtime: {error}", file=sys.stderr)

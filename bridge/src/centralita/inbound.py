@@ -4,11 +4,17 @@ It keeps the ARI events connection to the Stasis app open (reconnecting through 
 ``InboundCall`` for each caller channel the dialplan sends to the app, and ends the call when the caller hangs
 up. Calls are independent: one failing call never touches another, and stopping the service hands every caller
 still on the line to the operator context instead of dropping them.
+
+Tools: the call-control ones (``builtin_tools``) and the network ones (``network_tools``), configured by the
+``ROUTEROS_*`` and ``CUSTOMER_DIRECTORY`` variables of the same .env file (``routeros/settings.py``). With no
+router and no directory only ``reportar_falla`` is added; the service owns the routers' ``RouterPool`` and
+closes it when it stops.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -19,11 +25,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from centralita.ari import AriEndpoint, AriEvents, AriRest
+from dotenv import dotenv_values
+
+from centralita.ari import AriEndpoint, AriError, AriEvents, AriRest
 from centralita.call import InboundCall
 from centralita.config import ConfigError, Settings
+from centralita.customers import CustomerDirectory, DirectoryError
 from centralita.logs import setup_logging
+from centralita.network_tools import network_tools
+from centralita.outbound_media import OutboundCalls
 from centralita.records import CallRecords
+from centralita.routeros.pool import RouterPool
+from centralita.routeros.settings import NetworkSettings
 from centralita.tools import ToolRegistry, builtin_tools
 
 log = logging.getLogger(__name__)
@@ -36,10 +49,55 @@ def default_instructions() -> str:
     return resources.files("centralita").joinpath("data/prompt_inbound.es.txt").read_text(encoding="utf-8")
 
 
+def load_network_settings(env_file: str | Path) -> NetworkSettings:
+    """The routers and write rules from the bridge's .env file (read after ``Settings.load`` accepted it).
+
+    Read with ``dotenv_values`` and no interpolation, like ``Settings.load``, so the router passwords never
+    enter the process environment.
+    """
+    try:
+        values = dotenv_values(env_file, interpolate=False)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"The configuration file {env_file} cannot be read again: {error}"]) from None
+    return NetworkSettings.from_values(values, source=str(env_file))
+
+
+def log_secrets(settings: Settings, network: NetworkSettings) -> list[str]:
+    """Every secret the log must hide: the OpenAI key, the ARI password and each router's API password
+    (librouteros, at DEBUG, logs every word it sends, ``=password=`` of the login included)."""
+    return [
+        settings.openai_api_key.reveal(),
+        settings.ari_password.reveal(),
+        *(router.password.reveal() for router in network.routers),
+    ]
+
+
+def service_tools(network: NetworkSettings, records: CallRecords, pool: RouterPool) -> ToolRegistry:
+    """Every tool the assistant gets: call control, then what the network configuration makes useful."""
+    registry = builtin_tools()
+    for tool in network_tools(network, records, pool):
+        registry.register(tool)
+    if network.customer_directory is not None:
+        try:  # a warning now rather than a surprise at the first call; the file may still appear later
+            count = len(CustomerDirectory(network.customer_directory).customers())
+            log.info("customer directory %s: %d services", network.customer_directory, count)
+        except DirectoryError as error:
+            log.warning("CUSTOMER_DIRECTORY: %s; customer lookups will fail until it is fixed", error)
+    return registry
+
+
 class InboundService:
     """Routes ARI events to calls. Thread-safe; every call runs on its own threads."""
 
-    def __init__(self, settings: Settings, records: CallRecords, tools: ToolRegistry, instructions: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        records: CallRecords,
+        tools: ToolRegistry,
+        instructions: str,
+        outbound: OutboundCalls | None = None,
+    ) -> None:
+        self._outbound = outbound
         self._settings = settings
         self._records = records
         self._tools = tools
@@ -90,9 +148,14 @@ class InboundService:
         channel_id = str(channel.get("id", ""))
         if kind == "StasisStart":
             args = event.get("args") or []
-            if not args or args[0] != "inbound":
+            if not args or args[0] not in ("inbound", "outbound"):
                 return  # our own ExternalMedia channels, and anything else that is not a caller
             if self._stopping.is_set():
+                return
+            if args[0] == "outbound":
+                threading.Thread(
+                    target=self._start_outbound, args=(channel_id, args), name=f"call-{channel_id}", daemon=True
+                ).start()
                 return
             caller = str((channel.get("caller") or {}).get("number", ""))
             did = str(args[1]) if len(args) > 1 else ""
@@ -116,6 +179,36 @@ class InboundService:
             if ended is not None:
                 threading.Thread(target=ended.caller_hung_up, name=f"hangup-{channel_id}", daemon=True).start()
 
+    def _start_outbound(self, channel_id: str, args: list[Any]) -> None:
+        """A customer the dialer called answered (and AMD, if used, heard a person): the assistant takes it."""
+        setup = self._outbound.prepare(channel_id) if self._outbound is not None else None
+        if setup is None:
+            log.error("outbound call %s: not a known dialer call; hanging up", channel_id)
+            with contextlib.suppress(AriError):
+                self._rest.hangup(channel_id)
+            return
+        amd = f" amd={args[2]}" if len(args) > 2 else ""
+        log.info(
+            "outbound call %s: attempt %s campaign %s%s", channel_id, setup.info.attempt_id, setup.info.campaign, amd
+        )
+        call = InboundCall(
+            channel_id=channel_id,
+            caller=setup.info.phone,
+            did=setup.info.campaign,
+            settings=self._settings,
+            rest=self._rest,
+            records=self._records,
+            tools=setup.tools,
+            instructions=setup.instructions,
+            on_end=self._forget,
+            direction="outbound",
+        )
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._calls[channel_id] = call
+        call.start()
+
     def _forget(self, call: InboundCall) -> None:
         with self._lock:
             self._calls.pop(call.call_id, None)
@@ -128,17 +221,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.load(args.env_file)
+        network = load_network_settings(args.env_file)
     except ConfigError as error:
         print(f"openai-inbound-calls: {error}", file=sys.stderr)
         return 2
     try:
-        setup_logging(settings.log_file, secrets=[settings.openai_api_key.reveal(), settings.ari_password.reveal()])
+        setup_logging(settings.log_file, secrets=log_secrets(settings, network))
         instructions = args.prompt.read_text(encoding="utf-8") if args.prompt else default_instructions()
         records = CallRecords(settings.db_path)
-    except (OSError, ValueError) as error:
+        pool = RouterPool(network)
+    except (OSError, ValueError) as error:  # ConfigError (a CA file) is a ValueError
         print(f"openai-inbound-calls: {error}", file=sys.stderr)
         return 2
-    service = InboundService(settings, records, builtin_tools(), instructions)
+    tools = service_tools(network, records, pool)
+    log.info(
+        "tools: %s (routers: %s; writes %s)",
+        ", ".join(tools.tools),
+        ", ".join(pool.names) or "none",
+        "on" if network.writes_enabled else "off",
+    )
+    outbound = OutboundCalls(args.env_file)
+    service = InboundService(settings, records, tools, instructions, outbound)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -150,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     service.start()
     stop.wait()
     service.stop()
+    pool.close()
+    outbound.close()
     records.close()
     return 0
 

@@ -1,4 +1,5 @@
-"""Call records in SQLite: one row per call, its transcript and the tools the assistant ran.
+"""Call records in SQLite: one row per call, its transcript and the tools the assistant ran; the audit log of
+every change the assistant asked to make on a router; and the outage tickets it opened.
 
 The database is created, schema included, when ``CallRecords`` is built, so a bad ``DB_PATH`` stops the
 bridge at start-up with a message that names the path and the fix, not at the first call. Its directory
@@ -25,6 +26,14 @@ in its own transaction, so a newer bridge upgrades an existing file in place and
 file it does not understand.
 
 Timestamps are ISO-8601 in UTC with milliseconds (``2026-11-25T14:03:07.123+00:00``): they sort as text.
+
+``audit_log`` and ``tickets`` carry a ``call_id`` but no foreign key to ``calls``: an audit line or a ticket
+must never be lost because its call was not recorded (a tool run by hand, or by another program).
+
+Schema versions:
+
+1. ``calls``, ``transcript``, ``tool_calls``.
+2. ``audit_log`` (one row per write the assistant asked for, refused or not) and ``tickets`` (outages).
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from typing import Any, Final, Self
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AuditResult",
     "CallRecords",
     "CallRecordsError",
     "Direction",
@@ -70,6 +80,15 @@ class Outcome(StrEnum):
     HUNG_UP_BY_CALLER = "hung_up_by_caller"
     REALTIME_FAILED = "realtime_failed"
     ERROR = "error"
+
+
+class AuditResult(StrEnum):
+    """What became of a write the assistant asked for."""
+
+    REFUSED = "refused"  # a rule said no (writes off, identity not verified, not confirmed...): nothing sent
+    ATTEMPTED = "attempted"  # about to be sent to the router; a row left like this means the outcome is unknown
+    DONE = "done"  # the router accepted it
+    FAILED = "failed"  # the router refused it or could not be reached
 
 
 class CallRecordsError(OSError):
@@ -129,8 +148,48 @@ def _migrate_to_1(connection: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_to_2(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """
+        CREATE TABLE audit_log (
+            id       INTEGER PRIMARY KEY,
+            at       TEXT NOT NULL,
+            call_id  TEXT NOT NULL,
+            caller   TEXT,
+            tool     TEXT NOT NULL,
+            action   TEXT NOT NULL,
+            router   TEXT,
+            customer TEXT,
+            result   TEXT NOT NULL CHECK (result IN ('refused', 'attempted', 'done', 'failed')),
+            reason   TEXT NOT NULL DEFAULT '',
+            done_at  TEXT
+        )
+        """
+    )
+    connection.execute("CREATE INDEX audit_log_call_id ON audit_log (call_id, id)")
+    connection.execute("CREATE INDEX audit_log_at ON audit_log (at)")
+    connection.execute(
+        """
+        CREATE TABLE tickets (
+            id            INTEGER PRIMARY KEY,
+            at            TEXT NOT NULL,
+            call_id       TEXT NOT NULL,
+            caller        TEXT,
+            customer      TEXT,
+            customer_name TEXT,
+            router        TEXT,
+            symptom       TEXT NOT NULL,
+            connection    TEXT NOT NULL,
+            status        TEXT NOT NULL DEFAULT 'open'
+        )
+        """
+    )
+    connection.execute("CREATE INDEX tickets_call_id ON tickets (call_id)")
+    connection.execute("CREATE INDEX tickets_at ON tickets (at)")
+
+
 # _MIGRATIONS[n] upgrades a database at user_version n to n + 1. Append only; never edit a released step.
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1,)
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -376,6 +435,122 @@ class CallRecords:
             tool_call["ok"] = bool(tool_call["ok"])
         call["tool_calls"] = tool_calls
         return call
+
+    # -- audit log of router writes ----------------------------------------------------------------------
+
+    def add_audit(
+        self,
+        call_id: str,
+        tool: str,
+        action: str,
+        result: str,
+        reason: str = "",
+        *,
+        caller: str | None = None,
+        router: str | None = None,
+        customer: str | None = None,
+    ) -> int:
+        """Record a write the assistant asked for; its audit id.
+
+        ``action`` says what the write is (e.g. ``address-list add list=promesa-pago address=10.20.0.14
+        timeout=3d``), ``result`` is an ``AuditResult`` and ``reason`` why it was refused or failed. A write
+        about to be sent is recorded as ``attempted`` first and finished with ``finish_audit``, so a crash in
+        between leaves a trace. Never put passwords in ``action`` or ``reason``.
+        """
+        if result not in tuple(AuditResult):
+            raise ValueError(f"result must be one of {', '.join(AuditResult)}, got {result!r}")
+        if not call_id or not tool or not action:
+            raise ValueError("call_id, tool and action must not be empty")
+        at = self._now()
+        done_at = at if result != AuditResult.ATTEMPTED else None
+        with self._lock:
+            cursor = self._db().execute(
+                "INSERT INTO audit_log (at, call_id, caller, tool, action, router, customer, result, reason, done_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (at, call_id, caller, tool, action, router, customer, str(result), reason, done_at),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_audit(self, audit_id: int, result: str, reason: str = "") -> bool:
+        """Record how an ``attempted`` write ended (``done`` or ``failed``); False if it was not pending."""
+        if result not in (AuditResult.DONE, AuditResult.FAILED):
+            raise ValueError(f"an attempted write ends 'done' or 'failed', got {result!r}")
+        at = self._now()
+        with self._lock:
+            cursor = self._db().execute(
+                "UPDATE audit_log SET result = ?, reason = ?, done_at = ? WHERE id = ? AND result = 'attempted'",
+                (str(result), reason, at, audit_id),
+            )
+            return cursor.rowcount == 1
+
+    def audit_entries(self, call_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Audit rows, oldest first: those of ``call_id``, or (``None``) the last ``limit`` of all calls."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._lock:
+            db = self._db()
+            if call_id is not None:
+                rows: list[dict[str, Any]] = db.execute(
+                    "SELECT * FROM audit_log WHERE call_id = ? ORDER BY id LIMIT ?", (call_id, limit)
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM (SELECT * FROM audit_log ORDER BY id DESC LIMIT ?) ORDER BY id", (limit,)
+                ).fetchall()
+        return rows
+
+    # -- outage tickets --------------------------------------------------------------------------------
+
+    def add_ticket(
+        self,
+        call_id: str,
+        symptom: str,
+        *,
+        caller: str | None = None,
+        customer: str | None = None,
+        customer_name: str | None = None,
+        router: str | None = None,
+        connection: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Open an outage ticket; its number. ``connection`` is the connection state seen when it was opened
+        (stored as JSON)."""
+        if not call_id or not symptom.strip():
+            raise ValueError("call_id and symptom must not be empty")
+        encoded = json.dumps(dict(connection or {}), ensure_ascii=False)
+        at = self._now()
+        with self._lock:
+            cursor = self._db().execute(
+                "INSERT INTO tickets (at, call_id, caller, customer, customer_name, router, symptom, connection)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (at, call_id, caller, customer, customer_name, router, symptom.strip(), encoded),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def get_ticket(self, number: int) -> dict[str, Any] | None:
+        """The ticket ``number`` with its ``connection`` decoded, or None."""
+        with self._lock:
+            row: dict[str, Any] | None = self._db().execute("SELECT * FROM tickets WHERE id = ?", (number,)).fetchone()
+        if row is not None:
+            row["connection"] = json.loads(row["connection"])
+        return row
+
+    def tickets(self, call_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Tickets, oldest first: those opened in ``call_id``, or (``None``) the last ``limit`` of all."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._lock:
+            db = self._db()
+            if call_id is not None:
+                rows: list[dict[str, Any]] = db.execute(
+                    "SELECT * FROM tickets WHERE call_id = ? ORDER BY id LIMIT ?", (call_id, limit)
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM (SELECT * FROM tickets ORDER BY id DESC LIMIT ?) ORDER BY id", (limit,)
+                ).fetchall()
+        for row in rows:
+            row["connection"] = json.loads(row["connection"])
+        return rows
 
     def recent_calls(self, limit: int = 20) -> list[dict[str, Any]]:
         """The last ``limit`` calls by start time, newest first (call rows only, no transcripts)."""

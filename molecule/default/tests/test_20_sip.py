@@ -44,8 +44,9 @@ def test_call_without_the_assistant_is_answered_and_sent_to_the_operator(host):
     log = full_log_since(host, before)
     assert "Stasis(" in log
     assert "centralita,inbound,5215550002222" in log
-    assert "Stasis app centralita is not connected" in log
+    assert "the assistant cannot take the call from 5215550001111 (stasis_app_not_connected)" in log
     assert "Playback(" in log
+    assert "centralita/asistente-no-disponible" in log
     assert "tt-allbusy" in log
     assert "Playback failed" not in log
 

@@ -5,7 +5,9 @@ Runs after test_40, whose suite restarted Asterisk: the call here also proves th
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
 import pytest
 from conftest import BOX, sipp
@@ -55,10 +57,27 @@ def test_service_registered_its_ari_app(host):
     assert "centralita" in host.check_output("asterisk -rx 'ari show apps'").split()
 
 
+def call_record(host, call_id):
+    script = (
+        "import json,sys; from centralita.records import CallRecords; "
+        "r=CallRecords('/var/lib/centralita/centralita.db'); print(json.dumps(r.get_call(sys.argv[1])))"
+    )
+    return json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}" {call_id}'))
+
+
+def router_rows(host, path):
+    """Rows of the fake router's table, read with librouteros as any API client would."""
+    script = (
+        "import json,sys,librouteros; api=librouteros.connect('127.0.0.1','centralita','centralita-fake-router',"
+        "port=8728,encoding='utf-8'); print(json.dumps(list(api.path(*sys.argv[1].split('/')[1:]))))"
+    )
+    return json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}" {path}'))
+
+
 @pytest.fixture(scope="module")
 def speaking_call(host):
     before = int(host.check_output(f"stat -c %s {LOG}"))
-    result = sipp(host, "provider_call_speaking.xml", "5215550002222", extra="-d 8000", timeout_s=40)
+    result = sipp(host, "provider_call_speaking.xml", "5215550002222", extra="-d 10000", timeout_s=40)
     assert result.rc == 0, result.output
     log = host.check_output(f"tail -c +{before + 1} {LOG}")
     ids = sorted(set(re.findall(r"call=([0-9.]+)", log)))
@@ -100,10 +119,81 @@ def test_the_call_is_recorded_with_the_assistant_transcript(host, speaking_call)
     record = host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}" {call_id}')
     assert '"outcome": "hung_up_by_caller"' in record
     assert '"speaker": "assistant"' in record
-    assert '"caller": "5215550001111"' in record
+    assert '"caller": "5215550004444"' in record
 
 
 def test_nothing_is_left_behind_after_the_call(host, speaking_call):
     assert "0 active channels" in host.check_output("asterisk -rx 'core show channels count'")
     bridges = host.check_output("asterisk -rx 'bridge show all'")
     assert "centralita-" not in bridges
+
+
+def test_the_assistant_looks_the_caller_up_on_the_router_and_reactivates(host, speaking_call):
+    # The fake Realtime server's script calls consultar_cliente and estado_conexion for the caller ID
+    # (5215550004444: Luis Hernández, cut for debt in the demo ISP) and reactivar_servicio; the bridge ran
+    # them against the fake RouterOS server over TCP and sent the router's data back to the model.
+    call_id, _log = speaking_call
+    tools = {call["name"]: call for call in call_record(host, call_id)["tool_calls"]}
+    assert set(tools) == {"consultar_cliente", "estado_conexion", "reactivar_servicio"}, tools
+    assert all(call["ok"] for call in tools.values()), tools
+    found = json.dumps(tools["consultar_cliente"]["result"], ensure_ascii=False)
+    assert "Luis Hernández" in found
+    assert "luis.hernandez" in found
+    assert "Lh-1187" not in found  # never the PPPoE password
+    state = json.dumps(tools["estado_conexion"]["result"], ensure_ascii=False)
+    assert "10.20.0.14" in state
+    assert "512k/512k" in state
+    # The write is on the router, seen through librouteros, and in the audit log with the call id.
+    exceptions = [row for row in router_rows(host, "/ip/firewall/address-list") if row["list"] == "promesa-pago"]
+    assert [row["address"] for row in exceptions] == ["10.20.0.14"]
+    assert exceptions[0]["timeout"]
+    script = (
+        "import json; from centralita.records import CallRecords; "
+        "print(json.dumps(CallRecords('/var/lib/centralita/centralita.db').audit_entries()))"
+    )
+    audit = json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}"'))
+    assert [(entry["call_id"], entry["result"]) for entry in audit] == [(call_id, "done")]
+
+
+@pytest.fixture
+def router_down(host):
+    host.check_output("systemctl stop centralita-fake-routeros")
+    yield
+    host.check_output("systemctl start centralita-fake-routeros")
+
+
+@pytest.mark.usefixtures("router_down")
+def test_with_the_router_down_the_tools_answer_an_error_in_time_and_the_call_goes_on(host, speaking_call):
+    before = int(host.check_output(f"stat -c %s {LOG}"))
+    started = time.monotonic()
+    result = sipp(host, "provider_call_speaking.xml", "5215550002222", extra="-d 10000", timeout_s=40)
+    assert result.rc == 0, result.output
+    log = host.check_output(f"tail -c +{before + 1} {LOG}")
+    call_id = sorted(set(re.findall(r"call=([0-9.]+)", log)))[0]
+    record = call_record(host, call_id)
+    assert record["outcome"] == "hung_up_by_caller"  # the caller stayed with the assistant to the end
+    tools = record["tool_calls"]
+    assert tools
+    assert not any(call["ok"] for call in tools)
+    assert time.monotonic() - started < 40
+    # Each tool gave up within ROUTEROS_TIMEOUT (5 s): their log lines are there, none of them late.
+    assert "tool consultar_cliente -> error" in log
+
+
+def test_a_crashed_service_is_restarted_by_systemd_and_takes_calls_again(host):
+    old_pid = host.service("openai-inbound-calls").systemd_properties["MainPID"]
+    host.check_output("systemctl kill --signal=SIGKILL openai-inbound-calls")
+    deadline = time.monotonic() + 30
+    new_pid = old_pid
+    while time.monotonic() < deadline:
+        props = host.service("openai-inbound-calls").systemd_properties
+        if props["ActiveState"] == "active" and props["MainPID"] not in (old_pid, "0"):
+            new_pid = props["MainPID"]
+            if "centralita" in host.check_output("asterisk -rx 'ari show apps'").split():
+                break
+        time.sleep(0.5)
+    assert new_pid != old_pid
+    assert "centralita" in host.check_output("asterisk -rx 'ari show apps'").split()
+    result = sipp(host, "provider_call.xml", "5215550002222", extra="-d 3000")
+    assert result.rc == 0, result.output
+    assert result.successful_calls == 1

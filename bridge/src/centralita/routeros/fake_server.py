@@ -3,7 +3,8 @@
 Run it on its own::
 
     python -m centralita.routeros.fake_server --port 8728 --fixture files/routeros/isp-demo.json \\
-        --user admin --password secret [--fault delay=200] [--fault drop-after=5] [--fault fatal] [--ros6]
+        --user admin --password secret [--fault delay=200] [--fault drop-after=5] [--fault fatal] [--ros6] \\
+        [--tls-cert cert.pem --tls-key key.pem]
 
 or inside a test, on an ephemeral port, with a background thread::
 
@@ -19,6 +20,9 @@ What it does, as RouterOS (>= 6.43, 7.x) does it:
 * any other command before login gets ``!fatal`` ``not logged in`` and the connection is closed, as
   does ``/quit`` (``session terminated on request``); words before login are limited to 4 KiB;
 * ``.tag=x`` is echoed on every reply to a command only when the command carried one;
+* API-SSL when given a certificate and key (``tls_cert``/``tls_key``, ``--tls-cert``/``--tls-key``):
+  every connection starts with a TLS handshake (ordinary server-certificate TLS, as RouterOS does with
+  a certificate set on the ``api-ssl`` service), then speaks the same protocol inside it;
 * ``print`` with ``.proplist`` and queries, ``add`` (``!done =ret=*N``), ``set``, ``remove``, ``enable``,
   ``disable``, and the router's traps for unknown paths, unknown ids and duplicates (``fake_state``).
 
@@ -39,6 +43,7 @@ import contextlib
 import select
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -56,6 +61,7 @@ LOGIN_FAILED = "invalid user name or password (6)"
 NOT_LOGGED_IN = "not logged in"
 QUIT_REASON = "session terminated on request"
 PRE_LOGIN_MAX_WORD = 4096
+TLS_HANDSHAKE_TIMEOUT = 5.0  # seconds a client gets to finish the TLS handshake
 _GARBAGE = b"\xf8"
 
 
@@ -177,6 +183,8 @@ class FakeRouterOS:
 
     ``port=0`` (the default) picks a free port; ``host`` and ``port`` tell where it listens once started.
     ``stop()`` (or leaving the ``with`` block) closes every connection and joins every thread it started.
+    ``tls_cert`` (PEM, may hold the key too) and ``tls_key`` turn it into an API-SSL server; a certificate
+    or key that cannot be loaded raises here, not at the first connection.
     """
 
     def __init__(
@@ -190,7 +198,16 @@ class FakeRouterOS:
         port: int = 0,
         empty_replies: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
     ) -> None:
+        if tls_key is not None and tls_cert is None:
+            raise ValueError("tls_key needs tls_cert: give the certificate too")
+        self._tls: ssl.SSLContext | None = None
+        if tls_cert is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls_cert, tls_key)
+            self._tls = context
         self.state = RouterState(fixture, empty_replies=empty_replies, clock=clock)
         self.user = user
         self._password = password
@@ -272,6 +289,11 @@ class FakeRouterOS:
         return self.state.table(path)
 
     @property
+    def tls(self) -> bool:
+        """Whether connections speak API-SSL (TLS) rather than the plain API."""
+        return self._tls is not None
+
+    @property
     def open_connections(self) -> int:
         with self._lock:
             return len(self._connections)
@@ -325,42 +347,70 @@ class FakeRouterOS:
                 self._accepted += 1
             thread.start()
 
-    def _serve(self, conn: socket.socket) -> None:
-        reader = WireReader.from_socket(conn, errors="replace", max_word_length=PRE_LOGIN_MAX_WORD)
-        logged_in = False
+    def _start_tls(self, raw: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket:
+        """The connection wrapped in TLS, handshake done; ``stop()`` can interrupt the handshake."""
+        raw.settimeout(TLS_HANDSHAKE_TIMEOUT)
+        wrapped = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)  # detaches ``raw``
         try:
-            while not self._stopping.is_set():
-                words = reader.read_sentence()
-                if not words:
-                    continue  # empty sentences are ignored
-                self._record(words)
-                command = Command.parse(words)
-                fatal = self.faults.take_fatal()
-                if fatal is not None:
-                    self._send(conn, ["!fatal", fatal], final=True)
-                if command.name == "/login":
-                    logged_in = self._login(conn, command) or logged_in
-                    if logged_in:
-                        reader.max_word_length = DEFAULT_MAX_WORD_LENGTH
-                    continue
-                if not logged_in:
-                    self._send(conn, ["!fatal", NOT_LOGGED_IN], final=True)
-                if command.name == "/quit":
-                    self._send(conn, ["!fatal", QUIT_REASON], final=True)
-                if command.name == "/cancel":
-                    replies = [["!done"]]  # every command completes before the next is read
-                else:
-                    replies = self.state.execute(command.name, command.attributes, command.queries)
-                for reply in replies:
-                    self._send(conn, reply, tag=command.tag)
-        except (_Drop, WireError, OSError):
+            with self._lock:
+                self._connections.discard(raw)
+                self._connections.add(wrapped)
+                if self._stopping.is_set():  # stop() may have listed the connections before this one was added
+                    raise _Drop
+            wrapped.do_handshake()
+            wrapped.settimeout(None)
+        except BaseException:
+            with self._lock:
+                self._connections.discard(wrapped)
+            with contextlib.suppress(OSError):
+                wrapped.close()
+            raise
+        return wrapped
+
+    def _serve(self, raw: socket.socket) -> None:
+        conn = raw
+        try:
+            if self._tls is not None:
+                conn = self._start_tls(raw, self._tls)
+            self._converse(conn)
+        except (_Drop, WireError, OSError):  # ssl.SSLError is an OSError
             pass
         finally:
-            with contextlib.suppress(OSError):
-                conn.close()
+            for sock in {raw, conn}:
+                with contextlib.suppress(OSError):
+                    sock.close()
             with self._lock:
+                self._connections.discard(raw)
                 self._connections.discard(conn)
                 self._threads.discard(threading.current_thread())
+
+    def _converse(self, conn: socket.socket) -> None:
+        reader = WireReader.from_socket(conn, errors="replace", max_word_length=PRE_LOGIN_MAX_WORD)
+        logged_in = False
+        while not self._stopping.is_set():
+            words = reader.read_sentence()
+            if not words:
+                continue  # empty sentences are ignored
+            self._record(words)
+            command = Command.parse(words)
+            fatal = self.faults.take_fatal()
+            if fatal is not None:
+                self._send(conn, ["!fatal", fatal], final=True)
+            if command.name == "/login":
+                logged_in = self._login(conn, command) or logged_in
+                if logged_in:
+                    reader.max_word_length = DEFAULT_MAX_WORD_LENGTH
+                continue
+            if not logged_in:
+                self._send(conn, ["!fatal", NOT_LOGGED_IN], final=True)
+            if command.name == "/quit":
+                self._send(conn, ["!fatal", QUIT_REASON], final=True)
+            if command.name == "/cancel":
+                replies = [["!done"]]  # every command completes before the next is read
+            else:
+                replies = self.state.execute(command.name, command.attributes, command.queries)
+            for reply in replies:
+                self._send(conn, reply, tag=command.tag)
 
     def _login(self, conn: socket.socket, command: Command) -> bool:
         name = command.attributes.get("name")
@@ -413,11 +463,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="delay=MS, drop-after=N, fatal[=REASON] or garbage; may be repeated",
     )
     parser.add_argument("--ros6", action="store_true", help="answer an empty print with !done only (no !empty)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate: serve API-SSL (TLS) instead of the plain API")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert (if not in the same file)")
     args = parser.parse_args(argv)
     try:
         faults = Faults.parse(args.fault)
     except ValueError as error:
         parser.error(str(error))
+    if args.tls_key is not None and args.tls_cert is None:
+        parser.error("--tls-key needs --tls-cert")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -425,10 +479,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with FakeRouterOS(
-        args.fixture, args.user, args.password, faults, host=args.host, port=args.port, empty_replies=not args.ros6
-    ) as router:
-        print(f"fake RouterOS API listening on {router.host}:{router.port}", flush=True)
+    try:
+        router = FakeRouterOS(
+            args.fixture,
+            args.user,
+            args.password,
+            faults,
+            host=args.host,
+            port=args.port,
+            empty_replies=not args.ros6,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except (OSError, ValueError) as error:  # a fixture, certificate or key that cannot be read (SSLError: OSError)
+        parser.error(f"cannot start: {error}")
+    with router:
+        kind = "API-SSL" if router.tls else "API"
+        print(f"fake RouterOS {kind} listening on {router.host}:{router.port}", flush=True)
         stop.wait()
     print("stopped", file=sys.stderr)
     return 0

@@ -1,0 +1,1011 @@
+"""Media-path benchmark: N concurrent calls through the bridge's real ``InboundCall``; ends with one JSON line.
+
+Run it with ``make bench`` (or ``PYTHONPATH=bridge/src .venv/bin/python bridge/bench/bench_media.py --help``).
+Three processes, so that only the bridge's own work is counted as the bridge's:
+
+* this one, the bridge: N real ``InboundCall`` objects, each with its real ``AriRest``, UDP socket,
+  ``RtpReceiver``, ``RtpSender``, ``Pacer``, ``PlayoutQueue`` and ``RealtimeConnection``, started and ended as
+  the service does;
+* a simulated Asterisk (``_asterisk_main``, a child process): it answers the ARI REST calls a call makes over
+  HTTP and plays each call's ExternalMedia leg, sending real RTP (PCMU, 160-byte frames) every 20 ms to the
+  call's socket, the legs spread evenly over the 20 ms period, and timestamping the bridge's RTP with the
+  kernel's receive timestamps;
+* the fake Realtime server in echo mode (``python -m centralita.fake_realtime --echo``): every appended
+  frame comes straight back as a ``response.output_audio.delta``.
+
+The first 20 bytes of every frame the simulated Asterisk sends are a stamp (leg, frame number, send time);
+the echo returns the audio byte for byte, so each frame is followed from socket to socket:
+
+* latency in: RTP sent to the bridge's socket (on loopback the packet is in that socket when ``sendto``
+  returns) -> the WebSocket frame carrying its ``input_audio_buffer.append`` handed to the kernel;
+* latency out: the delta's bytes in the bridge's TCP socket (kernel receive timestamp) -> the RTP frame in
+  the simulated Asterisk's socket (kernel receive timestamp; loopback delivers it during the bridge's
+  ``sendto``), less the wait for the frame's own 20 ms slot: ``sent - max(delta received, slot deadline)``;
+* jitter: each call's RTP is put on its 20 ms grid by its RTP timestamps (the pacer's slot numbers); the
+  deviation is ``|offset - median offset|`` and a frame is late when it left more than ``--late-ms`` after
+  its slot (measured from the earliest send of that call, so a delay common to all its frames is not seen).
+
+The two WebSocket timestamps come from a probe on the bridge's TCP sockets (websocket-client creates them as a
+socket subclass that records bytes and times, and changes nothing else). CPU per call is
+this process's CPU time over the measured window / wall time / calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import gc
+import json
+import logging
+import multiprocessing
+import os
+import random
+import resource
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import types
+from array import array
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import numpy.typing as npt
+import websocket._http as websocket_http
+
+from centralita.ari import AriEndpoint, AriRest
+from centralita.call import InboundCall
+from centralita.config import Settings
+from centralita.pacer import PacerThread
+from centralita.records import CallRecords
+from centralita.rtp import FRAME_BYTES
+from centralita.tools import ToolRegistry
+
+log = logging.getLogger("bench")
+
+FRAME_NS: Final = 20_000_000
+STAMP: Final = struct.Struct("!4sIIQ")  # magic, leg, frame number, send time (CLOCK_MONOTONIC, ns)
+MAGIC: Final = b"CBNC"
+STAMP_B64: Final = 28  # base64 characters that hold the stamp's 20 bytes
+RTP_HEADER: Final = struct.Struct("!BBHII")
+FILL: Final = b"\xff" * (FRAME_BYTES - STAMP.size)  # μ-law silence after the stamp
+SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the socket module does not export it
+TIMESPEC: Final = struct.Struct("@qq")
+ANC_SIZE: Final = socket.CMSG_SPACE(TIMESPEC.size)
+GOLDEN: Final = 0.6180339887498949  # leg phases frac(i x golden): evenly spread for any number of legs
+APPEND_KEY: Final = b'"audio": "'
+DELTA_KEY: Final = b'"delta": "'
+SRC: Final = Path(__file__).resolve().parents[1] / "src"
+API_KEY: Final = "sk-centralita-bench"
+
+I64 = npt.NDArray[np.int64]
+
+
+def realtime_offset_ns() -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC: kernel packet timestamps are wall-clock time, ours are monotonic."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.monotonic_ns()
+
+
+def kernel_time_ns(ancdata: list[tuple[int, int, bytes]], offset: int) -> int | None:
+    """The SO_TIMESTAMPNS receive time of a recvmsg, on the monotonic clock; None when the kernel gave none."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            seconds, nanoseconds = TIMESPEC.unpack_from(data)
+            return seconds * 1_000_000_000 + nanoseconds - offset
+    return None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of this process's threads by kind (the thread name up to its first dash)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    by_kind: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.native_id is None:
+            continue
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = "-".join(thread.name.split("-")[:2])
+        by_kind[kind] = by_kind.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return by_kind
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine, all cores, from /proc/stat."""
+    values = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(values[:8])
+    idle = values[3] + values[4]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
+
+
+# --- The simulated Asterisk (a child process) ------------------------------------------------------------
+
+
+class _Leg:
+    """One ExternalMedia channel: where the bridge listens, and the RTP state of what is sent to it."""
+
+    __slots__ = ("address", "channel_id", "frame", "index", "marker", "phase_ns", "sequence", "ssrc", "timestamp")
+
+    def __init__(self, index: int, channel_id: str, address: tuple[str, int], rng: random.Random) -> None:
+        self.index = index
+        self.channel_id = channel_id
+        self.address = address
+        self.phase_ns = int((index * GOLDEN) % 1.0 * FRAME_NS)
+        self.ssrc = rng.getrandbits(32)
+        self.sequence = rng.getrandbits(16)
+        self.timestamp = rng.getrandbits(32)
+        self.frame = 0
+        self.marker = True
+
+    def packet(self, now_ns: int) -> bytes:
+        header = RTP_HEADER.pack(0x80, 0x80 if self.marker else 0, self.sequence, self.timestamp, self.ssrc)
+        self.marker = False
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.timestamp = (self.timestamp + FRAME_BYTES) & 0xFFFFFFFF
+        self.frame += 1
+        return header + STAMP.pack(MAGIC, self.index, self.frame - 1, now_ns) + FILL
+
+
+class _Asterisk:
+    """ARI over HTTP for the calls' REST requests, and RTP both ways for their media legs."""
+
+    def __init__(self) -> None:
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.rtp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.rtp.bind(("127.0.0.1", 0))
+        self.rtp.settimeout(0.2)
+        self.rtp_port: int = self.rtp.getsockname()[1]
+        self._rng = random.Random(7)
+        self._lock = threading.Lock()
+        self._legs: dict[str, _Leg] = {}
+        self._playing: list[_Leg] = []  # sorted by phase
+        self._held: list[_Leg] = []  # bridged, waiting for "play": the load starts once every call is up
+        self.holding = True
+        self._bridges = 0
+        self._stop = threading.Event()
+        self.recording = False
+        self._reset_columns()
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), _ari_handler(self))
+        self.http.daemon_threads = True
+        self._threads = [
+            threading.Thread(target=self.http.serve_forever, name="ari", daemon=True),
+            threading.Thread(target=self._send_loop, name="rtp-send", daemon=True),
+            threading.Thread(target=self._receive_loop, name="rtp-receive", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def record(self, seconds: float, pids: dict[str, int]) -> dict[str, Any]:
+        """Measure for ``seconds``: the frames, and the CPU time of ``pids`` and of the machine.
+
+        Timed here rather than in the bridge's process, whose main thread may wait long for the GIL when the
+        bridge is overloaded: the window and the CPU figures stay exact whatever the bridge's state.
+        """
+        pids = {**pids, "asterisk": os.getpid()}
+        self._reset_columns()
+        start = time.monotonic_ns(), {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+        machine_start = machine_cpu_seconds()
+        self.recording = True
+        time.sleep(seconds)
+        self.recording = False
+        end = time.monotonic_ns(), {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+        machine_end = machine_cpu_seconds()
+        time.sleep(0.05)  # let the loops finish the frame in hand
+        wall = (end[0] - start[0]) / 1e9
+        cpu = {f"{name}_cpu_pct": 100 * (end[1][name] - start[1][name]) / wall for name in pids}
+        cpu["machine_cpu_pct"] = 100 * (machine_end[0] - machine_start[0]) / wall
+        return {
+            "window": (start[0], end[0]),
+            "cpu": cpu,
+            "sent": {name: column.tobytes() for name, column in self.sent.items()},
+            "received": {name: column.tobytes() for name, column in self.received.items()},
+            "unstamped": self.unstamped,
+            "kernel_stamped": self.kernel_stamped,
+        }
+
+    def _reset_columns(self) -> None:
+        # Frames sent (leg, frame, send time) and frames received (arrival, leg, frame, send time, RTP timestamp).
+        self.sent = {name: array("q") for name in ("leg", "frame", "t_in")}
+        self.received = {name: array("q") for name in ("t_out", "leg", "frame", "t_in", "rtp_ts")}
+        self.unstamped = 0
+        self.kernel_stamped = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.http.shutdown()
+        self.http.server_close()
+        for thread in self._threads[1:]:
+            thread.join(2)
+        self.rtp.close()
+
+    # -- ARI --
+
+    def ari(self, method: str, path: str) -> tuple[int, Any]:
+        parts = urlsplit(path)
+        query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+        segments = parts.path.strip("/").split("/")
+        if segments[:1] != ["ari"]:
+            return 404, {"message": "Resource not found"}
+        match method, segments[1:]:
+            case "POST", ["channels", "externalMedia"]:
+                return 200, self._external_media(query)
+            case "POST", ["channels", _, "answer"]:
+                return 204, None
+            case "POST", ["bridges"]:
+                with self._lock:
+                    self._bridges += 1
+                    return 200, {"id": f"bridge-{self._bridges}", "bridge_type": "mixing"}
+            case "POST", ["bridges", _, "addChannel"]:
+                self._play(query.get("channel", ""))
+                return 204, None
+            case "DELETE", ["channels", channel_id]:
+                self._hang_up(channel_id)
+                return 204, None
+            case "DELETE", ["bridges", _]:
+                return 204, None
+        return 404, {"message": "Resource not found"}
+
+    def _external_media(self, query: dict[str, str]) -> dict[str, Any]:
+        host, _, port = query["external_host"].rpartition(":")
+        with self._lock:
+            index = len(self._legs)
+            channel_id = query.get("channelId") or f"media-{index}"
+            self._legs[channel_id] = _Leg(index, channel_id, (host, int(port)), self._rng)
+        variables = {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": str(self.rtp_port)}
+        return {"id": channel_id, "name": f"UnicastRTP/{host}:{port}", "state": "Up", "channelvars": variables}
+
+    def _play(self, channel_id: str) -> None:
+        """Media flows once the ExternalMedia channel is in the bridge, as in Asterisk (after ``play_all``)."""
+        with self._lock:
+            leg = self._legs.get(channel_id)
+            if leg is None or leg in self._playing or leg in self._held:
+                return
+            if self.holding:
+                self._held.append(leg)
+            else:
+                self._playing = sorted([*self._playing, leg], key=lambda playing: playing.phase_ns)
+
+    def play_all(self) -> None:
+        with self._lock:
+            self.holding = False
+            self._playing = sorted([*self._playing, *self._held], key=lambda playing: playing.phase_ns)
+            self._held = []
+
+    def _hang_up(self, channel_id: str) -> None:
+        with self._lock:
+            self._playing = [leg for leg in self._playing if leg.channel_id != channel_id]
+            self._held = [leg for leg in self._held if leg.channel_id != channel_id]
+
+    # -- RTP --
+
+    def _send_loop(self) -> None:
+        """Each leg sends at its own phase of a common 20 ms clock, so the load is spread as real callers'."""
+        epoch = time.monotonic_ns()
+        period = 0
+        while not self._stop.is_set():
+            base = epoch + period * FRAME_NS
+            with self._lock:
+                playing = self._playing
+            for leg in playing:
+                delay = base + leg.phase_ns - time.monotonic_ns()
+                if delay > 0:
+                    time.sleep(delay / 1e9)
+                now = time.monotonic_ns()
+                packet = leg.packet(now)
+                with contextlib.suppress(OSError):
+                    self.rtp.sendto(packet, leg.address)
+                if self.recording:
+                    self.sent["leg"].append(leg.index)
+                    self.sent["frame"].append(leg.frame - 1)
+                    self.sent["t_in"].append(now)
+            period += 1
+            behind = time.monotonic_ns() - (epoch + period * FRAME_NS)
+            if behind > 3 * FRAME_NS:  # stalled: carry on from now rather than burst
+                period += behind // FRAME_NS
+            elif behind < 0:
+                time.sleep(-behind / 1e9)
+
+    def _receive_loop(self) -> None:
+        offset = realtime_offset_ns()
+        count = 0
+        while not self._stop.is_set():
+            try:
+                data, ancdata, _flags, _address = self.rtp.recvmsg(2048, ANC_SIZE)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            count += 1
+            if count % 1000 == 0:
+                offset = realtime_offset_ns()
+            if not self.recording:
+                continue
+            arrival = kernel_time_ns(ancdata, offset)
+            if arrival is None:
+                arrival = time.monotonic_ns()
+            else:
+                self.kernel_stamped += 1
+            if len(data) < RTP_HEADER.size + STAMP.size:
+                self.unstamped += 1
+                continue
+            _first, _second, _sequence, rtp_ts, _ssrc = RTP_HEADER.unpack_from(data)
+            magic, leg, frame, t_in = STAMP.unpack_from(data, RTP_HEADER.size)
+            if magic != MAGIC:
+                self.unstamped += 1
+                continue
+            columns = self.received
+            columns["t_out"].append(arrival)
+            columns["leg"].append(leg)
+            columns["frame"].append(frame)
+            columns["t_in"].append(t_in)
+            columns["rtp_ts"].append(rtp_ts)
+
+
+def _ari_handler(asterisk: _Asterisk) -> type[BaseHTTPRequestHandler]:
+    class AriHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self._reply(*asterisk.ari("POST", self.path))
+
+        def do_DELETE(self) -> None:
+            self._reply(*asterisk.ari("DELETE", self.path))
+
+        def do_GET(self) -> None:
+            self._reply(*asterisk.ari("GET", self.path))
+
+        def _reply(self, status: int, body: Any) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            if data:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return AriHandler
+
+
+def _asterisk_main(control: Connection) -> None:
+    """The child process: serve until told to stop; commands come over ``control``."""
+    asterisk = _Asterisk()
+    control.send({"ari_port": asterisk.http.server_address[1], "rtp_port": asterisk.rtp_port})
+    try:
+        while True:
+            command = control.recv()
+            if command == "play":
+                asterisk.play_all()
+                control.send("playing")
+            elif isinstance(command, dict) and command.get("record"):
+                control.send(asterisk.record(command["record"], command["pids"]))
+            else:
+                break
+    except EOFError:
+        pass
+    finally:
+        asterisk.stop()
+
+
+# --- The probe on the bridge's WebSocket I/O -------------------------------------------------------------
+
+
+class GcProbe:
+    """The bridge process's garbage-collector pauses: a full collection stops every thread for its duration."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, int, int, int]] = []  # (generation, start, end, CPU ns), monotonic ns
+        self._started = (0, 0)
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.monotonic_ns(), time.thread_time_ns()
+        else:
+            begin, cpu = self._started
+            self.pauses.append((info["generation"], begin, time.monotonic_ns(), time.thread_time_ns() - cpu))
+
+    def window(self, start: int, end: int) -> tuple[int, float, float]:
+        """(collections, longest pause in ms, CPU ms of that pause) between ``start`` and ``end``.
+
+        A pause much longer than its CPU time is the thread being preempted while it held the GIL."""
+        inside = [(stop - begin, cpu) for _, begin, stop, cpu in self.pauses if start <= begin <= end]
+        longest, cpu = max(inside, default=(0, 0))
+        return len(inside), longest / 1e6, cpu / 1e6
+
+
+class WsProbe:
+    """Times each WebSocket frame the bridge hands to the kernel, and each read of the kernel's bytes.
+
+    Installed before any connection exists: websocket-client's ``_http`` module then creates its TCP sockets
+    as ``_ProbedSocket``s, which behave as plain sockets and, while ``recording``, keep (time, bytes) of every
+    send and read. Reads use ``recvmsg`` with SO_TIMESTAMPNS, so a read's time is when its bytes reached the
+    socket, not when a thread got round to reading them. The bridge's code is not touched.
+    """
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.sent: list[tuple[int, bytes]] = []
+        self.received: list[tuple[int, bytes]] = []
+        self.kernel_stamped = 0
+        self.offset = realtime_offset_ns()
+
+    def start(self) -> None:
+        self.sent, self.received = [], []
+        self.kernel_stamped = 0
+        self.offset = realtime_offset_ns()
+        self.recording = True
+
+    def stop(self) -> None:
+        self.recording = False
+
+    def install(self) -> None:
+        probe = self
+
+        class _ProbedSocket(socket.socket):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                if self.type == socket.SOCK_STREAM:
+                    self.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+            def send(self, data: Any, flags: int = 0) -> int:
+                sent = super().send(data, flags)
+                if probe.recording:
+                    probe.sent.append((time.monotonic_ns(), bytes(data[:sent])))
+                return sent
+
+            def sendall(self, data: Any, flags: int = 0) -> None:
+                super().sendall(data, flags)
+                if probe.recording:
+                    probe.sent.append((time.monotonic_ns(), bytes(data)))
+
+            def recv(self, bufsize: int, flags: int = 0) -> bytes:
+                if not probe.recording:
+                    return super().recv(bufsize, flags)
+                data, ancdata, _flags, _address = self.recvmsg(bufsize, ANC_SIZE, flags)
+                arrival = kernel_time_ns(ancdata, probe.offset)
+                if arrival is None:
+                    arrival = time.monotonic_ns()
+                else:
+                    probe.kernel_stamped += 1
+                probe.received.append((arrival, data))
+                return data
+
+        module = types.ModuleType("socket", "the socket module, but for its socket class: the bench's probe")
+        setattr(module, "__getattr__", lambda name: getattr(socket, name))  # noqa: B010 - PEP 562 module hook
+        setattr(module, "socket", _ProbedSocket)  # noqa: B010
+        setattr(websocket_http, "socket", module)  # noqa: B010
+
+
+def _unmask_client_frame(chunk: bytes) -> bytes | None:
+    """The payload of a masked text frame at the start of ``chunk``; None for anything else."""
+    if len(chunk) < 6 or chunk[0] & 0x0F != 0x1 or not chunk[1] & 0x80:
+        return None
+    length, offset = chunk[1] & 0x7F, 2
+    if length == 126:
+        length, offset = int.from_bytes(chunk[2:4], "big"), 4
+    elif length == 127:
+        length, offset = int.from_bytes(chunk[2:10], "big"), 10
+    mask = chunk[offset : offset + 4]
+    payload = chunk[offset + 4 : offset + 4 + length]
+    if len(mask) != 4 or len(payload) != length:
+        return None
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+def _stamp_after(text: bytes, key: bytes) -> tuple[int, int, int] | None:
+    """(leg, frame, send time) from the base64 audio that follows ``key`` in a JSON event."""
+    start = text.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    try:
+        raw = base64.b64decode(text[start : start + STAMP_B64])
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) < STAMP.size or raw[:4] != MAGIC:
+        return None
+    _magic, leg, frame, t_in = STAMP.unpack_from(raw)
+    return leg, frame, t_in
+
+
+# --- The processes around the bridge ---------------------------------------------------------------------
+
+
+def _pin(pid: int, cpus: set[int] | None) -> None:
+    if cpus:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, cpus)
+
+
+class AsteriskProcess:
+    def __init__(self, cpus: set[int] | None) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._control, child = context.Pipe()
+        self._process = context.Process(target=_asterisk_main, args=(child,), name="asterisk-sim", daemon=True)
+        self._process.start()
+        child.close()
+        assert self._process.pid is not None
+        self.pid: int = self._process.pid
+        _pin(self.pid, cpus)
+        ready = self._control.recv()
+        self.ari_url = f"http://127.0.0.1:{ready['ari_port']}"
+
+    def play(self) -> None:
+        self._control.send("play")
+        self._control.recv()
+
+    def record(self, seconds: float, pids: dict[str, int]) -> dict[str, Any]:
+        self._control.send({"record": seconds, "pids": pids})
+        result: dict[str, Any] = self._control.recv()
+        return result
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._control.send("stop")
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+        self._control.close()
+
+
+class FakeRealtimeProcess:
+    def __init__(self, cpus: set[int] | None) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+        command = [sys.executable, "-m", "centralita.fake_realtime", "--echo", "--port", "0", "--api-key", API_KEY]
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+        self.pid = self._process.pid
+        _pin(self.pid, cpus)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()  # "fake Realtime server listening on ws://HOST:PORT/v1/realtime"
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError(f"the fake Realtime server did not start: {line!r}")
+        self.base_url = line.split()[-1]
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
+# --- One step of the ramp --------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    steps: list[int]
+    duration: float
+    warmup: float
+    late_ms: float
+    all_steps: bool
+    gc_freeze: bool
+    shared_pacer: bool
+    bridge_cpus: set[int] | None  # None: not pinned
+    harness_cpus: set[int] | None
+
+
+@dataclass
+class StepResult:
+    calls: int
+    calls_failed: int
+    duration_s: float
+    frames_sent: int
+    frames_in: int
+    frames_out: int
+    frames_lost: int
+    late_frames: int
+    jitter_p50_ms: float
+    jitter_p99_ms: float
+    jitter_max_ms: float
+    lateness_p99_ms: float
+    lateness_max_ms: float
+    latency_in_p50_ms: float
+    latency_in_p99_ms: float
+    latency_in_max_ms: float
+    latency_out_p50_ms: float
+    latency_out_p99_ms: float
+    latency_out_max_ms: float
+    slot_wait_p50_ms: float
+    round_trip_p50_ms: float
+    underrun_slots: int
+    bridge_cpu_pct: float
+    cpu_per_call_pct: float
+    fake_cpu_pct: float
+    asterisk_cpu_pct: float
+    machine_cpu_pct: float
+    other_cpu_pct: float
+    saturated: bool
+    gc_collections: int
+    gc_max_pause_ms: float
+    gc_max_pause_cpu_ms: float
+    kernel_stamped_pct: float
+
+
+def _cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(bridge CPUs, harness CPUs): the bridge alone on the first CPU, the fake and simulated Asterisk on the rest."""
+    available = sorted(os.sched_getaffinity(0))
+    if not pin or len(available) < 2:
+        return None, None
+    return {available[0]}, set(available[1:])
+
+
+def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Path) -> Settings:
+    return Settings.from_values(
+        {
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": fake.base_url,
+            "ARI_URL": asterisk.ari_url,
+            "ARI_PASSWORD": "bench",
+            "RTP_BIND_ADDRESS": "127.0.0.1",
+            "LOG_FILE": str(workdir / "bridge.log"),
+            "DB_PATH": str(workdir / "centralita.db"),
+        }
+    )
+
+
+def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) -> StepResult:
+    harness_cpus = options.harness_cpus
+    asterisk = AsteriskProcess(harness_cpus)
+    fake: FakeRealtimeProcess | None = None
+    started: list[InboundCall] = []
+    failed = 0
+    pacer = PacerThread() if options.shared_pacer else None
+    with tempfile.TemporaryDirectory(prefix="centralita-bench-") as tmp:
+        records: CallRecords | None = None
+        try:
+            fake = FakeRealtimeProcess(harness_cpus)
+            settings = _settings(fake, asterisk, Path(tmp))
+            records = CallRecords(settings.db_path)
+            password = settings.ari_password.reveal()
+            rest = AriRest(AriEndpoint(settings.ari_url, settings.ari_user, password, settings.ari_app))
+            tools = ToolRegistry()
+            started = [
+                InboundCall(
+                    channel_id=f"bench-{calls}-{index}",
+                    caller="600100200",
+                    did="910000000",
+                    settings=settings,
+                    rest=rest,
+                    records=records,
+                    tools=tools,
+                    instructions="Repite lo que oyes.",
+                    rng=random.Random(index),
+                    pacer=pacer,
+                )
+                for index in range(calls)
+            ]
+            began = time.monotonic()
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(InboundCall.start, started))
+            failed = sum(call.state.ended.is_set() for call in started)
+            if failed:
+                log.warning("%d of %d calls failed to start: measuring the others", failed, calls)
+            log.info(
+                "%d calls up in %.1f s; warming up %.0f s", calls - failed, time.monotonic() - began, options.warmup
+            )
+            asterisk.play()
+            time.sleep(options.warmup)
+
+            threads_start = thread_cpu_seconds()
+            probe.start()
+            collected = asterisk.record(options.duration, {"bridge": os.getpid(), "fake": fake.pid})
+            probe.stop()
+            threads_end = thread_cpu_seconds()
+        finally:
+            with ThreadPoolExecutor(max_workers=32) as pool:
+                list(pool.map(lambda call: call.end("hung_up_by_caller"), started))
+            if pacer is not None:
+                pacer.close()
+            if records is not None:
+                records.close()
+            if fake is not None:
+                fake.stop()
+            asterisk.stop()
+
+    window_start, window_end = collected["window"]
+    wall = (window_end - window_start) / 1e9
+    cpu: dict[str, float] = collected["cpu"]
+    split = {kind: threads_end[kind] - threads_start.get(kind, 0.0) for kind in threads_end}
+    total = sum(split.values()) or 1.0
+    log.info(
+        "bridge CPU by thread kind (share of the bridge's): %s",
+        ", ".join(f"{kind} {100 * seconds / total:.0f}%" for kind, seconds in sorted(split.items()) if seconds),
+    )
+    collections, longest, longest_cpu = gc_probe.window(window_start, window_end)
+    gc_probe.pauses.clear()
+    cpu["gc_collections"], cpu["gc_max_pause_ms"], cpu["gc_max_pause_cpu_ms"] = collections, longest, longest_cpu
+    result = analyse(calls, failed, wall, options, probe, collected, cpu)
+    probe.sent, probe.received = [], []
+    return result
+
+
+# --- Analysis --------------------------------------------------------------------------------------------
+
+
+def _percentile(values: npt.NDArray[Any], q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def _ms(values: npt.NDArray[Any], q: float) -> float:
+    return round(_percentile(values, q) / 1e6, 3)
+
+
+def _column(raw: bytes) -> I64:
+    return np.frombuffer(raw, dtype=np.int64).copy()
+
+
+def analyse(
+    calls: int,
+    failed: int,
+    wall: float,
+    options: Options,
+    probe: WsProbe,
+    collected: dict[str, Any],
+    cpu: dict[str, float],
+) -> StepResult:
+    # In: each append on the WebSocket, matched to its RTP packet's send time by the stamp.
+    window_start, window_end = collected["window"]
+    appends: list[tuple[int, int, int, int]] = []
+    for t_ws, chunk in probe.sent:
+        if not window_start <= t_ws <= window_end:
+            continue
+        payload = _unmask_client_frame(chunk)
+        stamp = _stamp_after(payload, APPEND_KEY) if payload is not None else None
+        if stamp is not None:
+            appends.append((t_ws, *stamp))
+    in_rows = np.array(appends, dtype=np.int64).reshape(-1, 4)
+    latency_in = in_rows[:, 0] - in_rows[:, 3]
+
+    # Out: when each echoed delta reached the bridge's socket.
+    deltas: dict[int, int] = {}
+    for arrival, chunk in probe.received:
+        stamp = _stamp_after(chunk, DELTA_KEY)
+        if stamp is not None:
+            deltas.setdefault((stamp[0] << 32) | stamp[1], arrival)
+
+    received = {name: _column(raw) for name, raw in collected["received"].items()}
+    t_out, legs, frames, rtp_ts = received["t_out"], received["leg"], received["frame"], received["rtp_ts"]
+    deviation_parts: list[I64] = []
+    lateness_parts: list[I64] = []
+    latency_out_parts: list[I64] = []
+    slot_wait_parts: list[I64] = []
+    underruns = 0
+    for leg in np.unique(legs):
+        rows = np.flatnonzero(legs == leg)
+        rows = rows[np.argsort(t_out[rows], kind="stable")]
+        if len(rows) < 2:
+            continue
+        ts = rtp_ts[rows]
+        slots = np.cumsum(np.concatenate(([0], ((np.diff(ts) % (1 << 32)) // FRAME_BYTES))))
+        underruns += int(np.sum(np.diff(slots) - 1))
+        offsets = t_out[rows] - slots * FRAME_NS
+        deviation_parts.append(np.abs(offsets - np.int64(np.median(offsets))))
+        anchor = offsets.min()
+        lateness = offsets - anchor
+        lateness_parts.append(lateness)
+        deadlines = anchor + slots * FRAME_NS
+        keys = (legs[rows] << 32) | frames[rows]
+        t_delta = np.array([deltas.get(int(key), -1) for key in keys], dtype=np.int64)
+        known = t_delta >= 0
+        ready = np.maximum(t_delta[known], deadlines[known])
+        latency_out_parts.append(t_out[rows][known] - ready)
+        slot_wait_parts.append(np.maximum(deadlines[known] - t_delta[known], 0))
+    deviation = np.concatenate(deviation_parts) if deviation_parts else np.zeros(0, np.int64)
+    lateness_all = np.concatenate(lateness_parts) if lateness_parts else np.zeros(0, np.int64)
+    latency_out = np.concatenate(latency_out_parts) if latency_out_parts else np.zeros(0, np.int64)
+    slot_wait = np.concatenate(slot_wait_parts) if slot_wait_parts else np.zeros(0, np.int64)
+
+    # Lost: frames sent in the window (but for its last 200 ms, still in flight) that never came back.
+    sent = {name: _column(raw) for name, raw in collected["sent"].items()}
+    cutoff = sent["t_in"].max() - 200_000_000 if len(sent["t_in"]) else 0
+    expected = (sent["leg"][sent["t_in"] < cutoff] << 32) | sent["frame"][sent["t_in"] < cutoff]
+    lost = int(np.sum(~np.isin(expected, (legs << 32) | frames)))
+
+    kernel = probe.kernel_stamped + int(collected["kernel_stamped"])
+    total_reads = len(probe.received) + len(t_out) + int(collected["unstamped"])
+    return StepResult(
+        calls=calls,
+        calls_failed=failed,
+        duration_s=round(wall, 2),
+        frames_sent=len(sent["t_in"]),
+        frames_in=len(in_rows),
+        frames_out=len(t_out),
+        frames_lost=lost,
+        late_frames=int(np.sum(lateness_all > options.late_ms * 1e6)),
+        jitter_p50_ms=_ms(deviation, 50),
+        jitter_p99_ms=_ms(deviation, 99),
+        jitter_max_ms=_ms(deviation, 100),
+        lateness_p99_ms=_ms(lateness_all, 99),
+        lateness_max_ms=_ms(lateness_all, 100),
+        latency_in_p50_ms=_ms(latency_in, 50),
+        latency_in_p99_ms=_ms(latency_in, 99),
+        latency_in_max_ms=_ms(latency_in, 100),
+        latency_out_p50_ms=_ms(latency_out, 50),
+        latency_out_p99_ms=_ms(latency_out, 99),
+        latency_out_max_ms=_ms(latency_out, 100),
+        slot_wait_p50_ms=_ms(slot_wait, 50),
+        round_trip_p50_ms=_ms(t_out - received["t_in"], 50),
+        underrun_slots=underruns,
+        bridge_cpu_pct=round(cpu["bridge_cpu_pct"], 1),
+        cpu_per_call_pct=round(cpu["bridge_cpu_pct"] / max(calls - failed, 1), 3),
+        fake_cpu_pct=round(cpu["fake_cpu_pct"], 1),
+        asterisk_cpu_pct=round(cpu["asterisk_cpu_pct"], 1),
+        machine_cpu_pct=round(cpu["machine_cpu_pct"], 1),
+        other_cpu_pct=round(
+            max(0.0, cpu["machine_cpu_pct"] - cpu["bridge_cpu_pct"] - cpu["fake_cpu_pct"] - cpu["asterisk_cpu_pct"]),
+            1,
+        ),
+        # The fake server or the simulated Asterisk (one thread's worth each, Python) or the whole machine at
+        # its limit: the harness, not only the bridge, is then behind.
+        saturated=max(cpu["fake_cpu_pct"], cpu["asterisk_cpu_pct"]) > 90
+        or cpu["machine_cpu_pct"] > 95 * (os.cpu_count() or 1),
+        gc_collections=int(cpu["gc_collections"]),
+        gc_max_pause_ms=round(cpu["gc_max_pause_ms"], 2),
+        gc_max_pause_cpu_ms=round(cpu["gc_max_pause_cpu_ms"], 2),
+        kernel_stamped_pct=round(100 * kernel / total_reads, 1) if total_reads else 0.0,
+    )
+
+
+# --- The ramp --------------------------------------------------------------------------------------------
+
+_TABLE = (
+    ("calls", "calls", "{:>5}"),
+    ("late", "late_frames", "{:>5}"),
+    ("lost", "frames_lost", "{:>5}"),
+    ("jit50", "jitter_p50_ms", "{:>6.3f}"),
+    ("jit99", "jitter_p99_ms", "{:>6.3f}"),
+    ("in50", "latency_in_p50_ms", "{:>6.3f}"),
+    ("in99", "latency_in_p99_ms", "{:>6.3f}"),
+    ("out50", "latency_out_p50_ms", "{:>6.3f}"),
+    ("out99", "latency_out_p99_ms", "{:>6.3f}"),
+    ("lat.max", "lateness_max_ms", "{:>7.2f}"),
+    ("cpu/call", "cpu_per_call_pct", "{:>8.3f}"),
+    ("bridge%", "bridge_cpu_pct", "{:>7.1f}"),
+    ("fake%", "fake_cpu_pct", "{:>6.1f}"),
+    ("ast%", "asterisk_cpu_pct", "{:>5.1f}"),
+    ("machine%", "machine_cpu_pct", "{:>8.1f}"),
+    ("other%", "other_cpu_pct", "{:>6.1f}"),
+    ("gc.max", "gc_max_pause_ms", "{:>6.2f}"),
+    ("sat", "saturated", "{!s:>5}"),
+)
+
+
+def _row(result: StepResult | None) -> str:
+    if result is None:
+        return " ".join(f"{title:>{max(5, len(title))}}" for title, _, _ in _TABLE)
+    values = vars(result)
+    return " ".join(spec.format(values[name]).rjust(max(5, len(title))) for title, name, spec in _TABLE)
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--steps", default="25,50,100,150,200", help="call counts of the ramp, comma-separated (default %(default)s)"
+    )
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per step (default %(default)s)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring (default %(default)s)")
+    parser.add_argument(
+        "--late-ms", type=float, default=5.0, help="a frame sent later than this after its slot is late (default 5)"
+    )
+    parser.add_argument(
+        "--all-steps",
+        action="store_true",
+        help="run every step; by default the ramp stops after a step with over 1%% of its frames late or lost",
+    )
+    parser.add_argument(
+        "--pacer",
+        choices=("shared", "per-call"),
+        default="shared",
+        help="one PacerThread for all calls, as the service should run them, or one per call (default shared)",
+    )
+    parser.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="do not gc.freeze() after start-up (the service should: see docs/PERFORMANCE.md)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the bridge to one CPU and the fake server and simulated Asterisk to the others",
+    )
+    args = parser.parse_args(argv)
+    steps = sorted({int(step) for step in args.steps.split(",") if step.strip()})
+    if not steps or steps[0] < 1:
+        parser.error("--steps needs call counts of 1 or more")
+    bridge_cpus, harness_cpus = _cpus(args.pin)
+    return Options(
+        steps=steps,
+        duration=args.duration,
+        warmup=args.warmup,
+        late_ms=args.late_ms,
+        all_steps=args.all_steps,
+        gc_freeze=args.gc_freeze,
+        shared_pacer=args.pacer == "shared",
+        bridge_cpus=bridge_cpus,
+        harness_cpus=harness_cpus,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("centralita").setLevel(logging.WARNING)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    _pin(0, options.bridge_cpus)  # before any thread starts: threads inherit it
+    probe = WsProbe()
+    probe.install()
+    gc_probe = GcProbe()
+    if options.gc_freeze:  # what the service should do once started: start-up objects out of every collection
+        gc.collect()
+        gc.freeze()
+    began = time.monotonic()
+    results: list[StepResult] = []
+    for calls in options.steps:
+        log.info("step: %d calls", calls)
+        result = run_step(calls, options, probe, gc_probe)
+        results.append(result)
+        print(_row(None), file=sys.stderr)
+        for done in results:
+            print(_row(done), file=sys.stderr)
+        overloaded = max(result.late_frames, result.frames_lost) > 0.01 * max(result.frames_sent, 1)
+        if overloaded and not options.all_steps and calls != options.steps[-1]:
+            log.info("over 1%% of the frames late or lost at %d calls: the ramp stops here", calls)
+            break
+    no_late = 0
+    for result in results:  # the ramp stops counting at the first step with a late frame
+        if result.late_frames:
+            break
+        no_late = result.calls
+    final = results[-1]
+    summary = {
+        **vars(final),
+        "max_calls_no_late": no_late,
+        "steps": [result.calls for result in results],
+        "steps_planned": options.steps,
+        "late_frames_per_step": [result.late_frames for result in results],
+        "wall_s": round(time.monotonic() - began, 1),
+        "pinned": options.bridge_cpus is not None,
+        "pacer": "shared" if options.shared_pacer else "per-call",
+        "gc_freeze": options.gc_freeze,
+        "nproc": os.cpu_count(),
+    }
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

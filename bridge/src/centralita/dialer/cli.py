@@ -1,0 +1,320 @@
+"""``centralita campaign``: the operator's side of the dialer.
+
+    centralita campaign import FILE --campaign NAME [--encoding latin-1] [--remove-missing]
+    centralita campaign import-routers --campaign NAME [--router NAME] [--remove-missing]
+    centralita campaign start NAME
+    centralita campaign pause NAME
+    centralita campaign status [NAME]
+    centralita campaign report NAME --output FILE.csv
+    centralita campaign optout PHONE [--note TEXT]
+
+Every subcommand takes ``--env-file`` (default /usr/local/asterisk/.env) for DIALER_* settings. Exit codes: 0
+done; 1 done, but some rows were skipped (listed on stderr); 2 nothing done (the message says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ssl
+import sys
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from centralita.config import ConfigError
+from centralita.dialer.importer import ImportFileError, ImportResult, from_router, merge, normalize_phone, read_csv
+from centralita.dialer.settings import DEFAULT_ENV_FILE, DialerSettings, read_env_file
+from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreError, UpsertSummary
+from centralita.routeros.client import RouterClient, RouterError, tls_wrapper
+from centralita.routeros.settings import NetworkSettings, RouterConfig
+
+__all__ = ["REPORT_COLUMNS", "register"]
+
+OK: Final = 0
+PARTIAL: Final = 1
+FAILED: Final = 2
+REPORT_COLUMNS: Final = (
+    "campaign",
+    "customer_id",
+    "name",
+    "phone",
+    "amount_due",
+    "due_date",
+    "attempt_id",
+    "channel_id",
+    "state",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "outcome",
+    "promise_date",
+    "hangup_cause",
+    "amd_status",
+    "counted",
+    "detail",
+    "customer_status",
+)
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+class _Fail(Exception):
+    """Stops a subcommand with a message and exit code 2."""
+
+
+def register(subparsers: Any) -> None:
+    """Add ``campaign`` and its subcommands to the ``centralita`` parser."""
+    parser = subparsers.add_parser(
+        "campaign",
+        help="outbound dialer campaigns: import customers, start, pause, status, report, opt-out",
+        description="Outbound dialer campaigns for customers with overdue bills (see docs/DIALER.md).",
+    )
+    commands = parser.add_subparsers(dest="campaign_command", metavar="SUBCOMMAND", required=True)
+
+    def add(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--env-file", default=DEFAULT_ENV_FILE, help=f"settings file (default {DEFAULT_ENV_FILE})")
+        sub.set_defaults(handler=_guarded(handler))
+        return sub
+
+    sub = add("import", "import customers from a CSV file into a campaign (created as a draft)", _import_csv)
+    sub.add_argument("file", type=Path, help="CSV file: customer_id, name, phone, amount_due, due_date, ...")
+    sub.add_argument("--campaign", required=True, help="campaign name, e.g. morosos-2026-03")
+    sub.add_argument("--encoding", help="the file's encoding when it is not UTF-8, e.g. latin-1 or cp1252")
+    sub.add_argument("--remove-missing", action="store_true", help="stop calling pending customers not in the file")
+
+    sub = add("import-routers", "import the customers on the routers' debtors address-list", _import_routers)
+    sub.add_argument("--campaign", required=True, help="campaign name")
+    sub.add_argument("--router", action="append", help="only this router (repeatable; default: every router)")
+    sub.add_argument("--remove-missing", action="store_true", help="stop calling pending customers no longer listed")
+
+    sub = add("start", "start (or resume) a campaign", _start)
+    sub.add_argument("name")
+    sub = add("pause", "pause a campaign: calls in progress finish, no new ones start", _pause)
+    sub.add_argument("name")
+    sub = add("status", "show one campaign, or list them all", _status)
+    sub.add_argument("name", nargs="?")
+    sub = add("report", "write a CSV with every attempt of a campaign and its outcome", _report)
+    sub.add_argument("name")
+    sub.add_argument("--output", "-o", required=True, type=Path, help="CSV file to write ('-': standard output)")
+    sub = add("optout", "never call a phone number again, in any campaign", _optout)
+    sub.add_argument("phone")
+    sub.add_argument("--note", default="", help="why (e.g. 'asked by e-mail')")
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (ConfigError, ImportFileError, CampaignError, DialerStoreError, RouterError, _Fail) as error:
+            print(f"centralita campaign: {error}", file=sys.stderr)
+            return FAILED
+
+    return run
+
+
+def _settings(args: argparse.Namespace) -> DialerSettings:
+    return DialerSettings.load(args.env_file)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _print_problems(result: ImportResult) -> None:
+    for problem in result.problems:
+        print(f"  skipped {problem}", file=sys.stderr)
+
+
+def _summary(campaign: str, source: str, summary: UpsertSummary, skipped: int) -> str:
+    parts = [f"{summary.added} new", f"{summary.updated} updated", f"{summary.unchanged} unchanged"]
+    if summary.reopened:
+        parts.append(f"{summary.reopened} back to pending")
+    if summary.removed:
+        parts.append(f"{summary.removed} removed")
+    if summary.opted_out:
+        parts.append(f"{summary.opted_out} on the opt-out list (not called)")
+    text = f"Imported {source} into campaign {campaign!r}: {', '.join(parts)}"
+    return text + (f"; {skipped} skipped (below)." if skipped else ".")
+
+
+def _store_rows(
+    settings: DialerSettings, campaign: str, result: ImportResult, source: str, remove_missing: bool
+) -> int:
+    if remove_missing and result.problems:
+        raise _Fail(
+            f"{len(result.problems)} row(s) of {source} were skipped, so --remove-missing could stop calling "
+            "customers only because their row is wrong: fix the rows (listed below) or import without "
+            "--remove-missing.\n" + "\n".join(f"  {problem}" for problem in result.problems)
+        )
+    with CampaignStore(settings.db_path) as store:
+        store.ensure_campaign(campaign)
+        summary = store.upsert_targets(campaign, result.rows, remove_missing=remove_missing)
+    print(_summary(campaign, source, summary, len(result.problems)))
+    _print_problems(result)
+    return PARTIAL if result.problems else OK
+
+
+def _import_csv(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    today = _now().astimezone(settings.timezone).date()
+    result = read_csv(args.file, country_code=settings.country_code, today=today, encoding=args.encoding)
+    return _store_rows(settings, args.campaign, result, str(args.file), args.remove_missing)
+
+
+def _router_client(config: RouterConfig, timeout: float) -> RouterClient:
+    wrapper = None
+    if config.tls:
+        try:
+            context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+        except (OSError, ssl.SSLError) as error:
+            raise _Fail(f"ROUTEROS_{config.name.upper()}_CA_FILE {config.ca_file} cannot be used: {error}") from None
+        wrapper = tls_wrapper(context, server_hostname=config.host)
+    return RouterClient(
+        config.host, config.user, config.password.reveal(), port=config.port, timeout=timeout, ssl_wrapper=wrapper
+    )
+
+
+def _import_routers(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    network = NetworkSettings.from_values(read_env_file(args.env_file), source=str(args.env_file))
+    routers = list(network.routers)
+    if args.router:
+        unknown = sorted(set(args.router) - {router.name for router in routers})
+        if unknown:
+            names = ", ".join(router.name for router in routers) or "none"
+            raise _Fail(f"no router named {', '.join(unknown)} in ROUTEROS_ROUTERS (configured: {names}).")
+        routers = [router for router in routers if router.name in args.router]
+    if not routers:
+        raise _Fail("no routers are configured: set ROUTEROS_ROUTERS and the ROUTEROS_<NAME>_* variables.")
+    results: list[ImportResult] = []
+    for router in routers:
+        with _router_client(router, network.timeout) as client:
+            try:
+                results.append(
+                    from_router(
+                        client,
+                        router.name,
+                        debtors_list=network.debtors_list,
+                        exception_list=network.exception_list,
+                        country_code=settings.country_code,
+                    )
+                )
+            except RouterError as error:
+                raise _Fail(f"router {router.name} could not be read, nothing was imported: {error}") from None
+    names = ", ".join(router.name for router in routers)
+    return _store_rows(settings, args.campaign, merge(results), f"router(s) {names}", args.remove_missing)
+
+
+def _start(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with CampaignStore(settings.db_path) as store:
+        campaign, changed = store.start_campaign(args.name)
+        pending = store.status(args.name).targets.get("pending", 0)
+    if not changed:
+        print(f"Campaign {campaign.name!r} is already running ({pending} customers pending).")
+    else:
+        print(
+            f"Campaign {campaign.name!r} is running: {pending} customers pending; "
+            "openai-outbound-calls places the calls."
+        )
+    return OK
+
+
+def _pause(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with CampaignStore(settings.db_path) as store:
+        campaign, changed = store.pause_campaign(args.name)
+    print(f"Campaign {campaign.name!r} {'is paused' if changed else 'was already paused'}: no new calls start.")
+    return OK
+
+
+def _local(moment: datetime | None, settings: DialerSettings) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in sorted(counts.items())) or "none"
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with CampaignStore(settings.db_path) as store:
+        if args.name is None:
+            campaigns = store.campaigns()
+            if not campaigns:
+                print("No campaigns yet: centralita campaign import FILE --campaign NAME creates one.")
+                return OK
+            print(f"{'CAMPAIGN':30} {'STATE':9} {'CUSTOMERS':>9} {'PENDING':>7} {'ATTEMPTS':>8} {'OPEN':>4}")
+            for campaign in campaigns:
+                status = store.status(campaign.name)
+                print(
+                    f"{campaign.name:30} {campaign.state:9} {sum(status.targets.values()):9d} "
+                    f"{status.targets.get('pending', 0):7d} {status.attempts:8d} {status.open_attempts:4d}"
+                )
+            return OK
+        status = store.status(args.name)
+    campaign = status.campaign
+    print(f"Campaign {campaign.name!r}: {campaign.state} (created {_local(campaign.created_at, settings)})")
+    print(f"  customers: {_counts(status.targets)}")
+    print(f"  results:   {_counts(status.results)}")
+    print(f"  attempts:  {status.attempts} ({status.open_attempts} in progress)")
+    if status.targets.get("pending"):
+        print(f"  waiting:   {_counts(status.waiting)}")
+        print(
+            f"  next call: not before {_local(status.next_at, settings)}" if status.next_at else "  next call: due now"
+        )
+    return OK
+
+
+def _cell(value: object) -> str:
+    """A report cell that a spreadsheet will not run as a formula (phone numbers and amounts stay as they are)."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) and not text.lstrip("+-").replace(".", "", 1).isdigit():
+        return "'" + text
+    return text
+
+
+def _write_report(rows: Iterable[dict[str, Any]], campaign: str, output: TextIO) -> int:
+    writer = csv.writer(output)
+    writer.writerow(REPORT_COLUMNS)
+    count = 0
+    for row in rows:
+        row = {**row, "campaign": campaign, "started_at": row.get("created_at")}
+        writer.writerow([_cell(row.get(column)) for column in REPORT_COLUMNS])
+        count += 1
+    return count
+
+
+def _report(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with CampaignStore(settings.db_path) as store:
+        rows = store.report(args.name)
+    if str(args.output) == "-":
+        _write_report(rows, args.name, sys.stdout)
+        return OK
+    try:
+        # UTF-8 with a BOM, so spreadsheets in Spanish locales show the accents right.
+        with args.output.open("w", encoding="utf-8-sig", newline="") as output:
+            count = _write_report(rows, args.name, output)
+    except OSError as error:
+        raise _Fail(f"cannot write {args.output}: {error.strerror}") from None
+    print(f"Wrote {count} attempt(s) of campaign {args.name!r} to {args.output}.")
+    return OK
+
+
+def _optout(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        phone = normalize_phone(args.phone, settings.country_code)
+    except ValueError as error:
+        raise _Fail(str(error)) from None
+    with CampaignStore(settings.db_path) as store:
+        already = store.is_opted_out(phone)
+        stopped = store.add_optout(phone, source="operator", note=args.note)
+    state = "was already" if already else "is now"
+    print(f"{phone} {state} on the opt-out list: never called again ({stopped} pending customer(s) stopped).")
+    return OK

@@ -1,0 +1,94 @@
+"""openai-outbound-calls: the dialer service; places the running campaigns' calls until it is stopped.
+
+It reads the box's .env (``--env-file``), opens the campaign database, connects to ARI as its own events
+application and ticks the ``Runner`` once a second. SIGTERM (``systemctl stop``) or SIGINT stops it gracefully:
+no new calls, the open ones followed for up to ``--drain-timeout`` seconds, the leases of any still open
+released so the next start takes them over at once. Exit codes: 0 stopped, 2 configuration or start-up error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from centralita.ari import AriEvents
+from centralita.config import ConfigError
+from centralita.dialer.ari_originator import AriOriginator
+from centralita.dialer.runner import Runner, RunnerConfig
+from centralita.dialer.settings import DEFAULT_ENV_FILE, DialerSettings
+from centralita.dialer.store import CampaignStore
+from centralita.logs import setup_logging
+
+__all__ = ["main", "runner_config"]
+
+log = logging.getLogger(__name__)
+
+
+def runner_config(settings: DialerSettings) -> RunnerConfig:
+    return RunnerConfig(
+        policy=settings.policy,
+        timezone=settings.timezone,
+        max_concurrent=settings.max_concurrent,
+        calls_per_minute=settings.calls_per_minute,
+        on_machine=str(settings.on_machine),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="openai-outbound-calls", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--env-file", default=DEFAULT_ENV_FILE, help=f"settings file (default {DEFAULT_ENV_FILE})")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between scheduling passes (default 1)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=20.0,
+        help="on stop, seconds to keep following open calls before handing them to the next start (default 20)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = DialerSettings.load(args.env_file, require_ari=True)
+    except ConfigError as error:
+        print(f"openai-outbound-calls: {error}", file=sys.stderr)
+        return 2
+    try:
+        setup_logging(settings.log_file, secrets=[settings.ari_password.reveal()])
+        store = CampaignStore(settings.db_path)
+    except (OSError, ValueError) as error:
+        print(f"openai-outbound-calls: {error}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s received: stopping (no new calls)", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    originator = AriOriginator.from_settings(settings)
+    events = AriEvents(AriOriginator.endpoint(settings), originator.handle_event, originator.handle_state)
+    runner = Runner(store, originator, runner_config(settings))
+    log.info(
+        "starting: ARI %s, events app %s, calls go to %s; database %s",
+        settings.ari_url,
+        settings.events_app,
+        f"context {settings.context}" if settings.context else f"Stasis app {settings.ari_app}",
+        settings.db_path,
+    )
+    events.start()
+    if not events.wait_connected(10):
+        log.warning("ARI events not connected yet: calls are placed anyway and looked up by polling meanwhile")
+    try:
+        runner.run(stop, interval=args.interval, drain_timeout=args.drain_timeout)
+    finally:
+        events.stop()
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

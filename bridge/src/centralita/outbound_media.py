@@ -1,0 +1,104 @@
+"""The assistant's side of the dialer's calls: what an answered outbound channel gets when it enters Stasis.
+
+The dialer (``openai-outbound-calls``) originates the call with a preset channel id and records the attempt;
+once the customer answers (and AMD heard a person) the channel enters the Stasis app with the arguments
+``outbound,<attempt id>[,<AMDSTATUS>,<AMDCAUSE>]``. ``OutboundCalls`` looks the channel up in the dialer's
+campaign store and gives the call its own instructions (the collections prompt plus the account, as data)
+and tools (the built-in ones and the dialer's ``registrar_resultado`` / ``no_volver_a_llamar``).
+
+The store is opened on the first outbound call, so a box without the dialer never needs its settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from centralita.config import ConfigError
+from centralita.dialer.settings import DialerSettings
+from centralita.dialer.store import CallInfo, CampaignStore
+from centralita.dialer.tools import dialer_tools
+from centralita.tools import ToolRegistry, builtin_tools
+
+log = logging.getLogger(__name__)
+
+DATA_MARKER = "DATOS DE LA CUENTA"
+
+
+def default_outbound_instructions() -> str:
+    """The Spanish collections prompt shipped with the package."""
+    return resources.files("centralita").joinpath("data/prompt_outbound.es.txt").read_text(encoding="utf-8")
+
+
+def account_data(info: CallInfo) -> str:
+    """The account as plain data lines for the model (values stripped of line breaks)."""
+
+    def clean(value: object) -> str:
+        return " ".join(str(value).split()) if value not in (None, "") else "no registrado"
+
+    amount = f"{info.amount_due:.2f}" if info.amount_due is not None else None
+    due = info.due_date.isoformat() if info.due_date is not None else None
+    return "\n".join(
+        [
+            DATA_MARKER,
+            f"titular: {clean(info.name)}",
+            f"telefono_llamado: {clean(info.phone)}",
+            f"monto_pendiente: {clean(amount)}",
+            f"fecha_vencimiento: {clean(due)}",
+            f"usuario_servicio: {clean(info.router_user)}",
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSetup:
+    """Everything one outbound call needs beyond what an inbound call has."""
+
+    info: CallInfo
+    instructions: str
+    tools: ToolRegistry
+
+
+class OutboundCalls:
+    """Opens the dialer's store when first needed and prepares each answered outbound call. Thread-safe."""
+
+    def __init__(self, env_file: str | Path, instructions: str | None = None) -> None:
+        self._env_file = Path(env_file)
+        self._instructions = instructions or default_outbound_instructions()
+        self._lock = threading.Lock()
+        self._store: CampaignStore | None = None
+        self._settings: DialerSettings | None = None
+
+    def _open(self) -> tuple[CampaignStore, DialerSettings]:
+        with self._lock:
+            if self._store is None or self._settings is None:
+                settings = DialerSettings.load(self._env_file, require_ari=False)
+                self._store = CampaignStore(settings.db_path)
+                self._settings = settings
+                log.info("dialer store %s opened for outbound calls", settings.db_path)
+            return self._store, self._settings
+
+    def prepare(self, channel_id: str) -> OutboundSetup | None:
+        """The call's setup, or None (logged) when the channel is not a dialer call this box knows."""
+        try:
+            store, settings = self._open()
+        except (ConfigError, OSError) as error:
+            log.error("outbound call %s refused: the dialer is not configured here (%s)", channel_id, error)
+            return None
+        info = store.call_info(channel_id)
+        if info is None:
+            log.error("outbound call %s refused: no dialer attempt has this channel id", channel_id)
+            return None
+        registry = builtin_tools()
+        for tool in dialer_tools(store, settings.timezone):
+            registry.register(tool)
+        return OutboundSetup(info, f"{self._instructions.rstrip()}\n\n{account_data(info)}\n", registry)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None

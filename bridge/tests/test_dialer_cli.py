@@ -1,0 +1,188 @@
+"""``centralita campaign ...`` end to end through ``centralita.cli.main``, with temporary files."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from centralita import cli
+from centralita.dialer.outcomes import Outcome
+from centralita.dialer.policy import Verdict
+from centralita.dialer.store import CampaignStore
+from centralita.routeros.fake_server import FakeRouterOS
+
+HEADER = "id_cliente;nombre;telefono;monto;vencimiento\n"
+ROWS = (
+    "C001;María Peña;55 5000 1111;350,00;31/01/2024\n"
+    "C002;José Muñoz;55 5000 2222;1.200,50;31/01/2024\n"
+    "C003;Ana García;55-12;100;31/01/2024\n"
+    'C004;=HYPERLINK("http://x");55 5000 4444;80;31/01/2024\n'
+)
+
+
+@pytest.fixture(autouse=True)
+def only_the_dialer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other subcommand modules are built elsewhere; these tests need only the campaign commands."""
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("centralita.dialer.cli",))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Path:
+    path = tmp_path / ".env"
+    path.write_text(
+        "DIALER_TIMEZONE=America/Mexico_City\n"
+        f"DIALER_DB_PATH={tmp_path / 'dialer.db'}\n"
+        "DIALER_COUNTRY_CODE=52\n"
+        "OPENAI_API_KEY=sk-not-used-here\n"
+    )
+    return path
+
+
+def run(env: Path, *argv: str) -> int:
+    return cli.main(["campaign", *argv[:1], "--env-file", str(env), *argv[1:]])
+
+
+def test_import_reports_bad_rows_and_keeps_the_good_ones(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "morosos.csv"
+    data.write_text(HEADER + ROWS, encoding="utf-8")
+    assert run(env, "import", str(data), "--campaign", "marzo") == 1
+    out, err = capsys.readouterr()
+    assert "Imported" in out
+    assert "3 new, 0 updated, 0 unchanged; 1 skipped" in out
+    assert "skipped line 4: phone '55-12' has 6 digits" in err
+    assert run(env, "import", str(data), "--campaign", "marzo") == 1
+    out, _ = capsys.readouterr()
+    assert "0 new, 0 updated, 3 unchanged" in out
+    assert run(env, "status", "marzo") == 0
+    out, _ = capsys.readouterr()
+    assert "Campaign 'marzo': draft" in out
+    assert "customers: pending 3" in out
+
+
+def test_a_whole_file_error_exits_2(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "morosos.csv"
+    data.write_bytes((HEADER + "C001;Peña;5550001111;1;31/01/2024\n").encode("latin-1"))
+    assert run(env, "import", str(data), "--campaign", "marzo") == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8: line 2" in err
+    assert "--encoding latin-1" in err
+    assert run(env, "import", str(data), "--campaign", "marzo", "--encoding", "latin-1") == 0
+    assert "1 new" in capsys.readouterr().out
+
+
+def test_remove_missing_is_refused_when_rows_were_skipped(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "morosos.csv"
+    data.write_text(HEADER + ROWS)
+    assert run(env, "import", str(data), "--campaign", "marzo", "--remove-missing") == 2
+    assert "fix the rows" in capsys.readouterr().err
+    with CampaignStore(tmp_path / "dialer.db") as store:
+        assert [campaign.name for campaign in store.campaigns()] == []
+
+
+def test_start_pause_status_and_errors(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "morosos.csv"
+    data.write_text(HEADER + ROWS)
+    run(env, "import", str(data), "--campaign", "marzo")
+    capsys.readouterr()
+    assert run(env, "pause", "marzo") == 2
+    assert "draft: it cannot be paused" in capsys.readouterr().err
+    assert run(env, "start", "marzo") == 0
+    assert "is running: 3 customers pending" in capsys.readouterr().out
+    assert run(env, "pause", "marzo") == 0
+    assert "is paused" in capsys.readouterr().out
+    assert run(env, "status") == 0
+    listing = capsys.readouterr().out
+    assert listing.splitlines()[0].split() == ["CAMPAIGN", "STATE", "CUSTOMERS", "PENDING", "ATTEMPTS", "OPEN"]
+    assert listing.splitlines()[1].split() == ["marzo", "paused", "3", "3", "0", "0"]
+    assert run(env, "start", "abril") == 2
+    assert "There is no campaign 'abril'" in capsys.readouterr().err
+
+
+def test_report_writes_every_attempt(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "morosos.csv"
+    data.write_text(HEADER + ROWS)
+    run(env, "import", str(data), "--campaign", "marzo")
+    run(env, "start", "marzo")
+    with CampaignStore(tmp_path / "dialer.db") as store:
+        leases = []
+        while (
+            lease := store.lease_next(store.campaign("marzo").created_at, "t", timedelta(minutes=2), _allow)
+        ) is not None:
+            leases.append(lease)
+        store.record_outcome(leases[0].channel_id, Outcome.PROMISE_TO_PAY, promise_date=date(2024, 2, 5))
+        store.finish_attempt(leases[0].attempt_id, Outcome.ANSWERED_HUMAN, cause=16)
+        store.finish_attempt(leases[1].attempt_id, Outcome.BUSY, cause=17)
+    capsys.readouterr()
+    output = tmp_path / "reporte.csv"
+    assert run(env, "report", "marzo", "--output", str(output)) == 0
+    assert "Wrote 3 attempt(s)" in capsys.readouterr().out
+    raw = output.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf"), "a BOM, for spreadsheets"
+    rows = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
+    assert [(row["customer_id"], row["outcome"]) for row in rows] == [
+        ("C001", "promise-to-pay"),
+        ("C002", "busy"),
+        ("C004", ""),
+    ]
+    assert rows[0]["promise_date"] == "2024-02-05"
+    assert rows[0]["phone"] == "+525550001111", "a phone number is not mangled"
+    assert rows[0]["amount_due"] == "350.00"
+    assert rows[2]["name"].startswith("'="), "a formula in a name is neutralised"
+
+
+def test_optout(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "morosos.csv"
+    data.write_text(HEADER + ROWS)
+    run(env, "import", str(data), "--campaign", "marzo")
+    capsys.readouterr()
+    assert run(env, "optout", "55 5000 2222", "--note", "pidió por correo") == 0
+    assert "+525550002222 is now on the opt-out list" in capsys.readouterr().out
+    assert run(env, "optout", "+52 55 5000 2222") == 0
+    assert "was already" in capsys.readouterr().out
+    assert run(env, "status", "marzo") == 0
+    assert "opted_out 1, pending 2" in capsys.readouterr().out
+    assert run(env, "optout", "12") == 2
+    assert "digits" in capsys.readouterr().err
+
+
+def test_a_bad_env_file_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = tmp_path / ".env"
+    env.write_text("DIALER_DB_PATH=relative.db\n")
+    assert run(env, "status") == 2
+    err = capsys.readouterr().err
+    assert "DIALER_TIMEZONE is missing" in err
+    assert "DIALER_DB_PATH is 'relative.db', a relative path" in err
+
+
+@pytest.fixture
+def router() -> Iterator[FakeRouterOS]:
+    with FakeRouterOS(None, "api-dialer", "s3creto") as fake:
+        yield fake
+
+
+def test_import_routers(env: Path, router: FakeRouterOS, capsys: pytest.CaptureFixture[str]) -> None:
+    with env.open("a") as extra:
+        extra.write(
+            "ROUTEROS_ROUTERS=nucleo\n"
+            f"ROUTEROS_NUCLEO_HOST={router.host}\nROUTEROS_NUCLEO_PORT={router.port}\n"
+            "ROUTEROS_NUCLEO_USER=api-dialer\nROUTEROS_NUCLEO_PASSWORD=s3creto\n"
+        )
+    assert run(env, "import-routers", "--campaign", "cortados") == 0
+    assert "Imported router(s) nucleo into campaign 'cortados': 2 new" in capsys.readouterr().out
+    assert run(env, "import-routers", "--campaign", "cortados", "--router", "sur") == 2
+    assert "no router named sur" in capsys.readouterr().err
+    router.stop()
+    assert run(env, "import-routers", "--campaign", "cortados") == 2
+    assert "router nucleo could not be read, nothing was imported" in capsys.readouterr().err
+
+
+def _allow(_candidate: object) -> Verdict:
+    return Verdict(True)

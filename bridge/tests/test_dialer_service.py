@@ -1,0 +1,144 @@
+"""openai-outbound-calls as a process against the local ARI stand-in: a call, its outcome, SIGTERM and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from ari_fake import FakeAri
+from dialer_helpers import target
+
+from centralita.dialer import service
+from centralita.dialer.store import CampaignStore
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def test_a_bad_configuration_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = tmp_path / ".env"
+    env.write_text("DIALER_TIMEZONE=America/Mexico_City\n")
+    assert service.main(["--env-file", str(env)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("openai-outbound-calls: Invalid Centralita configuration")
+    assert "ARI_PASSWORD is missing" in err
+
+
+@pytest.fixture
+def ari() -> Iterator[FakeAri]:
+    with FakeAri("centralita", "secreto") as fake:
+        yield fake
+
+
+@pytest.fixture
+def env(tmp_path: Path, ari: FakeAri) -> Path:
+    path = tmp_path / ".env"
+    path.write_text(
+        "DIALER_TIMEZONE=America/Mexico_City\n"
+        "DIALER_WINDOWS=mon-sun 00:00-24:00\n"  # any moment: the test runs on the real clock
+        "DIALER_WINDOW_END_MARGIN=0s\n"
+        f"DIALER_DB_PATH={tmp_path / 'dialer.db'}\n"
+        f"DIALER_LOG_FILE={tmp_path / 'outbound.log'}\n"
+        f"ARI_URL={ari.url}\nARI_USER=centralita\nARI_PASSWORD=secreto\n"
+    )
+    with CampaignStore(tmp_path / "dialer.db") as store:
+        store.ensure_campaign("marzo")
+        store.upsert_targets("marzo", [target(1)])
+        store.start_campaign("marzo")
+    return path
+
+
+def start(env: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "centralita.dialer.service",
+            "--env-file",
+            str(env),
+            "--interval",
+            "0.05",
+            "--drain-timeout",
+            "0.5",
+        ],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(15)
+    finally:
+        if process.stderr:
+            process.stderr.close()
+
+
+def attempts(database: Path) -> list[tuple[str, str, str | None]]:
+    connection = sqlite3.connect(database)
+    try:
+        return connection.execute("SELECT channel_id, state, outcome FROM attempts ORDER BY id").fetchall()
+    finally:
+        connection.close()
+
+
+def wait(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail("timed out")
+
+
+def test_a_call_a_busy_signal_and_a_graceful_stop(ari: FakeAri, env: Path, tmp_path: Path) -> None:
+    process = start(env)
+    try:
+        wait(lambda: bool(ari.channels) and "centralita-dialer" in ari.connected_apps())
+        [channel_id] = list(ari.channels)
+        wait(lambda: channel_id in ari.subscriptions.get("centralita-dialer", set()))
+        ari.hang_up(channel_id, 17, "User busy")
+        wait(lambda: attempts(tmp_path / "dialer.db") == [(channel_id, "ended", "busy")])
+    finally:
+        code = stop(process)
+    assert code == 0
+    log = (tmp_path / "outbound.log").read_text()
+    assert f"call={channel_id} dialing attempt=1 campaign=marzo customer=C001" in log
+    assert f"call={channel_id} attempt=1 ended: busy (cause 17) User busy" in log
+    assert "secreto" not in log
+
+
+def test_a_call_open_at_sigterm_is_taken_over_by_the_next_start(ari: FakeAri, env: Path, tmp_path: Path) -> None:
+    first = start(env)
+    try:
+        wait(lambda: bool(ari.channels))
+        [channel_id] = list(ari.channels)
+        ari.answer(channel_id)
+        wait(lambda: attempts(tmp_path / "dialer.db") == [(channel_id, "answered", None)])
+    finally:
+        assert stop(first) == 0
+    assert attempts(tmp_path / "dialer.db") == [(channel_id, "answered", None)], "still open, not invented"
+    originates = len(ari.requests_to("POST", "/ari/channels"))
+    second = start(env)
+    try:
+        wait(
+            lambda: (
+                "centralita-dialer" in ari.connected_apps()
+                and len(ari.requests_to("GET", f"/ari/channels/{channel_id}")) > 0
+            )
+        )
+        wait(lambda: channel_id in ari.subscriptions.get("centralita-dialer", set()))
+        ari.hang_up(channel_id, 16, "Normal Clearing")
+        wait(lambda: attempts(tmp_path / "dialer.db") == [(channel_id, "ended", "answered-human")])
+    finally:
+        assert stop(second) == 0
+    assert len(ari.requests_to("POST", "/ari/channels")) == originates, "nobody was dialled again"
+    assert "adopted" in (tmp_path / "outbound.log").read_text()

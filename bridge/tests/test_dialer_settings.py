@@ -1,0 +1,139 @@
+"""Dialer settings: strict defaults, every problem reported at once, each naming its variable and fix."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from centralita.config import ConfigError
+from centralita.dialer.policy import parse_windows
+from centralita.dialer.settings import DialerSettings, MachinePolicy
+
+MINIMAL = {"DIALER_TIMEZONE": "America/Mexico_City"}
+
+
+def problems(values: dict[str, str], *, require_ari: bool = False) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        DialerSettings.from_values(values, require_ari=require_ari)
+    return list(caught.value.problems)
+
+
+def test_defaults_are_the_strict_ones() -> None:
+    settings = DialerSettings.from_values(MINIMAL)
+    assert settings.timezone.key == "America/Mexico_City"
+    assert settings.policy.windows == parse_windows("mon-fri 08:00-19:00; sat 08:00-15:00")
+    assert not settings.policy.holidays
+    assert (settings.policy.max_per_day, settings.policy.max_per_week) == (1, 7)
+    assert settings.policy.cooldown == timedelta(days=7)
+    assert settings.policy.retry_interval == timedelta(hours=4)
+    assert settings.policy.end_margin == timedelta(minutes=10)
+    assert settings.on_machine is MachinePolicy.NOTHING
+    assert (settings.max_concurrent, settings.calls_per_minute) == (2, 4)
+    assert settings.caller_id == ""
+    assert settings.db_path == Path("/var/lib/centralita/dialer.db")
+    assert settings.dial_string("+5215550001111") == "PJSIP/+5215550001111@provider"
+    assert (settings.context, settings.ari_app, settings.events_app) == ("", "centralita", "centralita-dialer")
+
+
+def test_a_full_configuration() -> None:
+    settings = DialerSettings.from_values(
+        {
+            "DIALER_TIMEZONE": "America/Bogota",
+            "DIALER_WINDOWS": "lun-vie 07:00-19:00; sab 08:00-15:00",
+            "DIALER_HOLIDAYS": "2026-01-01, 2026-01-12, 12-25",
+            "DIALER_MAX_PER_DAY": "1",
+            "DIALER_MAX_PER_WEEK": "3",
+            "DIALER_RETRY_INTERVAL": "6h",
+            "DIALER_COOLDOWN": "10d",
+            "DIALER_MAX_CONCURRENT": "4",
+            "DIALER_CALLS_PER_MINUTE": "10",
+            "DIALER_CALLER_ID": '"ISP Demo" <+5716000000>',
+            "DIALER_COUNTRY_CODE": "+57",
+            "DIALER_ON_MACHINE": "Message",
+            "DIALER_TRUNK": "operador-sip",
+            "DIALER_CONTEXT": "centralita-outbound-amd",
+            "DIALER_ARI_APP": "ignored",
+            "ARI_PASSWORD": "ari-s3creto",
+        },
+        require_ari=True,
+    )
+    assert settings.policy.max_per_week == 3
+    assert settings.caller_id == '"ISP Demo" <+5716000000>'
+    assert settings.country_code == "57"
+    assert settings.on_machine is MachinePolicy.MESSAGE
+    assert settings.dial_string("+573001112233") == "PJSIP/+573001112233@operador-sip"
+    assert settings.context == "centralita-outbound-amd"
+    without_plus = DialerSettings.from_values({**MINIMAL, "DIALER_ENDPOINT": "PJSIP/{digits}@{trunk}"})
+    assert without_plus.dial_string("+573001112233") == "PJSIP/573001112233@provider"
+    assert settings.ari_password.reveal() == "ari-s3creto"
+    assert "ari-s3creto" not in repr(settings)
+
+
+def test_the_time_zone_is_required() -> None:
+    [problem] = problems({})
+    assert problem.startswith("DIALER_TIMEZONE is missing")
+    assert "America/Mexico_City" in problem
+
+
+def test_every_problem_at_once() -> None:
+    found = problems(
+        {
+            "DIALER_TIMEZONE": "Mexico/Ciudad",
+            "DIALER_WINDOWS": "mon-fri 19:00-08:00",
+            "DIALER_MAX_PER_DAY": "dos",
+            "DIALER_RETRY_INTERVAL": "30",
+            "DIALER_CALLER_ID": "anonymous",
+            "DIALER_DB_PATH": "dialer.db",
+            "DIALER_ON_MACHINE": "voicemail",
+            "DIALER_ENDPOINT": "PJSIP/{numero}@{trunk}",
+            "DIALER_COUNTRY_CODE": "0052",
+            "ARI_URL": "127.0.0.1:8088",
+        },
+        require_ari=True,
+    )
+    named = [problem.split(" ", 1)[0] for problem in found]
+    assert named == [
+        "DIALER_TIMEZONE",
+        "DIALER_WINDOWS",
+        "DIALER_MAX_PER_DAY",
+        "DIALER_RETRY_INTERVAL:",
+        "DIALER_ENDPOINT",
+        "DIALER_CALLER_ID",
+        "DIALER_COUNTRY_CODE",
+        "DIALER_DB_PATH",
+        "DIALER_ON_MACHINE",
+        "ARI_URL",
+        "ARI_PASSWORD",
+    ]
+    text = "\n".join(found)
+    assert "hidden or private caller ID is not allowed" in text
+    assert "ends before it starts" in text
+    assert "a number with a unit s, m, h or d" in text
+
+
+def test_the_week_cap_cannot_be_below_the_day_cap() -> None:
+    [problem] = problems({**MINIMAL, "DIALER_MAX_PER_DAY": "3", "DIALER_MAX_PER_WEEK": "2"})
+    assert problem.startswith("DIALER_MAX_PER_WEEK (2) is below DIALER_MAX_PER_DAY (3)")
+
+
+def test_a_margin_that_swallows_a_window() -> None:
+    [problem] = problems({**MINIMAL, "DIALER_WINDOWS": "sat 09:00-09:30", "DIALER_WINDOW_END_MARGIN": "30m"})
+    assert problem.startswith("DIALER_WINDOW_END_MARGIN does not fit DIALER_WINDOWS")
+
+
+def test_the_dialer_needs_its_own_events_application() -> None:
+    [problem] = problems({**MINIMAL, "DIALER_EVENTS_APP": "centralita"})
+    assert "openai-inbound-calls" in problem
+
+
+def test_load_reads_the_env_file_and_names_it(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("DIALER_TIMEZONE=America/Lima\nDIALER_MAX_CONCURRENT=0\nOPENAI_API_KEY=sk-not-needed\n")
+    with pytest.raises(ConfigError) as caught:
+        DialerSettings.load(env)
+    assert str(env) in str(caught.value)
+    assert caught.value.problems[0].startswith("DIALER_MAX_CONCURRENT is '0'")
+    with pytest.raises(ConfigError, match="does not exist"):
+        DialerSettings.load(tmp_path / "missing.env")

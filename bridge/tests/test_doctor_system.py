@@ -1,0 +1,182 @@
+"""bridge.* checks: the services (recorded systemd output), the log (a real file), the app directory (real
+owners, changed for real) and git's safe.directory."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from doctor_support import NOBODY, FakeBox, env_text, make_app_dir, options
+
+from centralita.doctor import system
+from centralita.doctor.context import Context
+from centralita.doctor.model import RepairError, Result, Status
+
+NOW = datetime(2026, 11, 25, 15, 0, 0)
+
+
+def _ctx(tmp_path: Path, box: FakeBox | None = None, **env: str) -> Context:
+    app = tmp_path / "app"
+    if not app.exists():
+        make_app_dir(tmp_path, env_text(**env))
+    return Context(options(tmp_path, box or FakeBox.healthy(), app / ".env", now=lambda: NOW))
+
+
+def _one(results: list[Result]) -> Result:
+    assert len(results) == 1
+    return results[0]
+
+
+# ---- services ----------------------------------------------------------------------------------------
+
+
+def test_inbound_active_and_registered(tmp_path: Path) -> None:
+    result = _one(system.check_inbound_service(_ctx(tmp_path)))
+    assert (result.status, result.seen) == (
+        Status.OK,
+        "openai-inbound-calls is active (running), Stasis app centralita registered",
+    )
+
+
+def test_inbound_stopped_fails_and_the_repair_starts_it_and_waits_for_the_app(tmp_path: Path) -> None:
+    box = FakeBox.healthy()
+    box.stop("openai-inbound-calls")
+    result = _one(system.check_inbound_service(_ctx(tmp_path, box)))
+    assert result.status is Status.FAIL
+    assert result.seen.startswith("openai-inbound-calls is inactive (dead): calls go to the operator context")
+    assert result.fix.startswith("systemctl start openai-inbound-calls; ")
+    assert "journalctl -u openai-inbound-calls -n 50 --no-pager" in result.fix
+    assert result.repair is not None
+    assert result.repair() == ["systemctl start openai-inbound-calls"]
+    assert box.calls[-1] == ("asterisk", "-rx", "ari show apps")
+    assert _one(system.check_inbound_service(_ctx(tmp_path, box))).status is Status.OK
+
+
+def test_a_start_that_fails_says_where_to_read_why(tmp_path: Path) -> None:
+    box = FakeBox.healthy()
+    box.stop("openai-inbound-calls")
+    box.start_fails = True
+    result = _one(system.check_inbound_service(_ctx(tmp_path, box)))
+    assert result.repair is not None
+    with pytest.raises(RepairError, match=r"journalctl -u openai-inbound-calls") as caught:
+        result.repair()
+    assert "start openai-inbound-calls failed (Job for openai-inbound-calls.service failed" in str(caught.value)
+
+
+def test_inbound_active_but_not_registered_fails(tmp_path: Path) -> None:
+    box = FakeBox.healthy()
+    box.app_registered = False
+    result = _one(system.check_inbound_service(_ctx(tmp_path, box)))
+    assert result.status is Status.FAIL
+    assert "Stasis app centralita is not registered" in result.seen
+    assert result.repair is None
+
+
+def test_inbound_not_installed_fails(tmp_path: Path) -> None:
+    box = FakeBox.healthy()
+    box.uninstall("openai-inbound-calls")
+    result = _one(system.check_inbound_service(_ctx(tmp_path, box)))
+    assert result.status is Status.FAIL
+    assert result.seen == "openai-inbound-calls.service is not-found"
+
+
+def test_outbound_not_installed_is_a_warning(tmp_path: Path) -> None:
+    box = FakeBox.healthy()
+    box.uninstall("openai-outbound-calls")
+    result = _one(system.check_outbound_service(_ctx(tmp_path, box)))
+    assert result.status is Status.WARN
+    assert "not installed" in result.seen
+
+
+def test_outbound_installed_but_stopped_fails_and_can_be_started(tmp_path: Path) -> None:
+    box = FakeBox.healthy()
+    box.stop("openai-outbound-calls")
+    result = _one(system.check_outbound_service(_ctx(tmp_path, box)))
+    assert result.status is Status.FAIL
+    assert result.repair is not None
+    assert result.repair() == ["systemctl start openai-outbound-calls"]
+
+
+# ---- bridge.log --------------------------------------------------------------------------------------
+
+
+def test_log_errors_in_the_window_are_counted_and_the_last_one_shown(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    (tmp_path / "inbound_openai.log").write_text(
+        "2026-11-24 09:00:00,001 ERROR call=- too old to count\n"
+        "2026-11-25 14:03:07,123 INFO call=1764079387.12 Iniciando conexión WebSocket con OpenAI\n"
+        "2026-11-25 14:03:08,200 ERROR call=1764079387.12 Realtime error: server_error\n"
+        "Traceback (most recent call last):\n"
+        "2026-11-25 14:10:00,000 WARNING call=- ARI events connection lost; reconnecting in 1 s\n"
+        "2026-11-25 14:20:00,500 CRITICAL call=- Error en inicio: Ensure ping_interval > ping_timeout\n",
+        encoding="utf-8",
+    )
+    result = _one(system.check_log(ctx))
+    assert result.status is Status.WARN
+    assert result.seen.startswith(f"2 ERROR line(s) in the last 24 h in {tmp_path / 'inbound_openai.log'}; last: ")
+    assert result.seen.endswith("CRITICAL call=- Error en inicio: Ensure ping_interval > ping_timeout")
+    assert "journalctl -u openai-inbound-calls --since '24h ago'" in result.fix
+
+
+def test_a_quiet_log_is_ok_and_a_missing_one_is_a_warning(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    assert "does not exist yet" in _one(system.check_log(ctx)).seen
+    (tmp_path / "inbound_openai.log").write_text("2026-11-25 14:03:07,123 INFO call=- started\n")
+    assert _one(system.check_log(ctx)).status is Status.OK
+
+
+# ---- bridge.app_dir ----------------------------------------------------------------------------------
+
+
+def test_app_dir_owned_by_app_owner(tmp_path: Path) -> None:
+    result = _one(system.check_app_dir(_ctx(tmp_path)))
+    assert result.status is Status.OK
+    assert result.seen == f"{tmp_path / 'app'} and everything under it (but .env) belong to nobody"
+
+
+def test_root_owned_paths_fail_and_the_repair_chowns_them_leaving_env_and_groups(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    app = tmp_path / "app"
+    prompt = app / "prompts" / "asistente_entrante.es.txt"
+    os.chown(prompt, 0, 0)
+    new = app / "notes.txt"
+    new.write_text("root wrote this\n")
+    result = _one(system.check_app_dir(ctx))
+    assert result.status is Status.FAIL
+    assert result.seen.startswith(f"2 path(s) in {app} not owned by nobody (owned by root): notes.txt, prompts/")
+    assert result.fix == f"find {app} -path {app}/.env -prune -o ! -user nobody -print0 | xargs -0 -r chown -h nobody"
+    assert result.repair is not None
+    changed = "notes.txt, prompts/asistente_entrante.es.txt"
+    assert result.repair() == [f"chown -h nobody on 2 path(s) under {app}: {changed}"]
+    assert (prompt.stat().st_uid, prompt.stat().st_gid) == (NOBODY, 0)
+    assert (app / ".env").stat().st_uid == 0
+    assert _one(system.check_app_dir(_ctx(tmp_path))).status is Status.OK
+
+
+def test_app_owner_unset_or_unknown(tmp_path: Path) -> None:
+    result = _one(system.check_app_dir(_ctx(tmp_path / "a", APP_OWNER="")))
+    assert result.status is Status.WARN
+    assert "APP_OWNER is not set" in result.seen
+    result = _one(system.check_app_dir(_ctx(tmp_path / "b", APP_OWNER="no-such-user-here")))
+    assert result.status is Status.FAIL
+    assert "adduser no-such-user-here" in result.fix
+
+
+# ---- bridge.git --------------------------------------------------------------------------------------
+
+
+def test_git_advice_only_for_a_checkout_root_does_not_trust(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    app = tmp_path / "app"
+    assert _one(system.check_git(ctx)).seen == f"{app} is not a git checkout"
+    (app / ".git").mkdir()
+    result = _one(system.check_git(ctx))
+    assert result.status is Status.WARN
+    assert "detected dubious ownership" in result.seen
+    assert f"git config --global --add safe.directory {app}" in result.fix
+    assert f"sudo -u nobody git -C {app} status" in result.fix
+    trusting = FakeBox.healthy()
+    trusting.safe_directories = (str(app),)
+    assert _one(system.check_git(_ctx(tmp_path, trusting))).status is Status.OK
