@@ -1,15 +1,17 @@
 """Media-path benchmark: N concurrent calls through the bridge's real ``InboundCall``; ends with one JSON line.
 
-Run it with ``make bench`` (or ``PYTHONPATH=bridge/src .venv/bin/python bridge/bench/bench_media.py --help``).
-Three processes, so that only the bridge's own work is counted as the bridge's:
+Run it with ``make bench`` (options: ``PYTHONPATH=bridge/src .venv/bin/python bridge/bench/bench_media.py -h``);
+docs/PERFORMANCE.md has the method, the figures and what they mean. Three processes, so that only the
+bridge's own work is counted as the bridge's:
 
 * this one, the bridge: N real ``InboundCall`` objects, each with its real ``AriRest``, UDP socket,
-  ``RtpReceiver``, ``RtpSender``, ``Pacer``, ``PlayoutQueue`` and ``RealtimeConnection``, started and ended as
-  the service does;
+  ``RtpReceiver``, ``RtpSender``, ``PlayoutQueue``, ``RealtimeConnection`` and paced stream (on one shared
+  ``PacerThread``, or ``--pacer per-call``), started and ended as the service does;
 * a simulated Asterisk (``_asterisk_main``, a child process): it answers the ARI REST calls a call makes over
-  HTTP and plays each call's ExternalMedia leg, sending real RTP (PCMU, 160-byte frames) every 20 ms to the
-  call's socket, the legs spread evenly over the 20 ms period, and timestamping the bridge's RTP with the
-  kernel's receive timestamps;
+  HTTP and plays each call's ExternalMedia leg, real RTP (PCMU, 160-byte frames) every 20 ms to the call's
+  socket, the legs spread evenly over the 20 ms period; it timestamps the bridge's RTP with the kernel's
+  receive timestamps, and it times the measured window and takes the CPU figures (of all three processes
+  and of the machine), so an overloaded bridge cannot distort them;
 * the fake Realtime server in echo mode (``python -m centralita.fake_realtime --echo``): every appended
   frame comes straight back as a ``response.output_audio.delta``.
 
@@ -25,9 +27,10 @@ the echo returns the audio byte for byte, so each frame is followed from socket 
   deviation is ``|offset - median offset|`` and a frame is late when it left more than ``--late-ms`` after
   its slot (measured from the earliest send of that call, so a delay common to all its frames is not seen).
 
-The two WebSocket timestamps come from a probe on the bridge's TCP sockets (websocket-client creates them as a
-socket subclass that records bytes and times, and changes nothing else). CPU per call is
-this process's CPU time over the measured window / wall time / calls.
+The WebSocket timestamps come from a probe on the bridge's TCP sockets (websocket-client's ``_http`` module
+creates them as a socket subclass that records bytes and times, and changes nothing else); a ``gc`` callback
+records the collector's pauses. By default the bridge is pinned to the first CPU and the harness to the
+others, and ``gc.freeze()`` runs after start-up, as the service should (``--no-pin``, ``--no-gc-freeze``).
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def thread_cpu_seconds() -> dict[str, float]:
-    """CPU seconds of this process's threads by kind (the thread name up to its first dash)."""
+    """CPU seconds of this process's threads by kind (the first two dash-separated words of the name)."""
     tick = os.sysconf("SC_CLK_TCK")
     by_kind: dict[str, float] = {}
     for thread in threading.enumerate():
@@ -127,6 +130,24 @@ def thread_cpu_seconds() -> dict[str, float]:
         kind = "-".join(thread.name.split("-")[:2])
         by_kind[kind] = by_kind.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return by_kind
+
+
+def timer_noise(seconds: float) -> dict[str, float]:
+    """How late a lone thread wakes for 20 ms deadlines on this machine, now: the floor under every figure.
+
+    Run before anything else starts, on the bridge's CPU: lateness here comes from the kernel, the hypervisor
+    and whatever else the machine runs, and no pacer can do better than this.
+    """
+    start = time.monotonic_ns()
+    late: list[int] = []
+    for slot in range(1, int(seconds * 1e9 / FRAME_NS) + 1):
+        deadline = start + slot * FRAME_NS
+        delay = deadline - time.monotonic_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        late.append(time.monotonic_ns() - deadline)
+    values = np.array(late, dtype=np.int64)
+    return {"noise_p50_ms": _ms(values, 50), "noise_p99_ms": _ms(values, 99), "noise_max_ms": _ms(values, 100)}
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -390,8 +411,9 @@ def _ari_handler(asterisk: _Asterisk) -> type[BaseHTTPRequestHandler]:
     return AriHandler
 
 
-def _asterisk_main(control: Connection) -> None:
+def _asterisk_main(control: Connection, cpus: set[int] | None) -> None:
     """The child process: serve until told to stop; commands come over ``control``."""
+    _pin(0, cpus)  # before its threads start: they inherit it
     asterisk = _Asterisk()
     control.send({"ari_port": asterisk.http.server_address[1], "rtp_port": asterisk.rtp_port})
     try:
@@ -546,12 +568,11 @@ class AsteriskProcess:
     def __init__(self, cpus: set[int] | None) -> None:
         context = multiprocessing.get_context("spawn")
         self._control, child = context.Pipe()
-        self._process = context.Process(target=_asterisk_main, args=(child,), name="asterisk-sim", daemon=True)
+        self._process = context.Process(target=_asterisk_main, args=(child, cpus), name="asterisk-sim", daemon=True)
         self._process.start()
         child.close()
         assert self._process.pid is not None
         self.pid: int = self._process.pid
-        _pin(self.pid, cpus)
         ready = self._control.recv()
         self.ari_url = f"http://127.0.0.1:{ready['ari_port']}"
 
@@ -959,8 +980,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
 
 
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
+    began = time.monotonic()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("centralita").setLevel(logging.WARNING)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -968,19 +998,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     _pin(0, options.bridge_cpus)  # before any thread starts: threads inherit it
     probe = WsProbe()
     probe.install()
+    noise = timer_noise(3.0)
+    log.info("timer noise on the bridge's CPU: %s", noise)
     gc_probe = GcProbe()
     if options.gc_freeze:  # what the service should do once started: start-up objects out of every collection
         gc.collect()
         gc.freeze()
-    began = time.monotonic()
     results: list[StepResult] = []
     for calls in options.steps:
         log.info("step: %d calls", calls)
         result = run_step(calls, options, probe, gc_probe)
         results.append(result)
-        print(_row(None), file=sys.stderr)
-        for done in results:
-            print(_row(done), file=sys.stderr)
+        if len(results) == 1:
+            print(_row(None), file=sys.stderr)
+        print(_row(result), file=sys.stderr, flush=True)
         overloaded = max(result.late_frames, result.frames_lost) > 0.01 * max(result.frames_sent, 1)
         if overloaded and not options.all_steps and calls != options.steps[-1]:
             log.info("over 1%% of the frames late or lost at %d calls: the ramp stops here", calls)
@@ -997,11 +1028,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steps": [result.calls for result in results],
         "steps_planned": options.steps,
         "late_frames_per_step": [result.late_frames for result in results],
+        **noise,
         "wall_s": round(time.monotonic() - began, 1),
         "pinned": options.bridge_cpus is not None,
         "pacer": "shared" if options.shared_pacer else "per-call",
         "gc_freeze": options.gc_freeze,
         "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": sys.version.split()[0],
     }
     print(json.dumps(summary), flush=True)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -186,3 +187,18 @@ def test_import_routers(env: Path, router: FakeRouterOS, capsys: pytest.CaptureF
 
 def _allow(_candidate: object) -> Verdict:
     return Verdict(True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: this is what happens when root runs the command")
+def test_run_as_root_the_database_stays_the_service_users(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)  # the service user's state directory
+    env = tmp_path / ".env"
+    env.write_text(f"DIALER_TIMEZONE=America/Mexico_City\nDIALER_DB_PATH={state / 'dialer.db'}\n", encoding="utf-8")
+    data = tmp_path / "deudores.csv"
+    data.write_text(HEADER + ROWS, encoding="utf-8")
+    cli.main(["campaign", "import", str(data), "--campaign", "marzo", "--env-file", str(env)])
+    created = [path for path in state.iterdir() if path.name.startswith("dialer.db")]
+    assert created
+    assert {(path.stat().st_uid, path.stat().st_gid) for path in created} == {(65534, 65534)}

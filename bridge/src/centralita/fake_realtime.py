@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -1184,11 +1185,32 @@ class _Session:
     def _start_response(self) -> None:
         turn: Turn | None = None  # echo mode: the reply is the caller's own audio
         if not self._options.echo:
-            turn = self._options.script[self._next_turn % len(self._options.script)]
-            self._next_turn += 1
+            turn = self._next_script_turn()
         response = _Response(response_id=_new_id("resp"))
         self._response = response
         response.task = asyncio.create_task(self._run_response(response, turn))
+
+    def _next_script_turn(self) -> Turn:
+        """The next turn, skipping tool calls of tools this session does not offer (a model calls only those).
+
+        One script thus serves every kind of call: each session plays the turns that fit its tools. In tool
+        arguments, ``{fecha+N}`` becomes the date N days from today (UTC), for tools that want a future date.
+        """
+        script = self._options.script
+        offered = {str(tool.get("name")) for tool in self._session.get("tools", []) if isinstance(tool, dict)}
+        turn = script[self._next_turn % len(script)]
+        for _ in range(len(script)):
+            turn = script[self._next_turn % len(script)]
+            self._next_turn += 1
+            if not isinstance(turn, ToolCallTurn) or turn.name in offered:
+                break
+        if isinstance(turn, ToolCallTurn) and "{fecha+" in turn.arguments:
+            today = datetime.now(UTC).date()
+            arguments = re.sub(
+                r"\{fecha\+(\d+)\}", lambda m: (today + timedelta(days=int(m.group(1)))).isoformat(), turn.arguments
+            )
+            turn = dataclasses.replace(turn, arguments=arguments)
+        return turn
 
     async def _cancel_response(self, reason: str) -> None:
         """Stop the response in progress and wait until it has sent its cancelled ``response.done``."""

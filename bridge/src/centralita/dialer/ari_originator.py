@@ -141,8 +141,12 @@ class AriOriginator:
         poll_interval: float = 10.0,
         gone_grace: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        trunk_source: str = "",
     ) -> None:
         self._rest = rest
+        # "endpoint:PJSIP/provider": the events of every channel on the trunk, so even a call refused at once
+        # (busy in a few ms, before its own subscription could exist) is heard with its hang-up cause.
+        self._trunk_source = trunk_source
         self._dial_string = dial_string
         self._stasis_app = stasis_app
         self._events_app = events_app
@@ -169,6 +173,7 @@ class AriOriginator:
             extension=settings.extension,
             caller_id=settings.caller_id,
             ring_timeout=settings.ring_timeout,
+            trunk_source=trunk_event_source(settings),
         )
 
     @staticmethod
@@ -212,8 +217,10 @@ class AriOriginator:
                 "POST", f"/applications/{self._events_app}/subscription", {"eventSource": f"channel:{channel_id}"}
             )
         except AriError as error:
-            if error.status == 422:  # the channel is already gone: look it up at the next poll
+            if error.status == 422:  # the channel is already gone: the trunk's events, or the next poll, tell how
                 self._next_poll = 0.0
+                call_logger(channel_id, log).info("the call ended before it could be followed on its own")
+                return
             call_logger(channel_id, log).warning("cannot follow the call by events (%s): looking it up instead", error)
 
     def watch(self, channel_id: str) -> None:
@@ -307,6 +314,13 @@ class AriOriginator:
         if state != "connected":
             log.warning("dialer events disconnected; calls are looked up every %.0f s meanwhile", self._poll_interval)
             return
+        if self._trunk_source:
+            try:
+                self._rest.request(
+                    "POST", f"/applications/{self._events_app}/subscription", {"eventSource": self._trunk_source}
+                )
+            except AriError as error:
+                log.warning("cannot follow the trunk's channels (%s): following each call instead", error)
         with self._lock:
             channels = [channel_id for channel_id, call in self._calls.items() if not call.ended]
         for channel_id in channels:
@@ -351,3 +365,12 @@ class AriOriginator:
                 if call.dialstatus:
                     detail = f"{detail}; dialstatus {call.dialstatus}".lstrip("; ")
                 self._events.put(CallEvent(EventKind.ENDED, channel_id, outcome, cause, detail))
+
+
+def trunk_event_source(settings: DialerSettings) -> str:
+    """The ARI event source of the trunk's endpoint (``endpoint:PJSIP/provider``), or "" if the dial string
+    does not name one (a custom DIALER_ENDPOINT)."""
+    technology, slash, _rest = settings.endpoint.partition("/")
+    if not slash or "{trunk}" not in settings.endpoint or not technology.isalpha():
+        return ""
+    return f"endpoint:{technology}/{settings.trunk}"

@@ -15,7 +15,9 @@ done; 1 done, but some rows were skipped (listed on stderr); 2 nothing done (the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import os
 import ssl
 import sys
 from collections.abc import Callable, Iterable
@@ -110,8 +112,26 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         except (ConfigError, ImportFileError, CampaignError, DialerStoreError, RouterError, _Fail) as error:
             print(f"centralita campaign: {error}", file=sys.stderr)
             return FAILED
+        finally:
+            _give_back_store(args)
 
     return run
+
+
+def _give_back_store(args: argparse.Namespace) -> None:
+    """Run as root, the command may have created the database (or its -wal/-shm files) as root: give them to
+    the owner of the database's directory (the service user), or openai-outbound-calls could not open them."""
+    if os.geteuid() != 0:
+        return
+    try:
+        db_path = DialerSettings.load(args.env_file).db_path
+        owner = db_path.parent.stat()
+    except (ConfigError, OSError):
+        return
+    for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_uid != owner.st_uid:
+                os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _settings(args: argparse.Namespace) -> DialerSettings:
