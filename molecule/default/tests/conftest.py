@@ -56,13 +56,13 @@ def full_log_since(host, offset: int) -> str:
     return host.check_output(f"tail -c +{offset + 1} /var/log/asterisk/full")
 
 
-def run_playbook(*extra_args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real site.yml against the box with the scenario's inventory."""
+def run_playbook(*extra_args: str, playbook: str = "site.yml") -> subprocess.CompletedProcess[str]:
+    """Run a playbook of the project (the real site.yml by default) on the box with the scenario's inventory."""
     env = dict(os.environ)
     env["ANSIBLE_CONFIG"] = str(PROJECT / "ansible.cfg")
     env["ANSIBLE_ROLES_PATH"] = str(PROJECT / "roles")
     env["ANSIBLE_NOCOLOR"] = "1"
-    cmd = ["ansible-playbook", "-i", str(SCENARIO / "inventory"), str(PROJECT / "site.yml"), *extra_args]
+    cmd = ["ansible-playbook", "-i", str(SCENARIO / "inventory"), str(PROJECT / playbook), *extra_args]
     return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, timeout=600)
 
 

@@ -39,7 +39,7 @@ def test_call_without_the_assistant_is_answered_and_sent_to_the_operator(host):
     # The assistant's service is down: Stasis fails, the caller is answered and hears a Spanish prompt
     # instead of a dead line, and the log says why.
     before = full_log_size(host)
-    result = sipp(host, "provider_call_box_hangs_up.xml", "5215550002222")
+    result = sipp(host, "provider_call_box_hangs_up.xml", "5215550002222", timeout_s=60)
     assert result.rc == 0, result.output
     log = full_log_since(host, before)
     assert "Stasis(" in log
@@ -65,7 +65,7 @@ def test_call_from_an_address_that_is_not_the_provider_is_refused(host):
 def test_caller_input_is_filtered(host):
     # A dialled number carrying dial-string characters reaches the assistant stripped to digits.
     before = full_log_size(host)
-    result = sipp(host, "provider_call_box_hangs_up.xml", "5215550002222&PJSIP/evil")
+    result = sipp(host, "provider_call_box_hangs_up.xml", "5215550002222&PJSIP/evil", timeout_s=60)
     assert result.rc == 0, result.output
     stasis_lines = [line for line in full_log_since(host, before).splitlines() if "Stasis(" in line]
     assert len(stasis_lines) == 1

@@ -142,7 +142,8 @@ def test_the_assistant_looks_the_caller_up_on_the_router_and_reactivates(host, s
     assert "Lh-1187" not in found  # never the PPPoE password
     state = json.dumps(tools["estado_conexion"]["result"], ensure_ascii=False)
     assert "10.20.0.14" in state
-    assert "512k/512k" in state
+    assert '"suspendido_por_adeudo": true' in state
+    assert '"bajada": "512k"' in state
     # The write is on the router, seen through librouteros, and in the audit log with the call id.
     exceptions = [row for row in router_rows(host, "/ip/firewall/address-list") if row["list"] == "promesa-pago"]
     assert [row["address"] for row in exceptions] == ["10.20.0.14"]

@@ -8,10 +8,11 @@ Faults in the settings are made in a copy of the .env (passed with --env-file), 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
-from conftest import BOX
+from conftest import BOX, run_playbook
 
 testinfra_hosts = [f"podman://{BOX}"]
 
@@ -224,3 +225,11 @@ def test_ping_timeout_not_below_interval_fails_only_the_keepalive(host, healthy)
         assert check(report, "env.settings")["status"] == "OK"
     finally:
         host.run(f"rm -f {copy}")
+
+
+def test_the_doctor_playbook_reports_the_healthy_box():
+    # The same checks for every box of an inventory, run from the controller: one summary, no failure.
+    result = run_playbook(playbook="playbooks/doctor.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "TASK [Show the summary, with every check that is not OK]" in result.stdout
+    assert re.search(r"centralita-molecule\s*: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", result.stdout)

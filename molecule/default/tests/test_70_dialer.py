@@ -1,0 +1,131 @@
+"""The outbound dialer as deployed: a campaign dials SIPp customers' phones through the trunk.
+
+SIPp plays the phones behind the provider (files/sipp/customer_phones.xml on the trunk's address): numbers
+ending in 9001 are busy, 9002 never answer, the others answer with a person's voice. People answered reach
+the assistant (AMD, then the Stasis app), and the fake Realtime server records a promise to pay with the
+dialer's tool. The dialer is killed mid-campaign and restarted by systemd: nobody is dialled twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from conftest import BOX, SIPP_DIR
+
+testinfra_hosts = [f"podman://{BOX}"]
+
+DB = "/var/lib/centralita/dialer.db"
+IN_CAMPAIGN = "JOIN campaigns c ON c.id = t.campaign_id AND c.name = 'molecula'"
+CUSTOMERS = {  # customer id -> number; answered unless the number says otherwise
+    "M1": "+5215550071003",
+    "M2": "+5215550072003",
+    "M3": "+5215550073003",
+    "M4": "+5215550079001",  # busy
+    "M5": "+5215550079002",  # no answer
+}
+
+
+def query(host, sql: str) -> list[list]:
+    script = "import json,sqlite3,sys; print(json.dumps(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall()))"
+    return json.loads(host.check_output(f"/usr/local/asterisk/venv/bin/python -c '{script}' {DB} \"{sql}\""))
+
+
+@pytest.fixture(scope="module")
+def campaign(host):
+    assert host.service("openai-outbound-calls").is_running
+    # The phones: one SIPp instance answers every call of the campaign.
+    host.run("pkill -x sipp")
+    host.check_output(
+        f"cd {SIPP_DIR} && (timeout 240 sipp -sf customer_phones.xml -i 127.0.0.1 -p 5070 -m 50 "
+        "-nostdin > /tmp/phones.out 2>&1 &)"
+    )
+    log_start = int(host.check_output("stat -c %s /var/log/asterisk/full"))
+    rows = "".join(f"{cid},Cliente {cid},{number},250.00,2026-10-31\n" for cid, number in CUSTOMERS.items())
+    host.check_output(f"printf 'id_cliente,nombre,telefono,monto,vencimiento\\n{rows}' > /tmp/morosos.csv")
+    imported = host.run("centralita campaign import /tmp/morosos.csv --campaign molecula")
+    assert imported.rc == 0, imported.stderr
+    assert host.run("centralita campaign start molecula").rc == 0
+    # Kill the dialer as soon as its first calls are out; systemd starts it again.
+    deadline = time.monotonic() + 60
+    while (
+        time.monotonic() < deadline
+        and not query(host, "SELECT count(*) FROM attempts WHERE dialed_at IS NOT NULL")[0][0]
+    ):
+        time.sleep(0.5)
+    old_pid = host.service("openai-outbound-calls").systemd_properties["MainPID"]
+    host.check_output("systemctl kill --signal=SIGKILL openai-outbound-calls")
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        open_attempts = query(host, "SELECT count(*) FROM attempts WHERE ended_at IS NULL")[0][0]
+        dialled = query(host, "SELECT count(DISTINCT target_id) FROM attempts")[0][0]
+        if dialled == len(CUSTOMERS) and open_attempts == 0:
+            break
+        time.sleep(2)
+    new_pid = host.service("openai-outbound-calls").systemd_properties["MainPID"]
+    time.sleep(2)
+    host.run("pkill -x sipp")
+    return {
+        "old_pid": old_pid,
+        "new_pid": new_pid,
+        "status": host.check_output("centralita campaign status molecula"),
+        "asterisk_log": host.check_output(f"tail -c +{log_start + 1} /var/log/asterisk/full"),
+    }
+
+
+def test_every_customer_is_dialled_exactly_once_despite_the_crash(host, campaign):
+    assert campaign["new_pid"] not in (campaign["old_pid"], "0")  # systemd restarted the killed dialer
+    per_customer = query(
+        host,
+        "SELECT t.customer_id, count(a.id) FROM targets t LEFT JOIN attempts a "
+        "ON a.target_id = t.id GROUP BY t.customer_id",
+    )
+    assert dict(per_customer) == dict.fromkeys(CUSTOMERS, 1), campaign["status"]
+    # What Asterisk really dialled through the trunk: each number once.
+    dialled = re.findall(r"dial\.c: Called (\+?\d+)@", campaign["asterisk_log"])
+    assert sorted(dialled) == sorted(CUSTOMERS.values())
+
+
+def test_outcomes_are_recorded(host, campaign):
+    results = dict(
+        query(
+            host, f"SELECT t.customer_id, a.outcome FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN}"
+        )
+    )
+    assert results["M4"] == "busy", campaign["status"]
+    assert results["M5"] == "no-answer", campaign["status"]
+    # People who answered talked with the assistant, which recorded their promise to pay through its tool.
+    promises = query(
+        host,
+        "SELECT count(*) FROM outcomes o JOIN attempts a ON a.id = o.attempt_id JOIN targets t ON t.id = a.target_id "
+        f"{IN_CAMPAIGN} WHERE o.outcome = 'promise-to-pay' AND o.source = 'assistant'",
+    )
+    assert promises[0][0] >= 2, campaign["status"]
+    assert query(host, "SELECT count(*) FROM attempts WHERE ended_at IS NULL")[0][0] == 0  # none left open
+
+
+def test_the_concurrency_cap_is_never_exceeded(host, campaign):
+    spans = query(
+        host,
+        f"SELECT a.dialed_at, a.ended_at FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN} "
+        "WHERE a.dialed_at IS NOT NULL",
+    )
+    moments = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    live = peak = 0
+    for _moment, step in moments:
+        live += step
+        peak = max(peak, live)
+    assert 1 <= peak <= 2  # bridge_dialer_max_concurrent in the scenario's inventory
+
+
+def test_answered_calls_are_in_the_call_records_as_outbound(host, campaign):
+    script = (
+        "import json; from centralita.records import CallRecords; "
+        "print(json.dumps(CallRecords('/var/lib/centralita/centralita.db').recent_calls(50)))"
+    )
+    calls = json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}"'))
+    # An outbound call's record names the campaign where an inbound one has the DID.
+    outbound = [call for call in calls if call["direction"] == "outbound" and call["callee"] == "molecula"]
+    assert len(outbound) >= 2
