@@ -63,3 +63,11 @@ def test_without_dialer_settings_outbound_calls_are_refused(tmp_path: Path) -> N
     env = tmp_path / ".env"
     env.write_text("OPENAI_API_KEY=x\n", encoding="utf-8")
     assert OutboundCalls(env).prepare("anything") is None
+
+
+def test_the_packaged_prompts_are_the_ones_the_role_deploys() -> None:
+    prompts = Path(__file__).resolve().parents[2] / "files" / "prompts"
+    assert (prompts / "asistente_cobranza.es.txt").read_text(encoding="utf-8") == default_outbound_instructions()
+    from centralita.inbound import default_instructions
+
+    assert (prompts / "asistente_entrante.es.txt").read_text(encoding="utf-8") == default_instructions()

@@ -218,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="openai-inbound-calls", description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", default=DEFAULT_ENV_FILE, help=f"settings file (default {DEFAULT_ENV_FILE})")
     parser.add_argument("--prompt", type=Path, help="Spanish instructions for the assistant (default: built in)")
+    parser.add_argument(
+        "--outbound-prompt", type=Path, help="Spanish instructions for the dialer's calls (default: built in)"
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.load(args.env_file)
@@ -228,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         setup_logging(settings.log_file, secrets=log_secrets(settings, network))
         instructions = args.prompt.read_text(encoding="utf-8") if args.prompt else default_instructions()
+        collections = args.outbound_prompt.read_text(encoding="utf-8") if args.outbound_prompt else None
         records = CallRecords(settings.db_path)
         pool = RouterPool(network)
     except (OSError, ValueError) as error:  # ConfigError (a CA file) is a ValueError
@@ -240,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ", ".join(pool.names) or "none",
         "on" if network.writes_enabled else "off",
     )
-    outbound = OutboundCalls(args.env_file)
+    outbound = OutboundCalls(args.env_file, collections)
     service = InboundService(settings, records, tools, instructions, outbound)
     stop = threading.Event()
 
