@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
+
+from centralita.sqlite_store import SharedDatabase, open_database
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -203,114 +203,32 @@ def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def _migrate(connection: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema up to SCHEMA_VERSION, one transaction per step."""
-    while True:
-        # BEGIN IMMEDIATE takes the write lock before reading the version, so two processes opening a new
-        # file at once cannot both run the same step.
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            version: int = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise CallRecordsError(
-                    f"The call records database {path} has schema version {version}, newer than the {SCHEMA_VERSION} "
-                    "this bridge knows: run the newer bridge, or set DB_PATH to another file."
-                )
-            if version == SCHEMA_VERSION:
-                connection.execute("COMMIT")
-                return
-            _MIGRATIONS[version](connection)
-            connection.execute(f"PRAGMA user_version = {version + 1:d}")
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-
-
-def _open_error(path: Path, error: sqlite3.Error) -> CallRecordsError:
-    if error.sqlite_errorname in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
-        return CallRecordsError(
-            f"The call records database {path} is not a SQLite database or is damaged ({error}): move it aside "
-            "(the bridge then creates a new one) or set DB_PATH to another file."
-        )
-    return CallRecordsError(
-        f"Cannot open the call records database {path} ({error}): the user running the bridge must be able to "
-        f"create and write {path} and its -wal and -shm files in {path.parent}. Fix the owner or mode of "
-        f"{path.parent} (e.g. chown asterisk: {path.parent}) or set DB_PATH to a writable location."
+def _connect(path: Path) -> sqlite3.Connection:
+    return open_database(
+        path,
+        what="call records database",
+        setting="DB_PATH",
+        user="the bridge",
+        when_damaged="the bridge then creates a new one",
+        when_newer="this bridge knows: run the newer bridge",
+        migrations=_MIGRATIONS,
+        error=CallRecordsError,
+        busy_timeout_ms=BUSY_TIMEOUT_MS,
     )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.parent.is_dir():
-        raise CallRecordsError(
-            f"Cannot open the call records database {path}: the directory {path.parent} does not exist. "
-            f"Create it (e.g. install -d -o asterisk -g asterisk {path.parent}) or set DB_PATH to a file in an "
-            "existing directory."
-        )
-    try:
-        # isolation_level=None: autocommit, so each single-row write is its own transaction and migrations
-        # manage theirs explicitly.
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as error:
-        raise _open_error(path, error) from error
-    try:
-        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-        connection.execute("PRAGMA foreign_keys = ON")
-        # Switching to WAL writes to the file, so this is where an unwritable database or directory shows.
-        connection.execute("PRAGMA journal_mode = WAL").fetchone()
-        connection.execute("PRAGMA synchronous = NORMAL")
-        _migrate(connection, path)
-    except CallRecordsError:
-        connection.close()
-        raise
-    except sqlite3.Error as error:
-        connection.close()
-        raise _open_error(path, error) from error
-    return connection
-
-
-def _row_dict(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
-
-
-class CallRecords:
+class CallRecords(SharedDatabase):
     """The call records database at ``path``; safe to share between threads.
 
     ``clock`` returns the current time as an aware datetime; tests inject a fixed one.
     """
 
     def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
-        self.path = Path(path)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = _connect(self.path)
-        self._connection.row_factory = _row_dict
+        super().__init__(Path(path), _connect(Path(path)))
 
-    def __repr__(self) -> str:
-        state = "closed" if self._connection is None else "open"
-        return f"CallRecords({str(self.path)!r}, {state})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection (its WAL is checkpointed and removed); calling it again does nothing."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-    def _db(self) -> sqlite3.Connection:
-        """The connection; call with the lock held."""
-        if self._connection is None:
-            raise CallRecordsError(f"The call records database {self.path} was closed: no more records can be written.")
-        return self._connection
+    def _closed_error(self) -> CallRecordsError:
+        return CallRecordsError(f"The call records database {self.path} was closed: no more records can be written.")
 
     def _now(self) -> str:
         return _timestamp(self._clock())
@@ -333,7 +251,7 @@ class CallRecords:
         at = _timestamp(started_at) if started_at is not None else self._now()
         with self._lock:
             try:
-                self._db().execute(
+                self._connection().execute(
                     "INSERT INTO calls (call_id, direction, caller, callee, started_at) VALUES (?, ?, ?, ?, ?)",
                     (call_id, str(direction), caller, callee, at),
                 )
@@ -344,7 +262,7 @@ class CallRecords:
         """Record when the call was answered; only the first time counts (returns whether this one did)."""
         at = self._now()
         with self._lock:
-            db = self._db()
+            db = self._connection()
             cursor = db.execute(
                 "UPDATE calls SET answered_at = ? WHERE call_id = ? AND answered_at IS NULL", (at, call_id)
             )
@@ -359,7 +277,7 @@ class CallRecords:
             raise ValueError(f"speaker must be 'caller' or 'assistant', got {speaker!r}")
         at = self._now()
         with self._lock:
-            db = self._db()
+            db = self._connection()
             self._require_call(db, call_id)
             db.execute(
                 "INSERT INTO transcript (call_id, at, speaker, text) VALUES (?, ?, ?, ?)",
@@ -383,7 +301,7 @@ class CallRecords:
         encoded_result = json.dumps(result, ensure_ascii=False)
         at = self._now()
         with self._lock:
-            db = self._db()
+            db = self._connection()
             self._require_call(db, call_id)
             cursor = db.execute(
                 "INSERT INTO tool_calls (call_id, at, tool_call_id, name, arguments, result, ok)"
@@ -399,7 +317,7 @@ class CallRecords:
             raise ValueError("outcome must not be empty (e.g. 'completed', 'transferred', 'error')")
         at = self._now()
         with self._lock:
-            db = self._db()
+            db = self._connection()
             cursor = db.execute(
                 "UPDATE calls SET ended_at = ?, outcome = ?, detail = ? WHERE call_id = ? AND ended_at IS NULL",
                 (at, str(outcome), detail, call_id),
@@ -412,7 +330,7 @@ class CallRecords:
     def get_call(self, call_id: str) -> dict[str, Any] | None:
         """The call's row, with ``transcript`` and ``tool_calls`` lists in the order they were recorded."""
         with self._lock:
-            db = self._db()
+            db = self._connection()
             # One read transaction, so the three queries see the same state even with other writers.
             db.execute("BEGIN")
             try:
@@ -464,7 +382,7 @@ class CallRecords:
         at = self._now()
         done_at = at if result != AuditResult.ATTEMPTED else None
         with self._lock:
-            cursor = self._db().execute(
+            cursor = self._connection().execute(
                 "INSERT INTO audit_log (at, call_id, caller, tool, action, router, customer, result, reason, done_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (at, call_id, caller, tool, action, router, customer, str(result), reason, done_at),
@@ -477,7 +395,7 @@ class CallRecords:
             raise ValueError(f"an attempted write ends 'done' or 'failed', got {result!r}")
         at = self._now()
         with self._lock:
-            cursor = self._db().execute(
+            cursor = self._connection().execute(
                 "UPDATE audit_log SET result = ?, reason = ?, done_at = ? WHERE id = ? AND result = 'attempted'",
                 (str(result), reason, at, audit_id),
             )
@@ -488,7 +406,7 @@ class CallRecords:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         with self._lock:
-            db = self._db()
+            db = self._connection()
             if call_id is not None:
                 rows: list[dict[str, Any]] = db.execute(
                     "SELECT * FROM audit_log WHERE call_id = ? ORDER BY id LIMIT ?", (call_id, limit)
@@ -519,7 +437,7 @@ class CallRecords:
         encoded = json.dumps(dict(connection or {}), ensure_ascii=False)
         at = self._now()
         with self._lock:
-            cursor = self._db().execute(
+            cursor = self._connection().execute(
                 "INSERT INTO tickets (at, call_id, caller, customer, customer_name, router, symptom, connection)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (at, call_id, caller, customer, customer_name, router, symptom.strip(), encoded),
@@ -529,7 +447,9 @@ class CallRecords:
     def get_ticket(self, number: int) -> dict[str, Any] | None:
         """The ticket ``number`` with its ``connection`` decoded, or None."""
         with self._lock:
-            row: dict[str, Any] | None = self._db().execute("SELECT * FROM tickets WHERE id = ?", (number,)).fetchone()
+            row: dict[str, Any] | None = (
+                self._connection().execute("SELECT * FROM tickets WHERE id = ?", (number,)).fetchone()
+            )
         if row is not None:
             row["connection"] = json.loads(row["connection"])
         return row
@@ -539,7 +459,7 @@ class CallRecords:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         with self._lock:
-            db = self._db()
+            db = self._connection()
             if call_id is not None:
                 rows: list[dict[str, Any]] = db.execute(
                     "SELECT * FROM tickets WHERE call_id = ? ORDER BY id LIMIT ?", (call_id, limit)
@@ -558,7 +478,7 @@ class CallRecords:
             raise ValueError(f"limit must be at least 1, got {limit}")
         with self._lock:
             rows: list[dict[str, Any]] = (
-                self._db()
+                self._connection()
                 .execute("SELECT * FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
                 .fetchall()
             )

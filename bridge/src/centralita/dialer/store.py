@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,11 +38,11 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import PastAttempt, Reason, Verdict
+from centralita.sqlite_store import SharedDatabase, open_database
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -338,70 +337,18 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _row_dict(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
-
-
-def _open_error(path: Path, error: sqlite3.Error) -> DialerStoreError:
-    if error.sqlite_errorname in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
-        return DialerStoreError(
-            f"The dialer database {path} is not a SQLite database or is damaged ({error}): move it aside (a new "
-            "one is created, without the campaigns) or set DIALER_DB_PATH to another file."
-        )
-    return DialerStoreError(
-        f"Cannot open the dialer database {path} ({error}): the user running the dialer must be able to create "
-        f"and write {path} and its -wal and -shm files in {path.parent}. Fix the owner or mode of {path.parent} "
-        f"(e.g. chown asterisk: {path.parent}) or set DIALER_DB_PATH to a writable location."
-    )
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    while True:
-        db.execute("BEGIN IMMEDIATE")  # the write lock before reading the version: one migrator at a time
-        try:
-            version: int = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise DialerStoreError(
-                    f"The dialer database {path} has schema version {version}, newer than the {SCHEMA_VERSION} this "
-                    "Centralita knows: upgrade Centralita, or set DIALER_DB_PATH to another file."
-                )
-            if version == SCHEMA_VERSION:
-                db.execute("COMMIT")
-                return
-            _MIGRATIONS[version](db)
-            db.execute(f"PRAGMA user_version = {version + 1:d}")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-
-
 def _connect(path: Path) -> sqlite3.Connection:
-    if not path.parent.is_dir():
-        raise DialerStoreError(
-            f"Cannot open the dialer database {path}: the directory {path.parent} does not exist. Create it "
-            f"(e.g. install -d -o asterisk -g asterisk {path.parent}) or set DIALER_DB_PATH to a file in an "
-            "existing directory."
-        )
-    try:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as error:
-        raise _open_error(path, error) from error
-    try:
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA journal_mode = WAL").fetchone()
-        db.execute("PRAGMA synchronous = NORMAL")
-        _migrate(db, path)
-    except DialerStoreError:
-        db.close()
-        raise
-    except sqlite3.Error as error:
-        db.close()
-        raise _open_error(path, error) from error
-    db.row_factory = _row_dict
-    return db
+    return open_database(
+        path,
+        what="dialer database",
+        setting="DIALER_DB_PATH",
+        user="the dialer",
+        when_damaged="a new one is created, without the campaigns",
+        when_newer="this Centralita knows: upgrade Centralita",
+        migrations=_MIGRATIONS,
+        error=DialerStoreError,
+        busy_timeout_ms=BUSY_TIMEOUT_MS,
+    )
 
 
 _CANDIDATES: Final = """
@@ -448,41 +395,20 @@ def _campaign(row: dict[str, Any]) -> Campaign:
     )
 
 
-class CampaignStore:
+class CampaignStore(SharedDatabase):
     """The dialer database at ``path``; one connection behind a lock, safe to share between threads.
 
     Methods that decide something take ``now``; the others stamp rows with ``clock()``.
     """
 
     def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
-        self.path = Path(path)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = _connect(self.path)
-
-    def __repr__(self) -> str:
-        return f"CampaignStore({str(self.path)!r}, {'closed' if self._db is None else 'open'})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        super().__init__(Path(path), _connect(Path(path)))
 
     # ---- plumbing --------------------------------------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise DialerStoreError(f"The dialer database {self.path} was closed.")
-        return self._db
+    def _closed_error(self) -> DialerStoreError:
+        return DialerStoreError(f"The dialer database {self.path} was closed.")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
