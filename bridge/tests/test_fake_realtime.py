@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,11 @@ def ga_session(**overrides: Any) -> JsonObject:
     }
     session.update(overrides)
     return session
+
+
+def tool(name: str) -> JsonObject:
+    """A function tool for session.update (the fake plays a scripted call only of a tool the session offers)."""
+    return {"type": "function", "name": name, "description": "Una herramienta.", "parameters": {"type": "object"}}
 
 
 class Client:
@@ -381,7 +387,7 @@ def test_a_tool_call_streams_arguments_and_an_early_output_is_refused(tmp_path: 
     with FakeRealtimeServer(pace=0, script=script, tool_done_delay_ms=200) as server:
         client = Client(server)
         try:
-            client.configure()
+            client.configure(ga_session(tools=[tool("consultar")]))
             client.send("response.create")
             events = client.until("response.function_call_arguments.done")
             deltas = [e for e in events if e["type"] == "response.function_call_arguments.delta"]
@@ -720,3 +726,23 @@ def test_echo_mode_streams_appended_audio_back_in_one_response_until_cancelled()
             client.close()
     record = server.sessions()[0]
     assert record.audio == SPEECH[:800] + b"".join(frames) + frames[0]
+
+
+def test_tool_calls_of_tools_the_session_does_not_offer_are_skipped_and_dates_filled_in() -> None:
+    script = (
+        ToolCallTurn(name="consultar", arguments="{}", pieces=1),
+        ToolCallTurn(name="registrar", arguments='{"fecha": "{fecha+3}"}', pieces=1),
+        AudioTurn(audio=SPEECH[:1600], transcript="Listo."),
+    )
+    with FakeRealtimeServer(pace=0, script=script) as server:
+        client = Client(server)
+        try:
+            client.configure(ga_session(tools=[tool("registrar")]))
+            client.send("response.create")
+            done = client.until("response.function_call_arguments.done")[-1]
+            # "consultar" is not offered: a model would never call it, so the fake goes on to "registrar".
+            assert done["name"] == "registrar"
+            expected = (datetime.now(UTC).date() + timedelta(days=3)).isoformat()
+            assert json.loads(done["arguments"]) == {"fecha": expected}
+        finally:
+            client.close()
