@@ -980,6 +980,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
 
 
+def _no_nan(value: Any) -> Any:
+    """NaN (a percentile of nothing, e.g. no echo came back in the window) as null: JSON has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {key: _no_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(item) for item in value]
+    return value
+
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -1016,15 +1027,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if overloaded and not options.all_steps and calls != options.steps[-1]:
             log.info("over 1%% of the frames late or lost at %d calls: the ramp stops here", calls)
             break
-    no_late = 0
+    best: StepResult | None = None
     for result in results:  # the ramp stops counting at the first step with a late frame
         if result.late_frames:
             break
-        no_late = result.calls
+        best = result
     final = results[-1]
+    headline = ("calls", "late_frames", "jitter_p99_ms", "latency_in_p99_ms", "latency_out_p99_ms", "cpu_per_call_pct")
     summary = {
         **vars(final),
-        "max_calls_no_late": no_late,
+        "max_calls_no_late": best.calls if best else 0,
+        "at_max_calls_no_late": {name: vars(best)[name] for name in headline} if best else None,
         "steps": [result.calls for result in results],
         "steps_planned": options.steps,
         "late_frames_per_step": [result.late_frames for result in results],
@@ -1037,7 +1050,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_model": _cpu_model(),
         "python": sys.version.split()[0],
     }
-    print(json.dumps(summary), flush=True)
+    print(json.dumps(_no_nan(summary), allow_nan=False), flush=True)
     return 0
 
 
