@@ -403,19 +403,7 @@ class CallRecords(SharedDatabase):
 
     def audit_entries(self, call_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Audit rows, oldest first: those of ``call_id``, or (``None``) the last ``limit`` of all calls."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        with self._lock:
-            db = self._connection()
-            if call_id is not None:
-                rows: list[dict[str, Any]] = db.execute(
-                    "SELECT * FROM audit_log WHERE call_id = ? ORDER BY id LIMIT ?", (call_id, limit)
-                ).fetchall()
-            else:
-                rows = db.execute(
-                    "SELECT * FROM (SELECT * FROM audit_log ORDER BY id DESC LIMIT ?) ORDER BY id", (limit,)
-                ).fetchall()
-        return rows
+        return self._rows("audit_log", call_id, limit)
 
     # -- outage tickets --------------------------------------------------------------------------------
 
@@ -456,21 +444,24 @@ class CallRecords(SharedDatabase):
 
     def tickets(self, call_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Tickets, oldest first: those opened in ``call_id``, or (``None``) the last ``limit`` of all."""
+        rows = self._rows("tickets", call_id, limit)
+        for row in rows:
+            row["connection"] = json.loads(row["connection"])
+        return rows
+
+    def _rows(self, table: str, call_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """Rows of ``table`` (audit_log or tickets), oldest first: those of ``call_id``, or the last ``limit``."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         with self._lock:
             db = self._connection()
             if call_id is not None:
-                rows: list[dict[str, Any]] = db.execute(
-                    "SELECT * FROM tickets WHERE call_id = ? ORDER BY id LIMIT ?", (call_id, limit)
+                return db.execute(
+                    f"SELECT * FROM {table} WHERE call_id = ? ORDER BY id LIMIT ?", (call_id, limit)
                 ).fetchall()
-            else:
-                rows = db.execute(
-                    "SELECT * FROM (SELECT * FROM tickets ORDER BY id DESC LIMIT ?) ORDER BY id", (limit,)
-                ).fetchall()
-        for row in rows:
-            row["connection"] = json.loads(row["connection"])
-        return rows
+            return db.execute(
+                f"SELECT * FROM (SELECT * FROM {table} ORDER BY id DESC LIMIT ?) ORDER BY id", (limit,)
+            ).fetchall()
 
     def recent_calls(self, limit: int = 20) -> list[dict[str, Any]]:
         """The last ``limit`` calls by start time, newest first (call rows only, no transcripts)."""
