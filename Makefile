@@ -57,7 +57,7 @@ lab-down: venv
 # Media-path benchmark (a benchmark, not a test): a ramp of concurrent calls, one JSON line at the end.
 # Options after BENCH_ARGS=, e.g. make bench BENCH_ARGS="--steps 10,20,40 --duration 10".
 bench: venv
-	@PYTHONPATH=bridge/src $(BIN)/python bridge/bench/bench_media.py $(BENCH_ARGS)
+	@PYTHONPATH=bridge/src:bridge/testing/src $(BIN)/python bridge/bench/bench_media.py $(BENCH_ARGS)
 
 requirements:
 	@rm -rf /tmp/centralita-req && $(PYTHON) -m venv /tmp/centralita-req

@@ -1,6 +1,6 @@
 """Media-path benchmark: N concurrent calls through the bridge's real ``InboundCall``; ends with one JSON line.
 
-Run it with ``make bench`` (options: ``PYTHONPATH=bridge/src .venv/bin/python bridge/bench/bench_media.py -h``);
+Run it with ``make bench`` (options: ``make bench BENCH_ARGS=-h``);
 docs/PERFORMANCE.md has the method, the figures and what they mean. Three processes, so that only the
 bridge's own work is counted as the bridge's:
 
@@ -12,7 +12,7 @@ bridge's own work is counted as the bridge's:
   socket, the legs spread evenly over the 20 ms period; it timestamps the bridge's RTP with the kernel's
   receive timestamps, and it times the measured window and takes the CPU figures (of all three processes
   and of the machine), so an overloaded bridge cannot distort them;
-* the fake Realtime server in echo mode (``python -m centralita.fake_realtime --echo``): every appended
+* the fake Realtime server in echo mode (``python -m centralita_testing.fake_realtime --echo``): every appended
   frame comes straight back as a ``response.output_audio.delta``.
 
 The first 20 bytes of every frame the simulated Asterisk sends are a stamp (leg, frame number, send time);
@@ -68,13 +68,13 @@ import numpy as np
 import numpy.typing as npt
 import websocket._http as websocket_http
 
-from centralita.ari import AriEndpoint, AriRest
-from centralita.call import InboundCall
-from centralita.config import Settings
-from centralita.pacer import PacerThread
-from centralita.records import CallRecords
-from centralita.rtp import FRAME_BYTES
-from centralita.tools import ToolRegistry
+from centralita.calls.call import InboundCall
+from centralita.config.bridge import Settings
+from centralita.media.pacer import PacerThread
+from centralita.media.rtp import FRAME_BYTES
+from centralita.storage.records import CallRecords
+from centralita.telephony.ari import AriEndpoint, AriRest
+from centralita.tools.registry import ToolRegistry
 
 log = logging.getLogger("bench")
 
@@ -91,6 +91,7 @@ GOLDEN: Final = 0.6180339887498949  # leg phases frac(i x golden): evenly spread
 APPEND_KEY: Final = b'"audio": "'
 DELTA_KEY: Final = b'"delta": "'
 SRC: Final = Path(__file__).resolve().parents[1] / "src"
+TESTING_SRC: Final = Path(__file__).resolve().parents[1] / "testing" / "src"
 API_KEY: Final = "sk-centralita-bench"
 
 I64 = npt.NDArray[np.int64]
@@ -597,8 +598,20 @@ class AsteriskProcess:
 
 class FakeRealtimeProcess:
     def __init__(self, cpus: set[int] | None) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-        command = [sys.executable, "-m", "centralita.fake_realtime", "--echo", "--port", "0", "--api-key", API_KEY]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), str(TESTING_SRC), os.environ.get("PYTHONPATH")])),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "centralita_testing.fake_realtime",
+            "--echo",
+            "--port",
+            "0",
+            "--api-key",
+            API_KEY,
+        ]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         self.pid = self._process.pid
         _pin(self.pid, cpus)

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from centralita.ari import AriEndpoint, AriError, AriEvents, AriRest
-from centralita.rtp import FRAME_BYTES, RtpSender, parse
+from centralita.media.rtp import FRAME_BYTES, RtpSender, parse
+from centralita.telephony.ari import AriEndpoint, AriError, AriEvents, AriRest
 
 APP = "centralita-itest"
 

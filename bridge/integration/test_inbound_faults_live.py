@@ -26,11 +26,11 @@ from test_inbound_live import CALLER_APP, GREETING, CallerLeg
 from test_inbound_live import fake as fake  # the fake Realtime server fixture
 from test_inbound_live import service as service  # the bridge service fixture
 
-from centralita.ari import AriEndpoint, AriError, AriEvents, AriRest
-from centralita.fake_realtime import _ULAW_TABLE, FakeRealtimeServer, Faults
-from centralita.inbound import InboundService
-from centralita.records import CallRecords
-from centralita.rtp import FRAME_BYTES
+from centralita.calls.service import InboundService
+from centralita.media.rtp import FRAME_BYTES
+from centralita.storage.records import CallRecords
+from centralita.telephony.ari import AriEndpoint, AriError, AriEvents, AriRest
+from centralita_testing.fake_realtime import _ULAW_TABLE, FakeRealtimeServer, Faults
 
 # Two seconds of the greeting as the caller's words, then a second of silence so the VAD hears them end.
 CALLER_SPEECH = GREETING[: 8000 * 2] + b"\xff" * 8000

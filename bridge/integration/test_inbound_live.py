@@ -22,13 +22,13 @@ import pytest
 from test_ari_live import box_command, wait_for
 from test_ari_live import endpoint as endpoint  # the same ARI credentials fixture
 
-from centralita.ari import AriEndpoint, AriError, AriEvents, AriRest
-from centralita.config import Settings
-from centralita.fake_realtime import AudioTurn, FakeRealtimeServer, default_audio_dir
-from centralita.inbound import InboundService, default_instructions
-from centralita.records import CallRecords
-from centralita.rtp import FRAME_BYTES, RtpSender, parse
-from centralita.tools import builtin_tools
+from centralita.calls.service import InboundService, default_instructions
+from centralita.config.bridge import Settings
+from centralita.media.rtp import FRAME_BYTES, RtpSender, parse
+from centralita.storage.records import CallRecords
+from centralita.telephony.ari import AriEndpoint, AriError, AriEvents, AriRest
+from centralita.tools.call_control import builtin_tools
+from centralita_testing.fake_realtime import AudioTurn, FakeRealtimeServer, default_audio_dir
 
 CALLER_APP = "centralita-itest-caller"
 GREETING = (default_audio_dir() / "asistente_saludo.ulaw").read_bytes()

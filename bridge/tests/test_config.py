@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from centralita.config import ConfigError, FailureAction, Secret, Settings
+from centralita.config.bridge import ConfigError, FailureAction, Secret, Settings
 
 API_KEY = "sk-test-0123456789abcdef"
 ARI_PASSWORD = "ari-pass-fedcba9876"

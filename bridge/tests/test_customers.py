@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from centralita.customers import (
+from centralita.isp.customers import (
     Customer,
     CustomerDirectory,
     DirectoryError,

@@ -6,9 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from ari_fake import FakeAri
 
-from centralita.ari import AriEndpoint, AriEvents, AriRest
 from centralita.dialer.ari_originator import AriOriginator, outcome_for_end
 from centralita.dialer.originator import (
     CallEvent,
@@ -20,6 +18,8 @@ from centralita.dialer.originator import (
     Presence,
 )
 from centralita.dialer.outcomes import Outcome
+from centralita.telephony.ari import AriEndpoint, AriEvents, AriRest
+from centralita_testing.fake_asterisk import FakeAri
 
 USER, PASSWORD = "centralita", "secreto"
 EVENTS_APP = "centralita-dialer"

@@ -14,7 +14,7 @@ from centralita import cli
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import Verdict
 from centralita.dialer.store import CampaignStore
-from centralita.routeros.fake_server import FakeRouterOS
+from centralita_testing.fake_routeros.server import FakeRouterOS
 
 HEADER = "id_cliente;nombre;telefono;monto;vencimiento\n"
 ROWS = (

@@ -21,8 +21,8 @@ from centralita.dialer.importer import (
     read_csv,
 )
 from centralita.dialer.store import CampaignStore
-from centralita.routeros.client import RouterClient, RouterUnavailable
-from centralita.routeros.fake_server import FakeRouterOS
+from centralita.isp.routeros.client import RouterClient, RouterUnavailable
+from centralita_testing.fake_routeros.server import FakeRouterOS
 
 TODAY = date(2026, 3, 10)
 HEADER = "customer_id,name,phone,amount_due,due_date,router_user\n"

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from ari_fake import FakeAri
 from dialer_helpers import target
+from paths import PYTHONPATH
 
 from centralita.dialer import service
 from centralita.dialer.store import CampaignStore
+from centralita_testing.fake_asterisk import FakeAri
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -67,7 +68,7 @@ def start(env: Path) -> subprocess.Popen[bytes]:
             "--drain-timeout",
             "0.5",
         ],
-        env={**os.environ, "PYTHONPATH": str(SRC)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from centralita.config import ConfigError
+from centralita.config.bridge import ConfigError
+from centralita.config.dialer import DialerSettings, MachinePolicy
 from centralita.dialer.policy import parse_windows
-from centralita.dialer.settings import DialerSettings, MachinePolicy
 
 MINIMAL = {"DIALER_TIMEZONE": "America/Mexico_City"}
 

@@ -22,8 +22,8 @@ from centralita.dialer.store import (
     DialerStoreError,
     UnknownAttemptError,
 )
-from centralita.dialer.tools import dialer_tools
-from centralita.tools import ToolContext, ToolRegistry
+from centralita.tools.collections import dialer_tools
+from centralita.tools.registry import ToolContext, ToolRegistry
 
 LEASE = timedelta(minutes=2)
 

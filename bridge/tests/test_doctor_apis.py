@@ -15,8 +15,8 @@ from doctor_support import FakeBox, env_text, make_app_dir, options
 from centralita.doctor import apis
 from centralita.doctor.context import Context
 from centralita.doctor.model import Result, Status
-from centralita.fake_realtime import FakeRealtimeServer, Faults
-from centralita.routeros.fake_server import FakeRouterOS
+from centralita_testing.fake_realtime import FakeRealtimeServer, Faults
+from centralita_testing.fake_routeros.server import FakeRouterOS
 
 ROUTER_USER = "api-soporte"
 ROUTER_PASSWORD = "s3creto-2025"

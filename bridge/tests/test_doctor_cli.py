@@ -19,8 +19,8 @@ from centralita.doctor import cli
 from centralita.doctor.context import Context, Options
 from centralita.doctor.model import Result, Status
 from centralita.doctor.runner import CHECKS, CheckSpec, diagnose
-from centralita.fake_realtime import FakeRealtimeServer
-from centralita.routeros.fake_server import FakeRouterOS
+from centralita_testing.fake_realtime import FakeRealtimeServer
+from centralita_testing.fake_routeros.server import FakeRouterOS
 
 EVERY_CHECK = (
     "env.settings",

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 import websocket
+from paths import PYTHONPATH
 
-from centralita.fake_realtime import (
+from centralita_testing.fake_realtime import (
     DEFAULT_API_KEY,
     AudioTurn,
     FakeRealtimeServer,
@@ -608,10 +609,9 @@ def test_a_script_file_resolves_audio_against_audio_dir(tmp_path: Path) -> None:
 
 
 def test_the_command_line_serves_the_default_script(tmp_path: Path) -> None:
-    src = Path(__file__).resolve().parents[1] / "src"
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     process = subprocess.Popen(
-        [sys.executable, "-m", "centralita.fake_realtime", "--port", "0", "--api-key", "sk-cli", "--pace", "0"],
+        [sys.executable, "-m", "centralita_testing.fake_realtime", "--port", "0", "--api-key", "sk-cli", "--pace", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

@@ -47,9 +47,9 @@ def test_lines_with_and_without_a_call(tmp_path: Path, stream: io.StringIO) -> N
     log_file = tmp_path / "inbound_openai.log"
     setup_logging(log_file, stream=stream)
 
-    logging.getLogger("centralita.ari").info("bridge ready")
+    logging.getLogger("centralita.telephony.ari").info("bridge ready")
     call_logger("1732543387.12").info("%s ...", Event.CONNECTING)
-    logging.getLogger("centralita.call").warning("no call here")
+    logging.getLogger("centralita.calls.call").warning("no call here")
 
     assert stream.getvalue().splitlines() == [
         "INFO call=- bridge ready",
@@ -110,7 +110,7 @@ def test_two_calls_in_two_threads_log_their_own_ids(stream: io.StringIO) -> None
             with call_context(call_id):
                 both_ready.wait()
                 for number in range(20):
-                    logging.getLogger("centralita.rtp").info("ctx %s line %d", call_id, number)
+                    logging.getLogger("centralita.media.rtp").info("ctx %s line %d", call_id, number)
                     adapter.info("adapter %s line %d", call_id, number)
         except BaseException as error:
             errors.append(error)

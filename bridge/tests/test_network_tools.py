@@ -20,10 +20,14 @@ import librouteros
 import pytest
 from certs import self_signed
 
-from centralita.config import ConfigError, Settings
-from centralita.inbound import load_network_settings, log_secrets, service_tools
+from centralita.calls.service import load_network_settings, log_secrets, service_tools
+from centralita.config.bridge import ConfigError, Settings
+from centralita.config.network import NetworkSettings
+from centralita.isp.routeros.client import RouterClient
+from centralita.isp.routeros.pool import Deadline, RouterLate, RouterPool
 from centralita.logs import RedactingFilter
-from centralita.network_tools import (
+from centralita.storage.records import CallRecords
+from centralita.tools.network import (
     CONSULTAR_CLIENTE,
     DIRECTORY_DOWN,
     ESTADO_CONEXION,
@@ -37,13 +41,9 @@ from centralita.network_tools import (
     SEVERAL,
     network_tools,
 )
-from centralita.records import CallRecords
-from centralita.routeros.client import RouterClient
-from centralita.routeros.fake_server import FakeRouterOS
-from centralita.routeros.fake_state import load_fixture
-from centralita.routeros.pool import Deadline, RouterLate, RouterPool
-from centralita.routeros.settings import NetworkSettings
-from centralita.tools import ToolContext, ToolRegistry, ToolResult
+from centralita.tools.registry import ToolContext, ToolRegistry, ToolResult
+from centralita_testing.fake_routeros.server import FakeRouterOS
+from centralita_testing.fake_routeros.state import load_fixture
 
 USER = "centralita"
 PASSWORD = "Api-Cl4ve-Router"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from dialer_helpers import Clock, RecordingOriginator, config, target
 
+from centralita.calls.outbound import DATA_MARKER, OutboundCalls, default_outbound_instructions
 from centralita.dialer.runner import Runner
 from centralita.dialer.store import CampaignStore
-from centralita.outbound_media import DATA_MARKER, OutboundCalls, default_outbound_instructions
-from centralita.tools import ToolContext
+from centralita.tools.registry import ToolContext
 
 
 @pytest.fixture
@@ -68,6 +68,6 @@ def test_without_dialer_settings_outbound_calls_are_refused(tmp_path: Path) -> N
 def test_the_packaged_prompts_are_the_ones_the_role_deploys() -> None:
     prompts = Path(__file__).resolve().parents[2] / "files" / "prompts"
     assert (prompts / "asistente_cobranza.es.txt").read_text(encoding="utf-8") == default_outbound_instructions()
-    from centralita.inbound import default_instructions
+    from centralita.calls.service import default_instructions
 
     assert (prompts / "asistente_entrante.es.txt").read_text(encoding="utf-8") == default_instructions()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from centralita.pacer import FRAME_SECONDS, Pacer, PacerThread, PlayoutQueue
+from centralita.media.pacer import FRAME_SECONDS, Pacer, PacerThread, PlayoutQueue
 
 START = 5000.0  # monotonic clocks start anywhere
 

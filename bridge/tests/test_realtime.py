@@ -14,18 +14,8 @@ from typing import Any
 import pytest
 import websocket
 
-from centralita.config import Secret
-from centralita.fake_realtime import (
-    DEFAULT_API_KEY,
-    AudioTurn,
-    FakeRealtimeServer,
-    Faults,
-    ToolCallTurn,
-    default_audio_dir,
-)
-from centralita.realtime import (
-    PCM24K,
-    PCMU,
+from centralita.config.bridge import Secret
+from centralita.realtime.connection import (
     CloseInfo,
     RealtimeConnection,
     RealtimeError,
@@ -33,11 +23,11 @@ from centralita.realtime import (
     RealtimeServerError,
     RealtimeTimeout,
     RealtimeUnreachable,
-    ToolCall,
-    ToolCallAssembler,
+)
+from centralita.realtime.events import (
+    PCM24K,
+    PCMU,
     TurnDetection,
-    _client_frame,
-    _FrameReader,
     audio_append,
     audio_from_deltas,
     function_call_output,
@@ -47,6 +37,16 @@ from centralita.realtime import (
     response_create,
     session_update,
     truncate,
+)
+from centralita.realtime.tool_calls import ToolCall, ToolCallAssembler
+from centralita.realtime.wire import FrameReader, client_frame
+from centralita_testing.fake_realtime import (
+    DEFAULT_API_KEY,
+    AudioTurn,
+    FakeRealtimeServer,
+    Faults,
+    ToolCallTurn,
+    default_audio_dir,
 )
 
 SPEECH = (default_audio_dir() / "asistente_saludo.ulaw").read_bytes()
@@ -561,7 +561,7 @@ def server_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes =
     return header + mask + payload
 
 
-def read_all(reader: _FrameReader) -> list[tuple[int, bytes]]:
+def read_all(reader: FrameReader) -> list[tuple[int, bytes]]:
     frames = []
     while (frame := reader.next()) is not None:
         frames.append(frame)
@@ -582,12 +582,12 @@ def test_frames_come_out_whole_however_the_bytes_arrive() -> None:
         + server_frame(TEXT, b"masked", mask=b"\x01\x02\x03\x04")
     )
     expected = [(TEXT, b'{"type": "a"}'), (TEXT, medium), (PING, b"hi"), (TEXT, big), (TEXT, b"masked")]
-    at_once = _FrameReader()
+    at_once = FrameReader()
     at_once.feed(stream)
     assert at_once.has_frame
     assert read_all(at_once) == expected
     assert not at_once.has_frame
-    byte_by_byte, got = _FrameReader(), []
+    byte_by_byte, got = FrameReader(), []
     for index in range(len(stream)):
         byte_by_byte.feed(stream[index : index + 1])
         got.extend(read_all(byte_by_byte))
@@ -595,7 +595,7 @@ def test_frames_come_out_whole_however_the_bytes_arrive() -> None:
 
 
 def test_a_fragmented_message_is_put_back_together_around_control_frames() -> None:
-    reader = _FrameReader()
+    reader = FrameReader()
     reader.feed(
         server_frame(TEXT, b'{"type": ', fin=False)
         + server_frame(PING, b"")
@@ -619,7 +619,7 @@ def test_a_fragmented_message_is_put_back_together_around_control_frames() -> No
     ],
 )
 def test_broken_frames_are_protocol_errors(stream: bytes, message: str) -> None:
-    reader = _FrameReader()
+    reader = FrameReader()
     reader.feed(stream)
     with pytest.raises(websocket.WebSocketProtocolException, match=message):
         read_all(reader)
@@ -628,7 +628,7 @@ def test_broken_frames_are_protocol_errors(stream: bytes, message: str) -> None:
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 100_003])
 def test_client_frames_are_final_masked_text_frames(size: int) -> None:
     payload = bytes(index % 251 for index in range(size))
-    frame = _client_frame(payload)
+    frame = client_frame(payload)
     assert frame[0] == 0x81  # FIN, text
     assert frame[1] & 0x80  # masked
     length, offset = frame[1] & 0x7F, 2
@@ -639,4 +639,4 @@ def test_client_frames_are_final_masked_text_frames(size: int) -> None:
     assert length == size
     mask, masked = frame[offset : offset + 4], frame[offset + 4 :]
     assert bytes(byte ^ mask[index % 4] for index, byte in enumerate(masked)) == payload
-    assert _client_frame(payload)[offset : offset + 4] != mask or size == 0  # a fresh random key each time
+    assert client_frame(payload)[offset : offset + 4] != mask or size == 0  # a fresh random key each time

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from unprivileged import error_as_unprivileged
 
-from centralita.records import _MIGRATIONS, SCHEMA_VERSION, AuditResult, CallRecords, CallRecordsError, UnknownCallError
+from centralita.storage.records import (
+    _MIGRATIONS,
+    SCHEMA_VERSION,
+    AuditResult,
+    CallRecords,
+    CallRecordsError,
+    UnknownCallError,
+)
 
 START = datetime(2026, 11, 25, 14, 3, 7, 123000, tzinfo=UTC)
 

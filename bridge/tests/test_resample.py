@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from centralita.fake_realtime import _ULAW_TABLE
-from centralita.resample import Pcm24kToUlaw, linear_to_ulaw
+from centralita.media.resample import Pcm24kToUlaw, linear_to_ulaw
+from centralita_testing.fake_realtime import _ULAW_TABLE
 
 
 def _decode(ulaw: bytes) -> np.ndarray:

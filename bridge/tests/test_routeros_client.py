@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from centralita.routeros.client import (
+from centralita.isp.routeros.client import (
     API_SSL_PORT,
     RouterAuthError,
     RouterClient,
@@ -18,7 +18,7 @@ from centralita.routeros.client import (
     connect,
     tls_wrapper,
 )
-from centralita.routeros.fake_server import FakeRouterOS
+from centralita_testing.fake_routeros.server import FakeRouterOS
 
 USER = "api-soporte"
 PASSWORD = "s3creto-2025"

@@ -15,7 +15,7 @@ from librouteros.api import Api
 from librouteros.exceptions import ConnectionClosed, FatalError, MultiTrapError, ProtocolError, TrapError
 from librouteros.query import And, Key, Or
 
-from centralita.routeros.fake_server import FakeRouterOS
+from centralita_testing.fake_routeros.server import FakeRouterOS
 
 USER = "api-soporte"
 PASSWORD = "s3creto-2025"

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paths import PYTHONPATH
 
-from centralita.routeros.fake_server import FakeRouterOS, Faults, main
-from centralita.routeros.wire import WireClosed, WireReader, write_sentence
+from centralita_testing.fake_routeros.server import FakeRouterOS, Faults, main
+from centralita_testing.fake_routeros.wire import WireClosed, WireReader, write_sentence
 
 USER = "admin"
 PASSWORD = "clave"
@@ -229,7 +230,7 @@ def test_custom_fixture_file(tmp_path: Path) -> None:
 
 
 def test_shipped_fixtures_are_identical_and_documented() -> None:
-    packaged = REPO / "bridge/src/centralita/routeros/data/isp-demo.json"
+    packaged = REPO / "bridge/testing/src/centralita_testing/fake_routeros/data/isp-demo.json"
     example = REPO / "files/routeros/isp-demo.json"
     assert packaged.read_bytes() == example.read_bytes()
     data = json.loads(packaged.read_text(encoding="utf-8"))
@@ -253,9 +254,9 @@ def test_main_rejects_a_bad_fault(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_runs_as_a_module() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "bridge/src")}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     process = subprocess.Popen(
-        [sys.executable, "-m", "centralita.routeros.fake_server", "--port", "0", "--password", PASSWORD],
+        [sys.executable, "-m", "centralita_testing.fake_routeros.server", "--port", "0", "--password", PASSWORD],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

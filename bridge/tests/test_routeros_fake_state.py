@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from centralita.routeros.fake_state import (
+from centralita_testing.fake_routeros.state import (
     QueryError,
     RouterState,
     format_duration,

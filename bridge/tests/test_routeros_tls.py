@@ -14,9 +14,10 @@ from pathlib import Path
 import librouteros
 import pytest
 from certs import self_signed
+from paths import PYTHONPATH
 
-from centralita.routeros.client import RouterClient, RouterUnavailable, tls_wrapper
-from centralita.routeros.fake_server import FakeRouterOS, main
+from centralita.isp.routeros.client import RouterClient, RouterUnavailable, tls_wrapper
+from centralita_testing.fake_routeros.server import FakeRouterOS, main
 
 USER = "api-soporte"
 PASSWORD = "s3creto-2025"
@@ -120,8 +121,8 @@ def test_cli_tls_key_needs_cert(cert: tuple[Path, Path], capsys: pytest.CaptureF
 
 def test_cli_serves_api_ssl(cert: tuple[Path, Path]) -> None:
     cert_file, key_file = cert
-    env = {**os.environ, "PYTHONPATH": str(REPO / "bridge/src")}
-    command = [sys.executable, "-m", "centralita.routeros.fake_server", "--port", "0", "--user", USER]
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    command = [sys.executable, "-m", "centralita_testing.fake_routeros.server", "--port", "0", "--user", USER]
     command += ["--password", PASSWORD, "--tls-cert", str(cert_file), "--tls-key", str(key_file)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -8,7 +8,7 @@ import socket
 import pytest
 from librouteros import protocol as lib_protocol
 
-from centralita.routeros.wire import (
+from centralita_testing.fake_routeros.wire import (
     MAX_WORD_LENGTH,
     WireClosed,
     WireError,

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from centralita.rtp import (
+from centralita.media.rtp import (
     FRAME_BYTES,
     RtpExtension,
     RtpPacket,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the wheelhouse that installs the bridge on a box without reaching PyPI from the box:
-# the centralita wheel plus pure-Python wheels of its dependencies, at the versions pinned in
-# requirements.txt. Everything the bridge needs is pure Python, so one wheelhouse fits any box.
+# the centralita wheel, the centralita-testing wheel (the fake peers, installed only where a fake
+# runs) and pure-Python wheels of their dependencies, at the versions pinned in requirements.txt.
+# Everything they need is pure Python, so one wheelhouse fits any box.
 #   build-wheelhouse.sh OUTPUT_DIR [EXTRA_REQUIREMENT...]   (extras: e.g. pytest for test boxes)
 set -euo pipefail
 
@@ -15,8 +16,10 @@ rm -rf "$out"
 mkdir -p "$out"
 # A fixed timestamp makes the wheel byte-for-byte reproducible, so re-running a playbook that ships it
 # changes nothing when the code did not change.
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} "$python" -m pip wheel -q --no-deps "$top/bridge" -w "$out" 2>/dev/null
-# The bridge's dependencies, pinned to the versions the tests ran with.
+for project in "$top/bridge" "$top/bridge/testing"; do
+    SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} "$python" -m pip wheel -q --no-deps "$project" -w "$out" 2>/dev/null
+done
+# The dependencies of both, pinned to the versions the tests ran with.
 pins=()
 for name in websocket-client python-dotenv websockets librouteros pyroute2 "$@"; do
     pin=$(grep -i "^${name%%=*}==" "$top/requirements.txt" || true)
@@ -26,4 +29,4 @@ done
     --python-version 3.11 -d "$out" "${pins[@]}" 2>/dev/null
 ls "$out"
 # setuptools builds in the source tree; leave it clean.
-rm -rf "$top/bridge/build" "$top"/bridge/src/*.egg-info
+rm -rf "$top/bridge/build" "$top"/bridge/src/*.egg-info "$top/bridge/testing/build" "$top"/bridge/testing/src/*.egg-info

@@ -60,7 +60,7 @@ assistant_report() {
     echo "   The call record (SQLite $db):"
     podman exec "$box" /usr/local/asterisk/venv/bin/python -c "
 import sys
-from centralita.records import CallRecords
+from centralita.storage.records import CallRecords
 with CallRecords(sys.argv[1]) as records:
     call = records.get_call(sys.argv[2])
 print(f'     outcome={call[\"outcome\"]} answered={call[\"answered_at\"]} ended={call[\"ended_at\"]}')

@@ -176,9 +176,9 @@ def _check_call_id(call_id: str) -> str:
 
 
 def call_logger(call_id: str, logger: logging.Logger | str | None = None) -> logging.LoggerAdapter[logging.Logger]:
-    """A logger whose every line carries ``call=<call_id>``; ``logger`` defaults to ``centralita.call``."""
+    """A logger whose every line carries ``call=<call_id>``; ``logger`` defaults to ``centralita.calls.call``."""
     if not isinstance(logger, logging.Logger):
-        logger = logging.getLogger(logger or "centralita.call")
+        logger = logging.getLogger(logger or "centralita.calls.call")
     extra: Mapping[str, object] = {"call_id": _check_call_id(call_id)}
     return _CallAdapter(logger, extra)
 

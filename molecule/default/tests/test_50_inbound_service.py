@@ -59,7 +59,7 @@ def test_service_registered_its_ari_app(host):
 
 def call_record(host, call_id):
     script = (
-        "import json,sys; from centralita.records import CallRecords; "
+        "import json,sys; from centralita.storage.records import CallRecords; "
         "r=CallRecords('/var/lib/centralita/centralita.db'); print(json.dumps(r.get_call(sys.argv[1])))"
     )
     return json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}" {call_id}'))
@@ -113,7 +113,7 @@ def test_the_log_and_journal_never_show_secrets(host, speaking_call):
 def test_the_call_is_recorded_with_the_assistant_transcript(host, speaking_call):
     call_id, _log = speaking_call
     script = (
-        "import json,sys; from centralita.records import CallRecords; "
+        "import json,sys; from centralita.storage.records import CallRecords; "
         "r=CallRecords('/var/lib/centralita/centralita.db'); print(json.dumps(r.get_call(sys.argv[1])))"
     )
     record = host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}" {call_id}')
@@ -149,7 +149,7 @@ def test_the_assistant_looks_the_caller_up_on_the_router_and_reactivates(host, s
     assert [row["address"] for row in exceptions] == ["10.20.0.14"]
     assert exceptions[0]["timeout"]
     script = (
-        "import json; from centralita.records import CallRecords; "
+        "import json; from centralita.storage.records import CallRecords; "
         "print(json.dumps(CallRecords('/var/lib/centralita/centralita.db').audit_entries()))"
     )
     audit = json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}"'))

@@ -122,7 +122,7 @@ def test_the_concurrency_cap_is_never_exceeded(host, campaign):
 
 def test_answered_calls_are_in_the_call_records_as_outbound(host, campaign):
     script = (
-        "import json; from centralita.records import CallRecords; "
+        "import json; from centralita.storage.records import CallRecords; "
         "print(json.dumps(CallRecords('/var/lib/centralita/centralita.db').recent_calls(50)))"
     )
     calls = json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}"'))

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from centralita.ari import AriEndpoint, AriError, AriRest
+from centralita.config.dialer import DialerSettings
 from centralita.dialer.originator import (
     CallEvent,
     ChannelExists,
@@ -48,8 +48,8 @@ from centralita.dialer.originator import (
     Presence,
 )
 from centralita.dialer.outcomes import Outcome
-from centralita.dialer.settings import DialerSettings
 from centralita.logs import call_logger
+from centralita.telephony.ari import AriEndpoint, AriError, AriRest
 
 __all__ = ["AriOriginator", "outcome_for_end"]
 

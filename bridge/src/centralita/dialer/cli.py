@@ -25,12 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from centralita.config import ConfigError
+from centralita.config.bridge import ConfigError
+from centralita.config.dialer import DEFAULT_ENV_FILE, DialerSettings, read_env_file
+from centralita.config.network import NetworkSettings, RouterConfig
 from centralita.dialer.importer import ImportFileError, ImportResult, from_router, merge, normalize_phone, read_csv
-from centralita.dialer.settings import DEFAULT_ENV_FILE, DialerSettings, read_env_file
 from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreError, UpsertSummary
-from centralita.routeros.client import RouterClient, RouterError, tls_wrapper
-from centralita.routeros.settings import NetworkSettings, RouterConfig
+from centralita.isp.routeros.client import RouterClient, RouterError, tls_wrapper
 
 __all__ = ["REPORT_COLUMNS", "register"]
 

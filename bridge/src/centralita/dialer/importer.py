@@ -38,7 +38,7 @@ from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from centralita.dialer.store import TargetData
-from centralita.routeros.client import RouterClient
+from centralita.isp.routeros.client import RouterClient
 
 __all__ = [
     "COLUMNS",

@@ -16,13 +16,13 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from centralita.ari import AriEvents
-from centralita.config import ConfigError
+from centralita.config.bridge import ConfigError
+from centralita.config.dialer import DEFAULT_ENV_FILE, DialerSettings
 from centralita.dialer.ari_originator import AriOriginator
 from centralita.dialer.runner import Runner, RunnerConfig
-from centralita.dialer.settings import DEFAULT_ENV_FILE, DialerSettings
 from centralita.dialer.store import CampaignStore
 from centralita.logs import setup_logging
+from centralita.telephony.ari import AriEvents
 
 __all__ = ["main", "runner_config"]
 

@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import PastAttempt, Reason, Verdict
-from centralita.sqlite_store import SharedDatabase, open_database
+from centralita.storage.sqlite import SharedDatabase, open_database
 
 __all__ = [
     "SCHEMA_VERSION",

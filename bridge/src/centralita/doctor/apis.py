@@ -10,11 +10,11 @@ from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from centralita.config import ConfigError
+from centralita.config.bridge import ConfigError
+from centralita.config.network import NetworkSettings, RouterConfig
 from centralita.doctor.context import INBOUND_UNIT, Context
 from centralita.doctor.model import Result
-from centralita.routeros.client import RouterAuthError, RouterError, connect, tls_wrapper
-from centralita.routeros.settings import NetworkSettings, RouterConfig
+from centralita.isp.routeros.client import RouterAuthError, RouterError, connect, tls_wrapper
 
 DEFAULT_BASE_URL = "wss://api.openai.com/v1/realtime"
 RESTART = f"systemctl restart {INBOUND_UNIT}"

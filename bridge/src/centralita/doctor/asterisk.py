@@ -11,12 +11,12 @@ import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from centralita.ari import AriEndpoint, AriError, AriRest
 from centralita.doctor.commands import asterisk_down, asterisk_rx
 from centralita.doctor.context import ASTERISK_UNIT, Context
 from centralita.doctor.fixes import owner_of, set_owner_and_mode, start_service, walk
 from centralita.doctor.model import Repair, Result, join
 from centralita.doctor.sipconf import Driver, Trunk
+from centralita.telephony.ari import AriEndpoint, AriError, AriRest
 
 # The files the asterisk role renders whatever the SIP driver (the driver's own come from Driver.files).
 COMMON_FILES: tuple[str, ...] = ("extensions.conf", "http.conf", "ari.conf", "modules.conf", "logger.conf", "rtp.conf")

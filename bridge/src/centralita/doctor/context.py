@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from centralita.config import ConfigError, Settings
+from centralita.config.bridge import ConfigError, Settings
 from centralita.doctor.commands import (
     CommandResult,
     CommandRunner,

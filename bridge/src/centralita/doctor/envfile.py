@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 from types import MappingProxyType
 
-from centralita.config import ConfigError, Settings
+from centralita.config.bridge import ConfigError, Settings
 from centralita.doctor.context import INBOUND_UNIT, Context
 from centralita.doctor.fixes import owner_of, set_owner_and_mode
 from centralita.doctor.model import Result

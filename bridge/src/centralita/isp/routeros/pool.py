@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVar
 
-from centralita.config import ConfigError
-from centralita.routeros.client import RouterClient, RouterError, RouterUnavailable, SocketWrapper, tls_wrapper
-from centralita.routeros.settings import NetworkSettings, RouterConfig
+from centralita.config.bridge import ConfigError
+from centralita.config.network import NetworkSettings, RouterConfig
+from centralita.isp.routeros.client import RouterClient, RouterError, RouterUnavailable, SocketWrapper, tls_wrapper
 
 __all__ = ["Deadline", "RouterLate", "RouterPool", "client_for"]
 

@@ -46,7 +46,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from centralita.sqlite_store import SharedDatabase, open_database
+from centralita.storage.sqlite import SharedDatabase, open_database
 
 __all__ = [
     "SCHEMA_VERSION",

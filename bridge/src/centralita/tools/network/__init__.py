@@ -21,7 +21,7 @@ at all); ``consultar_cliente`` when there is a router or a customer directory; `
 ``reactivar_servicio`` only with at least one router.
 
 Customers come from the PPP secret comments of every router (and address-list comments for customers
-without PPPoE), or from ``CUSTOMER_DIRECTORY`` when it is set (see ``centralita.customers``). All the router
+without PPPoE), or from ``CUSTOMER_DIRECTORY`` when it is set (see ``centralita.isp.customers``). All the router
 work of one tool shares one deadline, ``ROUTEROS_TIMEOUT`` (``RouterPool``): a dead or slow router costs the
 caller at most that long. Failures come back to the model as a short Spanish sentence it can say
 (``ok: false``); nothing raises into the call.
@@ -36,7 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from centralita.customers import (
+from centralita.config.network import NetworkSettings
+from centralita.isp.customers import (
     Customer,
     CustomerDirectory,
     DirectoryError,
@@ -47,18 +48,17 @@ from centralita.customers import (
     parse_comment,
     phones_match,
 )
-from centralita.logs import call_logger
-from centralita.records import AuditResult, CallRecords
-from centralita.routeros.client import (
+from centralita.isp.routeros.client import (
     RouterAuthError,
     RouterClient,
     RouterCommandError,
     RouterError,
     Row,
 )
-from centralita.routeros.pool import Deadline, Job, RouterLate, RouterPool
-from centralita.routeros.settings import NetworkSettings
-from centralita.tools import Tool, ToolContext, ToolResult
+from centralita.isp.routeros.pool import Deadline, Job, RouterLate, RouterPool
+from centralita.logs import call_logger
+from centralita.storage.records import AuditResult, CallRecords
+from centralita.tools.registry import Tool, ToolContext, ToolResult
 
 __all__ = [
     "CONSULTAR_CLIENTE",

@@ -28,18 +28,19 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from centralita.ari import AriEndpoint, AriError, AriEvents, AriRest
-from centralita.call import InboundCall
-from centralita.config import ConfigError, Settings
-from centralita.customers import CustomerDirectory, DirectoryError
+from centralita.calls.call import InboundCall
+from centralita.calls.outbound import OutboundCalls
+from centralita.config.bridge import ConfigError, Settings
+from centralita.config.network import NetworkSettings
+from centralita.isp.customers import CustomerDirectory, DirectoryError
+from centralita.isp.routeros.pool import RouterPool
 from centralita.logs import setup_logging
-from centralita.network_tools import network_tools
-from centralita.outbound_media import OutboundCalls
-from centralita.pacer import PacerThread
-from centralita.records import CallRecords
-from centralita.routeros.pool import RouterPool
-from centralita.routeros.settings import NetworkSettings
-from centralita.tools import ToolRegistry, builtin_tools
+from centralita.media.pacer import PacerThread
+from centralita.storage.records import CallRecords
+from centralita.telephony.ari import AriEndpoint, AriError, AriEvents, AriRest
+from centralita.tools.call_control import builtin_tools
+from centralita.tools.network import network_tools
+from centralita.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 

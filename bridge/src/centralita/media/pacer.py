@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from centralita.rtp import FRAME_BYTES, FRAME_MS
+from centralita.media.rtp import FRAME_BYTES, FRAME_MS
 
 FRAME_SECONDS = FRAME_MS / 1000
 _BYTES_PER_MS = FRAME_BYTES / FRAME_MS  # 8: PCMU at 8000 samples/s, one byte per sample

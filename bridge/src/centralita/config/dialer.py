@@ -46,7 +46,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
-from centralita.config import ConfigError, Secret
+from centralita.config.bridge import ConfigError, Secret
 from centralita.dialer.policy import CallingPolicy, Window, parse_duration, parse_holidays, parse_windows
 
 __all__ = ["DEFAULT_ENV_FILE", "DEFAULT_WINDOWS", "DialerSettings", "MachinePolicy", "read_env_file"]

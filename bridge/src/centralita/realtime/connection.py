@@ -1,25 +1,13 @@
-"""The bridge's side of the OpenAI Realtime API (GA): client events, the connection, tool-call assembly.
+"""One call's WebSocket to the Realtime API: the GA handshake in order, then a receive thread.
 
-Three layers, each testable alone:
-
-* pure functions that build client events in the GA shape (``session_update``, ``audio_append``, ...): the
-  beta shape is now answered with ``beta_api_shape_disabled`` and a closed socket, so the shape is built in
-  one place and nowhere else;
-* ``RealtimeConnection``: the WebSocket (websocket-client) with the GA handshake done in order, which is
-  connect, wait for ``session.created``, send ``session.update``, wait for ``session.updated``, then check
-  which audio formats the server really uses (a model may ignore the requested output format, and the bridge
-  must then convert instead of playing PCM16 as μ-law noise). After that a receive thread delivers events to a
-  callback. websocket-client opens the connection and sends the control frames; the data frames, 50 a second
-  each way on every call, are written and read here (``_client_frame``, ``_FrameReader``), at a fraction of
-  the library's cost per frame;
-* ``ToolCallAssembler``: puts function-call arguments back together from their deltas and holds the outputs
-  until the call's ``response.done``. An output sent earlier gets ``invalid_tool_call_id``, and the model
-  then repeats the call, so a side-effecting tool would run twice.
+Connect, wait for ``session.created``, send ``session.update``, wait for ``session.updated``, then check
+which audio formats the server really uses (a model may ignore the requested output format, and the bridge
+must then convert instead of playing PCM16 as μ-law noise). After that a receive thread delivers events to a
+callback.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import contextvars
 import json
@@ -29,49 +17,19 @@ import random
 import select
 import socket
 import ssl
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import websocket
 
-from centralita.config import Secret
+from centralita.config.bridge import Secret
+from centralita.realtime.events import AudioFormat, JsonObject, audio_append_text
+from centralita.realtime.wire import FrameReader, client_frame
 
-__all__ = [
-    "PCM24K",
-    "PCMA",
-    "PCMU",
-    "AudioFormat",
-    "CloseInfo",
-    "RealtimeClosed",
-    "RealtimeConnection",
-    "RealtimeError",
-    "RealtimeRejected",
-    "RealtimeServerError",
-    "RealtimeTimeout",
-    "RealtimeUnreachable",
-    "SessionInfo",
-    "ToolCall",
-    "ToolCallAssembler",
-    "ToolCallUpdate",
-    "TurnDetection",
-    "audio_append",
-    "audio_from_deltas",
-    "function_call_output",
-    "function_tool",
-    "realtime_url",
-    "response_cancel",
-    "response_create",
-    "session_update",
-    "truncate",
-]
-
-JsonObject = dict[str, Any]
 EventCallback = Callable[[JsonObject], None]
 
 log = logging.getLogger(__name__)
@@ -79,163 +37,6 @@ log = logging.getLogger(__name__)
 _POLL_SECONDS: Final = 0.05  # how often the receive thread looks up from the socket (close, pings)
 _NORMAL_CLOSURE: Final = 1000
 _READ_BYTES: Final = 65536  # read at once: every frame that has arrived, not one header at a time
-
-
-# --- Client events -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AudioFormat:
-    """A GA audio format: ``audio/pcmu``, ``audio/pcma`` or ``audio/pcm`` (which is 24 kHz only)."""
-
-    type: str
-    rate: int | None = None
-
-    def to_json(self) -> JsonObject:
-        return {"type": self.type} if self.rate is None else {"type": self.type, "rate": self.rate}
-
-    @classmethod
-    def from_json(cls, value: object) -> AudioFormat:
-        """Parse a session's format object; ValueError when it is not one."""
-        if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
-            raise ValueError(f"not an audio format: {value!r}")
-        rate = value.get("rate")
-        if value["type"] == "audio/pcm":
-            return cls("audio/pcm", rate if isinstance(rate, int) else 24000)
-        return cls(value["type"])
-
-    def __str__(self) -> str:
-        return self.type if self.rate is None else f"{self.type}@{self.rate}"
-
-
-PCMU: Final = AudioFormat("audio/pcmu")
-PCMA: Final = AudioFormat("audio/pcma")
-PCM24K: Final = AudioFormat("audio/pcm", 24000)
-
-
-@dataclass(frozen=True, slots=True)
-class TurnDetection:
-    """Server VAD settings (GA ``audio.input.turn_detection`` of type ``server_vad``)."""
-
-    threshold: float = 0.5
-    prefix_padding_ms: int = 300
-    silence_duration_ms: int = 500
-    create_response: bool = True
-    interrupt_response: bool = True
-
-    def to_json(self) -> JsonObject:
-        return {
-            "type": "server_vad",
-            "threshold": self.threshold,
-            "prefix_padding_ms": self.prefix_padding_ms,
-            "silence_duration_ms": self.silence_duration_ms,
-            "create_response": self.create_response,
-            "interrupt_response": self.interrupt_response,
-        }
-
-
-def _event_id() -> str:
-    return f"evt_{os.urandom(10).hex()}"
-
-
-def _event(event_type: str, **fields: Any) -> JsonObject:
-    """A client event with its own id, so an ``error`` naming it can be traced back in the logs."""
-    return {"type": event_type, "event_id": _event_id(), **fields}
-
-
-def function_tool(name: str, description: str, parameters: Mapping[str, Any]) -> JsonObject:
-    """A tool in the GA (flat) shape; the Chat Completions shape ``{"function": {...}}`` is refused."""
-    return {"type": "function", "name": name, "description": description, "parameters": dict(parameters)}
-
-
-def _check_tool(tool: Mapping[str, Any]) -> JsonObject:
-    if tool.get("type") != "function" or not isinstance(tool.get("name"), str) or "function" in tool:
-        raise ValueError(
-            f"a Realtime tool must be flat, {{'type': 'function', 'name': ..., 'parameters': ...}}, not {tool!r}"
-        )
-    return dict(tool)
-
-
-def session_update(
-    *,
-    instructions: str,
-    voice: str,
-    tools: Sequence[Mapping[str, Any]] = (),
-    model: str | None = None,
-    turn_detection: TurnDetection | None = None,
-    input_format: AudioFormat = PCMU,
-    output_format: AudioFormat = PCMU,
-) -> JsonObject:
-    """The ``session.update`` the bridge sends: GA shape, G.711 μ-law both ways, server VAD, audio out.
-
-    μ-law end to end means no resampling anywhere in the bridge; the connection checks afterwards whether the
-    server honoured the output format. ``turn_detection=None`` means the defaults, not manual turns.
-    """
-    session: JsonObject = {
-        "type": "realtime",
-        "output_modalities": ["audio"],
-        "instructions": instructions,
-        "audio": {
-            "input": {
-                "format": input_format.to_json(),
-                "turn_detection": (turn_detection or TurnDetection()).to_json(),
-            },
-            "output": {"format": output_format.to_json(), "voice": voice},
-        },
-        "tools": [_check_tool(tool) for tool in tools],
-        "tool_choice": "auto",
-    }
-    if model is not None:
-        session["model"] = model
-    return _event("session.update", session=session)
-
-
-def audio_append(audio: bytes) -> JsonObject:
-    """Caller audio for the input buffer (base64 of the raw bytes in the session's input format)."""
-    return _event("input_audio_buffer.append", audio=base64.b64encode(audio).decode("ascii"))
-
-
-def _audio_append_text(audio: bytes, event_id: str) -> bytes:
-    """``json.dumps(audio_append(audio))``, encoded, without building the dict: the event sent 50 times a second."""
-    return b'{"type": "input_audio_buffer.append", "event_id": "%s", "audio": "%s"}' % (
-        event_id.encode("ascii"),
-        base64.b64encode(audio),
-    )
-
-
-def function_call_output(call_id: str, output: str) -> JsonObject:
-    """A tool's result, for the call ``call_id``; send only after that call's ``response.done``."""
-    return _event(
-        "conversation.item.create", item={"type": "function_call_output", "call_id": call_id, "output": output}
-    )
-
-
-def response_create() -> JsonObject:
-    """Ask for a response now (after tool outputs, or to greet the caller first)."""
-    return _event("response.create")
-
-
-def response_cancel(response_id: str | None = None) -> JsonObject:
-    """Cancel the response in progress (barge-in when the client detects it)."""
-    return _event("response.cancel") if response_id is None else _event("response.cancel", response_id=response_id)
-
-
-def truncate(item_id: str, audio_end_ms: int, content_index: int = 0) -> JsonObject:
-    """Tell the server how much of an assistant item the caller actually heard (after a barge-in).
-
-    The server refuses an ``audio_end_ms`` past the audio it sent, so clamp it to what was received.
-    """
-    if audio_end_ms < 0:
-        raise ValueError(f"audio_end_ms must be 0 or more, not {audio_end_ms}")
-    return _event("conversation.item.truncate", item_id=item_id, content_index=content_index, audio_end_ms=audio_end_ms)
-
-
-def realtime_url(base_url: str, model: str) -> str:
-    """``base_url`` (e.g. OPENAI_BASE_URL, wss://api.openai.com/v1/realtime) with ``?model=`` set."""
-    parts = urlsplit(base_url)
-    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "model"]
-    query.append(("model", model))
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 # --- Errors --------------------------------------------------------------------------------------------
@@ -275,120 +76,6 @@ class RealtimeClosed(RealtimeError):
     def __init__(self, close: CloseInfo) -> None:
         super().__init__(f"the Realtime connection closed during the handshake: {close}")
         self.close = close
-
-
-# --- WebSocket data frames ----------------------------------------------------------------------------
-
-
-def _client_frame(payload: bytes, opcode: int = websocket.ABNF.OPCODE_TEXT) -> bytes:
-    """One final, masked client frame (RFC 6455 section 5.2), the mask key from the OS's random source."""
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
-    mask = os.urandom(4)
-    key = (mask * (length // 4 + 1))[:length]
-    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
-    return header + mask + masked
-
-
-class _FrameReader:
-    """The server's frames out of what was read from the socket, in order, whole messages put back together.
-
-    ``feed`` takes bytes as they come (several frames, or part of one); ``next`` hands out the next complete
-    frame as (opcode, payload), a data message only once its last fragment is in (with the opcode of its first
-    frame), control frames as they come, even between fragments. A broken frame is a protocol error
-    (``websocket.WebSocketProtocolException``), as it would be from websocket-client.
-    """
-
-    _DATA: Final = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
-    _CONTROL: Final = (websocket.ABNF.OPCODE_CLOSE, websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG)
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._fragments: list[bytes] = []
-        self._fragment_opcode = 0
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-
-    def next(self) -> tuple[int, bytes] | None:
-        """The next complete message or control frame; None until more bytes are fed."""
-        while (frame := self._frame()) is not None:
-            fin, opcode, payload = frame
-            if opcode in self._CONTROL:
-                return opcode, payload
-            if opcode == websocket.ABNF.OPCODE_CONT:
-                if not self._fragment_opcode:
-                    raise websocket.WebSocketProtocolException("Illegal frame: a continuation with nothing to continue")
-                self._fragments.append(payload)
-            elif self._fragment_opcode:
-                raise websocket.WebSocketProtocolException("Illegal frame: a new message inside a fragmented one")
-            elif fin:
-                return opcode, payload
-            else:
-                self._fragment_opcode = opcode
-                self._fragments = [payload]
-            if fin:
-                opcode, self._fragment_opcode = self._fragment_opcode, 0
-                message, self._fragments = b"".join(self._fragments), []
-                return opcode, message
-        return None
-
-    def _frame(self) -> tuple[bool, int, bytes] | None:
-        buffer = self._buffer
-        if len(buffer) < 2:
-            return None
-        first, second = buffer[0], buffer[1]
-        fin, opcode, masked, length = bool(first & 0x80), first & 0x0F, second & 0x80, second & 0x7F
-        if first & 0x70:
-            raise websocket.WebSocketProtocolException("rsv is not implemented, yet")
-        if opcode not in (websocket.ABNF.OPCODE_CONT, *self._DATA, *self._CONTROL):
-            raise websocket.WebSocketProtocolException(f"Invalid opcode {opcode!r}")
-        if opcode in self._CONTROL and (not fin or length > 125):
-            raise websocket.WebSocketProtocolException(f"Invalid control frame (opcode {opcode})")
-        offset = 2
-        if length == 126:
-            if len(buffer) < 4:
-                return None
-            (length,) = struct.unpack_from("!H", buffer, 2)
-            offset = 4
-        elif length == 127:
-            if len(buffer) < 10:
-                return None
-            (length,) = struct.unpack_from("!Q", buffer, 2)
-            offset = 10
-        mask = b""
-        if masked:  # servers must not mask; tolerated as websocket-client does
-            mask = bytes(buffer[offset : offset + 4])
-            offset += 4
-        end = offset + length
-        if len(buffer) < end:
-            return None
-        payload = bytes(buffer[offset:end])
-        del buffer[:end]
-        if masked and len(mask) == 4:
-            key = (mask * (length // 4 + 1))[:length]
-            payload = (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
-        if opcode == websocket.ABNF.OPCODE_CLOSE and length == 1:
-            raise websocket.WebSocketProtocolException("Invalid close frame.")
-        return fin, opcode, payload
-
-    @property
-    def has_frame(self) -> bool:
-        """Whether a whole frame is buffered (then ``next`` may return without reading more)."""
-        buffer = self._buffer
-        if len(buffer) < 2:
-            return False
-        length, offset = buffer[1] & 0x7F, 2
-        if length == 126:
-            length, offset = (struct.unpack_from("!H", buffer, 2)[0], 4) if len(buffer) >= 4 else (1 << 62, 4)
-        elif length == 127:
-            length, offset = (struct.unpack_from("!Q", buffer, 2)[0], 10) if len(buffer) >= 10 else (1 << 62, 10)
-        return len(buffer) >= offset + (4 if buffer[1] & 0x80 else 0) + length
 
 
 # --- The connection ------------------------------------------------------------------------------------
@@ -491,7 +178,7 @@ class RealtimeConnection:
         self._close_deadline = 0.0
         self._close_info: CloseInfo | None = None
         self._pending: list[JsonObject] = []  # events that arrived during the handshake, delivered afterwards
-        self._reader = _FrameReader()
+        self._reader = FrameReader()
         self._poller: select.poll | None = None  # the receive thread's, on the socket
         self._ids = random.Random(os.urandom(16))  # event ids of the audio appends: no system call each
         self._session: SessionInfo | None = None
@@ -551,13 +238,13 @@ class RealtimeConnection:
     def send_audio(self, audio: bytes) -> None:
         """Send ``audio_append(audio)``, built for less (the caller's audio goes 50 times a second)."""
         event_id = f"evt_{self._ids.getrandbits(80):020x}"
-        self._send_text("input_audio_buffer.append", _audio_append_text(audio, event_id))
+        self._send_text("input_audio_buffer.append", audio_append_text(audio, event_id))
 
     def _send_text(self, event_type: object, text: bytes) -> None:
         ws = self._ws
         if ws is None or self._closing.is_set() or self._closed.is_set():
             raise RealtimeError(f"cannot send {event_type}: the Realtime connection is not open")
-        frame = _client_frame(text)
+        frame = client_frame(text)
         try:
             with self._send_lock:
                 sock = ws.sock
@@ -802,158 +489,3 @@ class RealtimeConnection:
                 self._on_close(close)
             except Exception:
                 log.exception("the Realtime close handler failed")
-
-
-# --- Tool calls ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A complete function call from the model."""
-
-    call_id: str
-    item_id: str
-    response_id: str
-    name: str
-    arguments: str
-
-    def parsed_arguments(self) -> Any:
-        """The arguments as JSON (ValueError when the model produced invalid JSON)."""
-        return json.loads(self.arguments or "{}")
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallUpdate:
-    """What one server event changed: calls now complete (run them), events now safe to send (send them)."""
-
-    completed: tuple[ToolCall, ...] = ()
-    ready: tuple[JsonObject, ...] = ()
-
-
-@dataclass(slots=True)
-class _PendingCall:
-    item_id: str
-    response_id: str
-    call_id: str = ""
-    name: str = ""
-    parts: list[str] = field(default_factory=list)
-    call: ToolCall | None = None
-    output: str | None = None
-    sent: bool = False
-
-
-class ToolCallAssembler:
-    """Reassembles function calls and releases their outputs in the order the API requires.
-
-    Feed it every server event. A call is complete at ``response.function_call_arguments.done``; its output
-    (``submit``) is held until that response's ``response.done``, and only once every call of the response
-    has its output are they released, followed by a single ``response.create``. A call_id seen before is
-    never reported again, so a repeated ``.done`` cannot run a side-effecting tool twice. Calls of a response
-    that ends cancelled, failed or incomplete are dropped: their items are not a valid place for an output.
-    """
-
-    def __init__(self) -> None:
-        self._calls: dict[str, _PendingCall] = {}  # by item_id
-        self._seen_call_ids: set[str] = set()
-        self._finished_call_ids: set[str] = set()  # outputs sent, or dropped with their response
-        self._done_responses: set[str] = set()
-
-    def feed(self, event: Mapping[str, Any]) -> ToolCallUpdate:
-        kind = event.get("type")
-        if kind == "response.output_item.added":
-            item = event.get("item") or {}
-            if item.get("type") == "function_call":
-                pending = self._pending(str(item.get("id", "")), str(event.get("response_id", "")))
-                pending.call_id = pending.call_id or str(item.get("call_id", ""))
-                pending.name = pending.name or str(item.get("name", ""))
-        elif kind == "response.function_call_arguments.delta":
-            pending = self._pending(str(event.get("item_id", "")), str(event.get("response_id", "")))
-            pending.call_id = pending.call_id or str(event.get("call_id", ""))
-            pending.parts.append(str(event.get("delta", "")))
-        elif kind == "response.function_call_arguments.done":
-            return ToolCallUpdate(completed=self._complete(event))
-        elif kind == "response.done":
-            return ToolCallUpdate(ready=self._response_done(event.get("response") or {}))
-        return ToolCallUpdate()
-
-    def submit(self, call_id: str, output: str) -> tuple[JsonObject, ...]:
-        """Record a tool's output; returns the events that may be sent now (often none yet).
-
-        An output for a call already answered, or for a call whose response was cancelled (a barge-in while
-        the tool ran), is dropped with a warning; an output for a call never seen is a bug (KeyError).
-        """
-        if call_id in self._finished_call_ids:
-            log.warning("dropping an output for tool call %s: it was already answered or cancelled", call_id)
-            return ()
-        pending = next((p for p in self._calls.values() if p.call_id == call_id and p.call is not None), None)
-        if pending is None:
-            raise KeyError(f"no complete tool call {call_id!r} is waiting for an output")
-        if pending.output is not None:
-            log.warning("ignoring a second output for tool call %s", call_id)
-            return ()
-        pending.output = output
-        return self._release(pending.response_id)
-
-    def _pending(self, item_id: str, response_id: str) -> _PendingCall:
-        pending = self._calls.get(item_id)
-        if pending is None:
-            pending = self._calls[item_id] = _PendingCall(item_id=item_id, response_id=response_id)
-        return pending
-
-    def _complete(self, event: Mapping[str, Any]) -> tuple[ToolCall, ...]:
-        pending = self._pending(str(event.get("item_id", "")), str(event.get("response_id", "")))
-        call_id = str(event.get("call_id") or pending.call_id)
-        if not call_id or call_id in self._seen_call_ids:
-            if call_id:
-                log.warning("ignoring a repeated completion of tool call %s", call_id)
-            return ()
-        assembled = "".join(pending.parts)
-        arguments = event.get("arguments")
-        if not isinstance(arguments, str):
-            arguments = assembled
-        elif arguments != assembled:
-            log.warning("tool call %s: the deltas and .done disagree; using .done", call_id)
-        self._seen_call_ids.add(call_id)
-        pending.call_id = call_id
-        pending.name = str(event.get("name") or pending.name)
-        pending.call = ToolCall(call_id, pending.item_id, pending.response_id, pending.name, arguments)
-        return (pending.call,)
-
-    def _response_done(self, response: Mapping[str, Any]) -> tuple[JsonObject, ...]:
-        response_id = str(response.get("id", ""))
-        if response.get("status") != "completed":
-            dropped = [item for item, p in self._calls.items() if p.response_id == response_id]
-            for item in dropped:
-                self._finished_call_ids.add(self._calls[item].call_id)
-                log.warning(
-                    "dropping tool call %s: its response ended %s", self._calls[item].call_id, response.get("status")
-                )
-                del self._calls[item]
-            return ()
-        self._done_responses.add(response_id)
-        return self._release(response_id)
-
-    def _release(self, response_id: str) -> tuple[JsonObject, ...]:
-        if response_id not in self._done_responses:
-            return ()
-        calls = [p for p in self._calls.values() if p.response_id == response_id and not p.sent]
-        if not calls or any(p.call is None or p.output is None for p in calls):
-            return ()
-        events: list[JsonObject] = []
-        for pending in calls:
-            assert pending.output is not None
-            events.append(function_call_output(pending.call_id, pending.output))
-            pending.sent = True
-        for pending in calls:
-            self._finished_call_ids.add(pending.call_id)
-            del self._calls[pending.item_id]
-        self._done_responses.discard(response_id)
-        events.append(response_create())
-        return tuple(events)
-
-
-def audio_from_deltas(events: Iterable[Mapping[str, Any]]) -> bytes:
-    """The audio of a sequence of ``response.output_audio.delta`` events, in order (for tests and tools)."""
-    return b"".join(
-        base64.b64decode(event["delta"]) for event in events if event.get("type") == "response.output_audio.delta"
-    )

@@ -330,7 +330,11 @@ class Table:
 def load_fixture(source: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
     """A fixture as a dict: from a mapping, a JSON file, or (``None``) the demo ISP shipped in the package."""
     if source is None:
-        text = resources.files("centralita.routeros").joinpath("data", DEMO_FIXTURE).read_text(encoding="utf-8")
+        text = (
+            resources.files("centralita_testing.fake_routeros")
+            .joinpath("data", DEMO_FIXTURE)
+            .read_text(encoding="utf-8")
+        )
         loaded: dict[str, Any] = json.loads(text)
         return loaded
     if isinstance(source, Mapping):

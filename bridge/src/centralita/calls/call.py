@@ -24,28 +24,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from centralita.ari import AriError, AriRest
-from centralita.config import FailureAction, Settings
+from centralita.config.bridge import FailureAction, Settings
 from centralita.logs import call_context, call_logger
-from centralita.pacer import PacedStream, PacerThread, PlayoutQueue
-from centralita.realtime import (
-    CloseInfo,
-    RealtimeConnection,
-    RealtimeError,
-    ToolCall,
-    ToolCallAssembler,
-    realtime_url,
-    response_cancel,
-    response_create,
-    session_update,
-    truncate,
-)
-from centralita.records import CallRecords
-from centralita.rtp import FRAME_BYTES, RtpReceiver, RtpSender
-from centralita.tools import ToolContext, ToolRegistry
+from centralita.media.pacer import PacedStream, PacerThread, PlayoutQueue
+from centralita.media.rtp import FRAME_BYTES, RtpReceiver, RtpSender
+from centralita.realtime.connection import CloseInfo, RealtimeConnection, RealtimeError
+from centralita.realtime.events import realtime_url, response_cancel, response_create, session_update, truncate
+from centralita.realtime.tool_calls import ToolCall, ToolCallAssembler
+from centralita.storage.records import CallRecords
+from centralita.telephony.ari import AriError, AriRest
+from centralita.tools.registry import ToolContext, ToolRegistry
 
 if TYPE_CHECKING:
-    from centralita.resample import Pcm24kToUlaw
+    from centralita.media.resample import Pcm24kToUlaw
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +252,7 @@ class InboundCall:
             self._log.error("Realtime error: output format %s at %s Hz cannot be played to a phone", kind, rate)
             return None
         try:
-            from centralita.resample import Pcm24kToUlaw  # numpy and soxr: only when needed
+            from centralita.media.resample import Pcm24kToUlaw  # numpy and soxr: only when needed
         except ImportError as error:
             self._log.error("Realtime error: the server ignores audio/pcmu and %s", error)
             return None

@@ -2,7 +2,7 @@
 
 Run it on its own::
 
-    python -m centralita.routeros.fake_server --port 8728 --fixture files/routeros/isp-demo.json \\
+    python -m centralita_testing.fake_routeros.server --port 8728 --fixture files/routeros/isp-demo.json \\
         --user admin --password secret [--fault delay=200] [--fault drop-after=5] [--fault fatal] [--ros6] \\
         [--tls-cert cert.pem --tls-key key.pem]
 
@@ -54,8 +54,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
-from centralita.routeros.fake_state import RouterState, Row
-from centralita.routeros.wire import DEFAULT_MAX_WORD_LENGTH, WireError, WireReader, encode_sentence
+from centralita_testing.fake_routeros.state import RouterState, Row
+from centralita_testing.fake_routeros.wire import DEFAULT_MAX_WORD_LENGTH, WireError, WireReader, encode_sentence
 
 LOGIN_FAILED = "invalid user name or password (6)"
 NOT_LOGGED_IN = "not logged in"
@@ -447,7 +447,7 @@ class FakeRouterOS:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m centralita.routeros.fake_server",
+        prog="python -m centralita_testing.fake_routeros.server",
         description="A fake RouterOS API server with in-memory tables loaded from a JSON fixture.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -23,7 +23,7 @@ that speaks the GA protocol closely enough for the bridge's client to be tested 
 
 Everything the server receives and sends is recorded per session (``SessionRecord``) so tests can assert
 on it. ``FakeRealtimeServer`` runs the server on its own thread and event loop; the command line
-(``python -m centralita.fake_realtime``) just runs it in the foreground.
+(``python -m centralita_testing.fake_realtime``) just runs it in the foreground.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ Turn = AudioTurn | ToolCallTurn
 
 def default_audio_dir() -> Path:
     """The package's own data directory, so an installed package finds its audio without the repository."""
-    return Path(str(resources.files("centralita") / "data"))
+    return Path(str(resources.files("centralita_testing") / "data"))
 
 
 def load_script(path: str | Path, audio_dir: str | Path | None = None) -> tuple[Turn, ...]:
@@ -330,7 +330,7 @@ def parse_script(document: object, audio_dir: str | Path | None = None, *, sourc
 
 def default_script(audio_dir: str | Path | None = None) -> tuple[Turn, ...]:
     """The script shipped with the package: a greeting, a tool call, then the greeting again."""
-    text = (resources.files("centralita") / "data" / DEFAULT_SCRIPT_NAME).read_text(encoding="utf-8")
+    text = (resources.files("centralita_testing") / "data" / DEFAULT_SCRIPT_NAME).read_text(encoding="utf-8")
     return parse_script(json.loads(text), audio_dir, source=DEFAULT_SCRIPT_NAME)
 
 
@@ -1704,7 +1704,7 @@ class FakeRealtimeServer:
             max_size=_MAX_MESSAGE_BYTES,
             compression=None,
             close_timeout=2,  # a client that never closes its TCP side must not hold up stop() for long
-            logger=_QuietLogger(logging.getLogger("centralita.fake_realtime.websockets"), {}),
+            logger=_QuietLogger(logging.getLogger("centralita_testing.fake_realtime.websockets"), {}),
         )
         try:
             sockets = list(server.sockets)
@@ -1821,7 +1821,7 @@ class FakeRealtimeServer:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m centralita.fake_realtime",
+        prog="python -m centralita_testing.fake_realtime",
         description="A fake OpenAI Realtime API (GA) server, for tests and the demo.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -6,8 +6,8 @@
   once, for every campaign.
 
 The call is found by its channel id: the ``ToolContext.call_id`` of an outbound call must be the channel id
-the dialer gave it (``centralita-out-<attempt>-<random>``). The tools return ``centralita.tools.Tool`` objects to
-register in the call's ``ToolRegistry`` next to the built-in ones.
+the dialer gave it (``centralita-out-<attempt>-<random>``). The tools return ``Tool`` objects to register in
+the call's ``ToolRegistry`` next to the built-in ones.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.store import CampaignStore, UnknownAttemptError
-from centralita.tools import Tool, ToolContext, ToolResult
+from centralita.tools.registry import Tool, ToolContext, ToolResult
 
 __all__ = ["RESULTS", "dialer_tools"]
 

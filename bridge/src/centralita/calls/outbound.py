@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from centralita.config import ConfigError
-from centralita.dialer.settings import DialerSettings
+from centralita.config.bridge import ConfigError
+from centralita.config.dialer import DialerSettings
 from centralita.dialer.store import CallInfo, CampaignStore
-from centralita.dialer.tools import dialer_tools
-from centralita.tools import ToolRegistry, builtin_tools
+from centralita.tools.call_control import builtin_tools
+from centralita.tools.collections import dialer_tools
+from centralita.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 

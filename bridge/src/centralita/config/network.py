@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from centralita.config import ConfigError, Secret
-from centralita.routeros.client import API_PORT, API_SSL_PORT
+from centralita.config.bridge import ConfigError, Secret
+from centralita.isp.routeros.client import API_PORT, API_SSL_PORT
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _LIST = re.compile(r"^[A-Za-z0-9_.\-]{1,63}$")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from centralita.realtime import function_tool
+from centralita.realtime.events import function_tool
 
 log = logging.getLogger(__name__)
 
@@ -111,43 +111,3 @@ def check_arguments(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> 
 
 def _error(message: str) -> ToolResult:
     return ToolResult({"ok": False, "error": message}, ok=False)
-
-
-def _transfer(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-    reason = str(arguments.get("motivo", ""))
-    log.info("transfer requested by the assistant: %s", reason or "-", extra={"call_id": context.call_id})
-    return ToolResult({"ok": True, "mensaje": "Transfiriendo a un operador al terminar de hablar."}, action="transfer")
-
-
-def _hang_up(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-    return ToolResult({"ok": True, "mensaje": "La llamada terminará al terminar de hablar."}, action="hangup")
-
-
-def builtin_tools() -> ToolRegistry:
-    """The call-control tools every assistant has."""
-    registry = ToolRegistry()
-    registry.register(
-        Tool(
-            name="transferir_a_operador",
-            description=(
-                "Transfiere la llamada a una persona del equipo de atención. Úsela cuando el cliente lo pida o "
-                "cuando usted no pueda resolver su problema. Despídase antes de llamarla."
-            ),
-            parameters={
-                "type": "object",
-                "properties": {"motivo": {"type": "string", "description": "Motivo breve", "maxLength": 200}},
-                "required": [],
-                "additionalProperties": False,
-            },
-            handler=_transfer,
-        )
-    )
-    registry.register(
-        Tool(
-            name="finalizar_llamada",
-            description="Cuelga la llamada cuando la conversación terminó. Despídase antes de llamarla.",
-            parameters={"type": "object", "properties": {}, "required": [], "additionalProperties": False},
-            handler=_hang_up,
-        )
-    )
-    return registry

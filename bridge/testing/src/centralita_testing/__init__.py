@@ -1,0 +1,7 @@
+"""Fake peers for testing Centralita, each speaking the real wire protocol, with fault injection.
+
+Modules:
+    fake_realtime  A fake OpenAI Realtime GA server (WebSocket): scripted turns, tool calls, faults.
+    fake_routeros  A fake RouterOS API server (TCP 8728, optional API-SSL): wire codec, tables, faults.
+    fake_asterisk  A fake Asterisk ARI (REST and events) for fast tests of the call and the dialer.
+"""
