@@ -20,6 +20,7 @@ from pathlib import Path
 from centralita.config.bridge import ConfigError
 from centralita.config.dialer import DialerSettings
 from centralita.dialer.store import CallInfo, CampaignStore
+from centralita.logs import Event
 from centralita.tools.call_control import builtin_tools
 from centralita.tools.collections import dialer_tools
 from centralita.tools.registry import ToolRegistry
@@ -87,11 +88,11 @@ class OutboundCalls:
         try:
             store, settings = self._open()
         except (ConfigError, OSError) as error:
-            log.error("outbound call %s refused: the dialer is not configured here (%s)", channel_id, error)
+            log.error("%s %s refused: the dialer is not configured here (%s)", Event.OUTBOUND_CALL, channel_id, error)
             return None
         info = store.call_info(channel_id)
         if info is None:
-            log.error("outbound call %s refused: no dialer attempt has this channel id", channel_id)
+            log.error("%s %s refused: no dialer attempt has this channel id", Event.OUTBOUND_CALL, channel_id)
             return None
         registry = builtin_tools()
         for tool in dialer_tools(store, settings.timezone):
