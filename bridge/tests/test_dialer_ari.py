@@ -204,7 +204,9 @@ def test_busy_is_reported_from_channel_destroyed(connected: tuple[AriOriginator,
     assert event == CallEvent(EventKind.ENDED, "centralita-out-7-abcd", Outcome.BUSY, 17, "User busy")
 
 
-def test_answered_then_normal_clearing_is_a_conversation(connected: tuple[AriOriginator, Ticks], ari: FakeAsterisk) -> None:
+def test_answered_then_normal_clearing_is_a_conversation(
+    connected: tuple[AriOriginator, Ticks], ari: FakeAsterisk
+) -> None:
     originator, _ = connected
     originator.originate(request())
     ari.answer("centralita-out-7-abcd")

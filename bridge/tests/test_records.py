@@ -144,7 +144,7 @@ def test_invalid_values_are_refused(records: CallRecords) -> None:
     with pytest.raises(ValueError, match="only an outbound call has a campaign"):
         records.start_call("c3", "inbound", "a", "b", campaign="marzo")
     assert records.get_call("c3") is None
-    with pytest.raises(ValueError, match="outcome must be one of completed, transferred, .*got 'hung_up'"):
+    with pytest.raises(ValueError, match=r"outcome must be one of completed, transferred, .*got 'hung_up'"):
         records.end_call("c1", "hung_up")
     with pytest.raises(ValueError, match="outcome must be one of"):
         records.end_call("c1", "")
@@ -470,7 +470,8 @@ def test_a_version_2_file_gets_the_campaign_of_its_outbound_calls(db_path: Path)
 
     with CallRecords(db_path, clock=FakeClock()) as upgraded:
         inbound, outbound = upgraded.get_call("in"), upgraded.get_call("out")
-    assert inbound is not None and outbound is not None
+    assert inbound is not None
+    assert outbound is not None
     assert (inbound["caller"], inbound["callee"], inbound["campaign"]) == ("+525550001111", "8005550100", None)
     assert (outbound["caller"], outbound["callee"], outbound["campaign"]) == (None, "+525550002222", "marzo")
     assert (outbound["outcome"], outbound["started_at"]) == ("completed", "2026-03-01T11:00:00.000+00:00")

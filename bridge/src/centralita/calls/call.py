@@ -149,6 +149,7 @@ class Call:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._socket: socket.socket | None = None
+        self._rtp_port: int | None = None
         self._asterisk_rtp: tuple[str, int] | None = None
         self._realtime: RealtimeConnection | None = None
         self._playout = Playout(self._rng)
@@ -169,6 +170,11 @@ class Call:
     @property
     def call_id(self) -> str:
         return self.state.call_id
+
+    @property
+    def rtp_port(self) -> int | None:
+        """The local UDP port of the call's RTP (None before the media is set up); kept once the call ended."""
+        return self._rtp_port
 
     def start(self) -> None:
         with call_context(self.call_id):
@@ -271,6 +277,7 @@ class Call:
         sock.bind((self._settings.rtp_bind_address, 0))
         sock.setblocking(False)  # the pacer's thread must never wait on it; the receiver polls
         host, port = sock.getsockname()[:2]
+        self._rtp_port = port
         state.bridge_id = self._rest.create_bridge(name=f"centralita-{state.call_id}")
         media = self._rest.external_media(self._settings.ari_app, f"{host}:{port}", channel_id=f"{state.call_id}-media")
         state.media_channel_id = str(media["id"])

@@ -126,6 +126,16 @@ class InboundService:
         with self._lock:
             return len(self._calls)
 
+    def call(self, channel_id: str) -> Call | None:
+        """The call of the customer's channel ``channel_id``, while the service runs it."""
+        with self._lock:
+            return self._calls.get(channel_id)
+
+    @property
+    def paced_streams(self) -> int:
+        """Calls' outgoing audio streams on the service's pacer thread (one per call with media)."""
+        return self._pacer.streams
+
     def start(self) -> None:
         log.info("starting: ARI %s app %s", self._settings.ari_url, self._settings.ari_app)
         self._events.start()

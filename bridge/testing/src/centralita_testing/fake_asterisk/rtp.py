@@ -17,6 +17,7 @@ This module has its own small RTP packer and parser: the fake must not share the
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import select
 import socket
@@ -212,6 +213,8 @@ class Media:
         self._by_fd: dict[int, RtpLeg] = {}
         self._closing: list[socket.socket] = []  # closed by the send thread between two periods
         self._poll = select.epoll()
+        self._wake_read, self._wake_write = os.pipe()  # close() wakes the receive thread at once
+        self._poll.register(self._wake_read, select.EPOLLIN)
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._send_loop, name="fake-asterisk-rtp-send", daemon=True),
@@ -268,6 +271,7 @@ class Media:
 
     def close(self) -> None:
         self._stop.set()
+        os.write(self._wake_write, b"x")
         for thread in self._threads:
             thread.join(2)
         with self._lock:
@@ -276,6 +280,8 @@ class Media:
             self.close_leg(leg)
         self._close_pending()
         self._poll.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
 
     def _close_pending(self) -> None:
         with self._lock:
