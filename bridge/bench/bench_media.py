@@ -164,7 +164,7 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (total - idle) / tick, total / tick
 
 
-# --- The simulated Asterisk (a child process): the fake Asterisk, with stamped and timed legs --------------
+# --- The fake Asterisk (a child process), with stamped and timed legs --------------------------------------
 
 
 class StampedLegs(LegHooks):
@@ -533,7 +533,7 @@ class StepResult:
 
 
 def _cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
-    """(bridge CPUs, harness CPUs): the bridge alone on the first CPU, the fake and simulated Asterisk on the rest."""
+    """(bridge CPUs, harness CPUs): the bridge alone on the first CPU, the fake servers on the rest."""
     available = sorted(os.sched_getaffinity(0))
     if not pin or len(available) < 2:
         return None, None
@@ -750,7 +750,7 @@ def analyse(
             max(0.0, cpu["machine_cpu_pct"] - cpu["bridge_cpu_pct"] - cpu["fake_cpu_pct"] - cpu["asterisk_cpu_pct"]),
             1,
         ),
-        # The fake server or the simulated Asterisk (one thread's worth each, Python) or the whole machine at
+        # The fake Realtime server or the fake Asterisk (Python) or the whole machine at
         # its limit: the harness, not only the bridge, is then behind.
         saturated=max(cpu["fake_cpu_pct"], cpu["asterisk_cpu_pct"]) > 90
         or cpu["machine_cpu_pct"] > 95 * (os.cpu_count() or 1),
@@ -823,7 +823,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--no-pin",
         dest="pin",
         action="store_false",
-        help="do not pin the bridge to one CPU and the fake server and simulated Asterisk to the others",
+        help="do not pin the bridge to one CPU and the fake Realtime server and the fake Asterisk to the others",
     )
     args = parser.parse_args(argv)
     steps = sorted({int(step) for step in args.steps.split(",") if step.strip()})
