@@ -44,7 +44,7 @@ from centralita.media.rtp import RtpReceiver
 from centralita.realtime.connection import CloseInfo, RealtimeConnection, RealtimeError
 from centralita.realtime.events import realtime_url, response_cancel, response_create, session_update, truncate
 from centralita.realtime.tool_calls import ToolCall, ToolCallAssembler
-from centralita.storage.records import CallRecords, Direction, Outcome
+from centralita.storage.records import CallRecords, Direction, Outcome, Speaker
 from centralita.telephony.ari import AriError, AriRest
 from centralita.tools.registry import ToolAction, ToolContext, ToolRegistry
 
@@ -420,9 +420,9 @@ class Call:
         elif kind == "response.done":
             self._response_active = False
         elif kind == "response.output_audio_transcript.done":
-            self._records.add_transcript(self.call_id, "assistant", str(event.get("transcript", "")))
+            self._records.add_transcript(self.call_id, Speaker.ASSISTANT, str(event.get("transcript", "")))
         elif kind == "conversation.item.input_audio_transcription.completed":
-            self._records.add_transcript(self.call_id, "caller", str(event.get("transcript", "")))
+            self._records.add_transcript(self.call_id, Speaker.CALLER, str(event.get("transcript", "")))
         elif kind == "error":
             error = event.get("error") or {}
             if error.get("code") == "response_cancel_not_active":
