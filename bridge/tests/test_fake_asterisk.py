@@ -258,3 +258,14 @@ def test_the_legs_spread_their_phases_over_the_frame() -> None:
     finally:
         for leg in legs:
             leg.socket.close()
+
+
+def test_stop_is_idempotent_and_frees_the_ports_even_unstarted() -> None:
+    never_started = FakeAsterisk(USER, PASSWORD)
+    never_started.stop()
+    fake = FakeAsterisk(USER, PASSWORD).start()
+    port = fake.port
+    fake.stop()
+    fake.stop()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # the HTTP port is free

@@ -203,17 +203,20 @@ class FakeAsterisk:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
+        self._media.start()
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Close the events connections, stop serving and free every port. Idempotent."""
         with self._lock:
             sockets = list(self._sockets)
         for sock in sockets:
             sock.close()
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(5)
         self._server.server_close()
-        self._thread.join(5)
         self._media.close()
 
     def __enter__(self) -> Self:

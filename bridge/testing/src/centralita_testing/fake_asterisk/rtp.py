@@ -201,7 +201,8 @@ class LegHooks:
 
 
 class Media:
-    """Runs every leg: one thread sends on the 20 ms clock, one receives (epoll). ``close()`` stops both."""
+    """Runs every leg: one thread sends on the 20 ms clock, one receives (epoll); ``start()`` starts them,
+    ``close()`` stops them and frees every leg's port."""
 
     def __init__(self, hooks: LegHooks | None = None, *, hold: bool = False) -> None:
         """``hold``: legs added stay silent until ``release()`` (a benchmark starts all its calls' media at once)."""
@@ -220,6 +221,8 @@ class Media:
             threading.Thread(target=self._send_loop, name="fake-asterisk-rtp-send", daemon=True),
             threading.Thread(target=self._receive_loop, name="fake-asterisk-rtp-receive", daemon=True),
         ]
+
+    def start(self) -> None:
         for thread in self._threads:
             thread.start()
 
@@ -270,10 +273,15 @@ class Media:
                 self._closing.append(leg.socket)
 
     def close(self) -> None:
-        self._stop.set()
+        """Stop both threads and free every leg's port. Idempotent."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stop.set()
         os.write(self._wake_write, b"x")
         for thread in self._threads:
-            thread.join(2)
+            if thread.ident is not None:
+                thread.join(2)
         with self._lock:
             legs = list(self._by_fd.values())
         for leg in legs:
