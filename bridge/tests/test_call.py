@@ -370,10 +370,14 @@ def test_the_transfers_own_stasis_end_is_not_a_hang_up(
     with caplog.at_level(logging.INFO, logger="centralita"):
         channel_id, _call, _leg = box.call_in()
         record = box.ended(channel_id)
+
+        def ended() -> list[logging.LogRecord]:  # logged just after the record is written
+            return [r for r in caplog.records if r.getMessage().startswith(f"{Event.CALL_ENDED}: ")]
+
+        wait_for(ended, "the call ended line")
     assert record["outcome"] == Outcome.TRANSFERRED
-    ended = [r for r in caplog.records if r.getMessage().startswith(f"{Event.CALL_ENDED}: ")]
-    assert [r.getMessage() for r in ended] == [f"{Event.CALL_ENDED}: outcome=transferred"]
-    assert ended[0].threadName == f"hangup-{channel_id}"  # the race did happen: StasisEnd ended the call
+    assert [r.getMessage() for r in ended()] == [f"{Event.CALL_ENDED}: outcome=transferred"]
+    assert ended()[0].threadName == f"hangup-{channel_id}"  # the race did happen: StasisEnd ended the call
     assert box.continues(channel_id) == [(OPERATOR, "s", 1)]
 
 
