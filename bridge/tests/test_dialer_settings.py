@@ -137,3 +137,9 @@ def test_load_reads_the_env_file_and_names_it(tmp_path: Path) -> None:
     assert caught.value.problems[0].startswith("DIALER_MAX_CONCURRENT is '0'")
     with pytest.raises(ConfigError, match="does not exist"):
         DialerSettings.load(tmp_path / "missing.env")
+
+
+def test_a_country_code_no_country_has_is_refused() -> None:
+    """The code sets the region phone numbers are read in: 999 (unassigned) would read none of them."""
+    [problem] = problems({**MINIMAL, "DIALER_COUNTRY_CODE": "999"})
+    assert problem.startswith("DIALER_COUNTRY_CODE is '999': give the country calling code")

@@ -14,7 +14,7 @@ Variables, with their defaults (docs/DIALER.md explains each rule)::
     DIALER_MAX_CONCURRENT=2                 calls at once, all campaigns together
     DIALER_CALLS_PER_MINUTE=4               new calls per minute, all campaigns together
     DIALER_CALLER_ID=                       e.g. "ISP Demo" <+525550000000>; empty: the trunk's own number
-    DIALER_COUNTRY_CODE=                    e.g. 52: turns national numbers in imports into +52...
+    DIALER_COUNTRY_CODE=                    e.g. 52: national numbers (imports, opt-outs, caller IDs) are +52...
     DIALER_DB_PATH=/var/lib/centralita/dialer.db
     DIALER_LOG_FILE=/var/log/asterisk/outbound_openai.log
     DIALER_ON_MACHINE=nothing               nothing | message (a short message without any debt detail)
@@ -48,6 +48,7 @@ from dotenv import dotenv_values
 
 from centralita.config.bridge import ConfigError, Secret
 from centralita.dialer.policy import CallingPolicy, Window, parse_duration, parse_holidays, parse_windows
+from centralita.isp.phones import region_for_country_code
 
 __all__ = ["DEFAULT_ENV_FILE", "DEFAULT_WINDOWS", "DialerSettings", "MachinePolicy", "read_env_file"]
 
@@ -57,6 +58,13 @@ _HIDDEN_CALLER_IDS: Final = frozenset({"anonymous", "private", "privado", "restr
 _CALLER_ID = re.compile(r'^(?:"?(?P<name>[^"<>]{1,40})"?\s*)?<?(?P<number>\+?[0-9]{3,15})>?$')
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")
 T = TypeVar("T")
+
+
+def _is_country_code(code: str) -> bool:
+    try:
+        return region_for_country_code(code) is not None
+    except ValueError:
+        return False
 
 
 class MachinePolicy(StrEnum):
@@ -308,7 +316,7 @@ class _Reader:
         if raw is None:
             return ""
         code = raw.lstrip("+")
-        if not re.fullmatch(r"[1-9][0-9]{0,2}", code):
+        if not re.fullmatch(r"[1-9][0-9]{0,2}", code) or not _is_country_code(code):
             self.fail(name, f"{name} is {raw!r}: give the country calling code, 1 to 3 digits, e.g. {name}=52.")
             return ""
         return code

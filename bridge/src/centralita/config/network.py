@@ -15,6 +15,8 @@ Variables (the role renders them from the inventory; passwords come from the vau
     ROUTEROS_WRITES=false                   whether reactivar_servicio may change a router
     ROUTEROS_EXCEPTION_DAYS=3               days a promise to pay keeps the service on
     CUSTOMER_DIRECTORY=/path/clientes.csv   optional customer directory (instead of router comments)
+    DIALER_COUNTRY_CODE=52                  shared with the dialer: the country whose national numbers the
+                                            caller ID and the phones on file are read in (empty: only +numbers)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from centralita.config.bridge import ConfigError, Secret
+from centralita.isp.phones import region_for_country_code
 from centralita.isp.routeros.client import API_PORT, API_SSL_PORT
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -57,6 +60,7 @@ class NetworkSettings:
     writes_enabled: bool
     exception_days: int
     customer_directory: Path | None
+    phone_region: str | None = None  # from DIALER_COUNTRY_CODE: the region national numbers are read in
 
     def router(self, name: str) -> RouterConfig:
         for router in self.routers:
@@ -146,6 +150,12 @@ class NetworkSettings:
         if directory is not None and not directory.is_absolute():
             problems.append(f"CUSTOMER_DIRECTORY is {directory_raw!r}, a relative path: give an absolute path.")
 
+        phone_region: str | None = None
+        try:
+            phone_region = region_for_country_code(raw("DIALER_COUNTRY_CODE") or "")
+        except ValueError as error:
+            problems.append(f"DIALER_COUNTRY_CODE: {error}.")
+
         settings = cls(
             routers=tuple(routers),
             timeout=number("ROUTEROS_TIMEOUT", 5.0, high=120),
@@ -154,6 +164,7 @@ class NetworkSettings:
             writes_enabled=flag("ROUTEROS_WRITES", False),
             exception_days=int(number("ROUTEROS_EXCEPTION_DAYS", 3, integer=True, high=60)),
             customer_directory=directory,
+            phone_region=phone_region,
         )
         if problems:
             raise ConfigError(problems, source)

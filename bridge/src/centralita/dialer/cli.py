@@ -9,7 +9,9 @@
     centralita campaign optout PHONE [--note TEXT]
 
 Every subcommand takes ``--env-file`` (default /usr/local/asterisk/.env) for DIALER_* settings. Exit codes: 0
-done; 1 done, but some rows were skipped (listed on stderr); 2 nothing done (the message says why).
+done (warnings, such as a phone number merged into another customer's, are listed on stderr); 1 done, but some
+rows were skipped (listed on stderr); 2 nothing done (the message says why). Phone numbers, in files and on the
+command line, are read in the region of DIALER_COUNTRY_CODE (``centralita.isp.phones``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import Any, Final, TextIO
 from centralita.config.bridge import ConfigError
 from centralita.config.dialer import DEFAULT_ENV_FILE, DialerSettings, read_env_file
 from centralita.config.network import NetworkSettings, RouterConfig
-from centralita.dialer.importer import ImportFileError, ImportResult, from_router, merge, normalize_phone, read_csv
+from centralita.dialer.importer import ImportFileError, ImportResult, from_router, merge, read_csv
 from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreError, UpsertSummary
+from centralita.isp.phones import PhoneError, region_for_country_code, to_e164
 from centralita.isp.routeros.client import RouterClient, RouterError, tls_wrapper
 
 __all__ = ["REPORT_COLUMNS", "register"]
@@ -138,13 +141,22 @@ def _settings(args: argparse.Namespace) -> DialerSettings:
     return DialerSettings.load(args.env_file)
 
 
+def _region(settings: DialerSettings) -> str | None:
+    """The region national numbers are read in (DIALER_COUNTRY_CODE; the settings checked it)."""
+    return region_for_country_code(settings.country_code)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _print_problems(result: ImportResult) -> None:
+def _print_problems(result: ImportResult, summary: UpsertSummary) -> None:
     for problem in result.problems:
         print(f"  skipped {problem}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"  warning {warning}", file=sys.stderr)
+    for duplicate in summary.duplicates:
+        print(f"  warning {duplicate}", file=sys.stderr)
 
 
 def _summary(campaign: str, source: str, summary: UpsertSummary, skipped: int) -> str:
@@ -155,6 +167,8 @@ def _summary(campaign: str, source: str, summary: UpsertSummary, skipped: int) -
         parts.append(f"{summary.removed} removed")
     if summary.opted_out:
         parts.append(f"{summary.opted_out} on the opt-out list (not called)")
+    if summary.duplicates:
+        parts.append(f"{len(summary.duplicates)} with the number of a customer already in the campaign (not added)")
     text = f"Imported {source} into campaign {campaign!r}: {', '.join(parts)}"
     return text + (f"; {skipped} skipped (below)." if skipped else ".")
 
@@ -172,14 +186,14 @@ def _store_rows(
         store.ensure_campaign(campaign)
         summary = store.upsert_targets(campaign, result.rows, remove_missing=remove_missing)
     print(_summary(campaign, source, summary, len(result.problems)))
-    _print_problems(result)
+    _print_problems(result, summary)
     return PARTIAL if result.problems else OK
 
 
 def _import_csv(args: argparse.Namespace) -> int:
     settings = _settings(args)
     today = _now().astimezone(settings.timezone).date()
-    result = read_csv(args.file, country_code=settings.country_code, today=today, encoding=args.encoding)
+    result = read_csv(args.file, region=_region(settings), today=today, encoding=args.encoding)
     return _store_rows(settings, args.campaign, result, str(args.file), args.remove_missing)
 
 
@@ -218,7 +232,7 @@ def _import_routers(args: argparse.Namespace) -> int:
                         router.name,
                         debtors_list=network.debtors_list,
                         exception_list=network.exception_list,
-                        country_code=settings.country_code,
+                        region=_region(settings),
                     )
                 )
             except RouterError as error:
@@ -329,9 +343,9 @@ def _report(args: argparse.Namespace) -> int:
 def _optout(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
-        phone = normalize_phone(args.phone, settings.country_code)
-    except ValueError as error:
-        raise _Fail(str(error)) from None
+        phone = to_e164(args.phone, _region(settings))
+    except PhoneError as error:
+        raise _Fail(f"{error}; nothing was added to the opt-out list") from None
     with CampaignStore(settings.db_path) as store:
         already = store.is_opted_out(phone)
         stopped = store.add_optout(phone, source="operator", note=args.note)
