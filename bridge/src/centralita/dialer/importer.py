@@ -48,7 +48,15 @@ from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from centralita.dialer.store import TargetData
-from centralita.isp.customers import Customer, comment_dni, debt_standing, is_disabled, read_phones, router_address
+from centralita.isp.customers import (
+    SECRET_FIELDS,
+    Customer,
+    comment_dni,
+    debt_standing,
+    is_disabled,
+    read_phones,
+    router_address,
+)
 from centralita.isp.routeros.client import RouterClient
 
 __all__ = [
@@ -390,7 +398,6 @@ def _row(values: Mapping[str, str], region: str | None, today: date | None, sour
 # ---- routers ---------------------------------------------------------------------------------------------
 
 _ENTRY_FIELDS: Final = (".id", "list", "address", "comment", "disabled", "timeout")
-_SECRET_FIELDS: Final = (".id", "name", "comment", "profile", "remote-address", "disabled")  # never "password"
 
 
 class _Holders:
@@ -427,7 +434,7 @@ def from_router(
     that cannot be read imports nothing.
     """
     entries = client.print("/ip/firewall/address-list", proplist=list(_ENTRY_FIELDS))
-    rows = client.print("/ppp/secret", proplist=list(_SECRET_FIELDS))
+    rows = client.print("/ppp/secret", proplist=list(SECRET_FIELDS))
     with_pppoe = _Holders(Customer.from_secret(row, router, region=region) for row in rows)
     listed = (Customer.from_address_entry(entry, router, region=region) for entry in entries)
     without_pppoe = _Holders(customer for customer in listed if customer is not None)

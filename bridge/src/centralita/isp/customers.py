@@ -54,6 +54,7 @@ from centralita.isp.phones import PhoneError, same_number, split_numbers, to_e16
 
 __all__ = [
     "DIRECTORY_COLUMNS",
+    "SECRET_FIELDS",
     "Customer",
     "CustomerDirectory",
     "DebtStanding",
@@ -73,6 +74,8 @@ __all__ = [
 ]
 
 DIRECTORY_COLUMNS: Final = ("usuario", "nombre", "dni", "telefono", "plan", "router", "ip")
+# What a customer is read from in /ppp/secret (a .proplist): never "password".
+SECRET_FIELDS: Final = ("name", "profile", "remote-address", "disabled", "comment")
 _REQUIRED_COLUMNS: Final = ("usuario", "nombre", "dni", "telefono")
 _MIN_NAME_WORDS: Final = 2
 _TRUE_TEXT: Final = frozenset({"true", "yes"})

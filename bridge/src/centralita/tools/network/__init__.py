@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from centralita.config.network import NetworkSettings
 from centralita.isp.customers import (
+    SECRET_FIELDS,
     Customer,
     CustomerDirectory,
     DirectoryError,
@@ -79,7 +80,6 @@ REPORTAR_FALLA: Final = "reportar_falla"
 MAX_IDENTITY_FAILURES: Final = 3  # failed identity checks per call before reactivar_servicio stops trying
 _REMEMBERED_CALLS: Final = 1000  # calls whose failed identity checks are remembered
 
-SECRET_FIELDS: Final = ("name", "profile", "remote-address", "disabled", "comment")  # never "password"
 _ACTIVE_FIELDS: Final = ("name", "address", "uptime", "caller-id")
 _LIST_FIELDS: Final = (".id", "list", "address", "comment", "timeout", "disabled")
 _QUEUE_FIELDS: Final = ("name", "target", "max-limit", "comment", "disabled")
