@@ -246,13 +246,17 @@ def test_on_realtime_failure_choices(tmp_path: Path) -> None:
         "ON_REALTIME_FAILURE is 'voicemail', not one of transfer, hangup: set e.g. ON_REALTIME_FAILURE=transfer.",
     )
     # Choices are read in any case, as DIALER_ON_MACHINE always was.
-    assert load(write_env(tmp_path, REQUIRED + "ON_REALTIME_FAILURE=HangUp\n")).on_realtime_failure is FailureAction.HANGUP
+    assert (
+        load(write_env(tmp_path, REQUIRED + "ON_REALTIME_FAILURE=HangUp\n")).on_realtime_failure is FailureAction.HANGUP
+    )
 
 
 def test_bind_address_must_be_an_ip_address(tmp_path: Path) -> None:
     error = load_error(tmp_path, REQUIRED + "RTP_BIND_ADDRESS=localhost\n")
     assert len(error.problems) == 1
-    assert error.problems[0] == "RTP_BIND_ADDRESS is 'localhost', not an IP address: set e.g. RTP_BIND_ADDRESS=127.0.0.1."
+    assert (
+        error.problems[0] == "RTP_BIND_ADDRESS is 'localhost', not an IP address: set e.g. RTP_BIND_ADDRESS=127.0.0.1."
+    )
 
 
 @pytest.mark.parametrize("name", ["LOG_FILE", "DB_PATH"])

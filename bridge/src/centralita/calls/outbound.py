@@ -83,7 +83,9 @@ class OutboundCalls:
         """The call's setup, or None (logged) when the channel is not a dialer call this box knows."""
         settings = self._settings
         if settings is None:
-            log.error("outbound call %s refused: the dialer is not configured here (DIALER_TIMEZONE is unset)", channel_id)
+            log.error(
+                "outbound call %s refused: the dialer is not configured here (DIALER_TIMEZONE is unset)", channel_id
+            )
             return None
         try:
             store = self._open(settings)

@@ -29,8 +29,8 @@ from typing import Any
 
 from centralita.calls.call import InboundCall
 from centralita.calls.outbound import OutboundCalls
-from centralita.config.bridge import Settings
 from centralita.config.box import load_all
+from centralita.config.bridge import Settings
 from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
 from centralita.config.network import NetworkSettings
 from centralita.isp.customers import CustomerDirectory, DirectoryError

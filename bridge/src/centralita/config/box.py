@@ -74,7 +74,8 @@ class EnvCheck:
         error = self.error()
         if error is not None:
             raise error
-        assert self.bridge is not None and self.network is not None  # no problem: both parts were read
+        if self.bridge is None or self.network is None:  # a part is None only with a problem of its own
+            raise ConfigError(["The settings could not be read."], self.source)
         return BoxSettings(self.bridge, self.network, self.dialer, self.source)
 
 

@@ -139,7 +139,7 @@ class EnvFile:
         """One message per line the parser skipped: the setting on it is lost."""
         return [
             f"line {line} of {self.source or 'the .env file'} is not NAME=value and is ignored (an unclosed "
-            "quote?): quote the value as NAME=\"...\", with \\\" for a double quote and \\\\ for a backslash."
+            'quote?): quote the value as NAME="...", with \\" for a double quote and \\\\ for a backslash.'
             for line in self.unparsed_lines
         ]
 
@@ -382,9 +382,7 @@ class EnvReader:
         try:
             return ZoneInfo(raw)
         except (ZoneInfoNotFoundError, ValueError):
-            self.invalid(
-                name, raw, "not a time zone name (install the tzdata package if it is missing)", example
-            )
+            self.invalid(name, raw, "not a time zone name (install the tzdata package if it is missing)", example)
             return None
 
     def parsed(self, name: str, default: str, parse: Callable[[str], T], example: str) -> T:

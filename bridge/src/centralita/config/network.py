@@ -79,7 +79,8 @@ class NetworkSettings:
             if name in {router.name for router in routers}:
                 reader.fail(
                     "ROUTEROS_ROUTERS",
-                    f"ROUTEROS_ROUTERS names {name!r} twice: give each router one name, e.g. ROUTEROS_ROUTERS=nucleo,norte.",
+                    f"ROUTEROS_ROUTERS names {name!r} twice: give each router one name, "
+                    "e.g. ROUTEROS_ROUTERS=nucleo,norte.",
                 )
                 continue
             routers.append(_read_router(reader, name))

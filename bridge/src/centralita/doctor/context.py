@@ -15,8 +15,8 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
-from centralita.config.bridge import Settings
 from centralita.config.box import EnvCheck, check
+from centralita.config.bridge import Settings
 from centralita.config.env import DEFAULT_ENV_FILE as ENV_FILE
 from centralita.config.env import ConfigError, read_env_file
 from centralita.doctor.commands import (

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from centralita.config.env import redact_urls
-
 from centralita.doctor import apis, asterisk, envfile, network, system
 from centralita.doctor.context import Context, Options
 from centralita.doctor.model import Change, RepairError, Report, Result, Status
