@@ -418,3 +418,72 @@ def test_config_check_is_a_centralita_subcommand(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         cli.main(["config", "--help"])
     assert "check" in capsys.readouterr().out
+
+
+# ---- the routers' part ----------------------------------------------------------------------------------------
+
+
+def test_router_settings_with_their_defaults() -> None:
+    from centralita.config.network import NetworkSettings
+
+    settings = NetworkSettings.from_values(
+        {
+            "ROUTEROS_ROUTERS": " nucleo , norte ",
+            "ROUTEROS_NUCLEO_HOST": "10.0.0.1",
+            "ROUTEROS_NUCLEO_USER": "api",
+            "ROUTEROS_NUCLEO_PASSWORD": ROUTER_PASSWORD,
+            "ROUTEROS_NORTE_HOST": "10.0.0.2",
+            "ROUTEROS_NORTE_USER": "api",
+            "ROUTEROS_NORTE_PASSWORD": ROUTER_PASSWORD,
+            "ROUTEROS_NORTE_TLS": "yes",
+            "ROUTEROS_NORTE_CA_FILE": "/etc/centralita/norte-ca.pem",
+            "ROUTEROS_WRITES": "on",
+        }
+    )
+    assert [(router.name, router.port, router.tls) for router in settings.routers] == [
+        ("nucleo", 8728, False),
+        ("norte", 8729, True),
+    ]
+    assert settings.router("norte").ca_file == Path("/etc/centralita/norte-ca.pem")
+    assert (settings.timeout, settings.debtors_list, settings.exception_list) == (5.0, "morosos", "promesa-pago")
+    assert (settings.writes_enabled, settings.exception_days, settings.customer_directory) == (True, 3, None)
+
+
+def test_every_router_problem_at_once_and_no_password_in_them() -> None:
+    from centralita.config.network import NetworkSettings
+
+    with pytest.raises(ConfigError) as caught:
+        NetworkSettings.from_values(
+            {
+                "ROUTEROS_ROUTERS": "Nucleo,norte,norte,sur",
+                "ROUTEROS_NORTE_HOST": "10.0.0.2",
+                "ROUTEROS_NORTE_USER": "api",
+                "ROUTEROS_NORTE_PASSWORD": ROUTER_PASSWORD,
+                "ROUTEROS_NORTE_PORT": "70000",
+                "ROUTEROS_SUR_HOST": "10.0.0.3",
+                "ROUTEROS_SUR_USER": "api",
+                "ROUTEROS_SUR_CA_FILE": "ca.pem",
+                "ROUTEROS_TIMEOUT": "500",
+                "ROUTEROS_DEBTORS_LIST": "lista con espacios",
+                "ROUTEROS_EXCEPTION_DAYS": "0",
+                "CUSTOMER_DIRECTORY": "clientes.csv",
+            }
+        )
+    error = caught.value
+    assert error.variables == (
+        "ROUTEROS_ROUTERS",
+        "ROUTEROS_NORTE_PORT",
+        "ROUTEROS_ROUTERS",
+        "ROUTEROS_SUR_PASSWORD",
+        "ROUTEROS_SUR_CA_FILE",
+        "ROUTEROS_TIMEOUT",
+        "ROUTEROS_DEBTORS_LIST",
+        "ROUTEROS_EXCEPTION_DAYS",
+        "CUSTOMER_DIRECTORY",
+    )
+    assert error.problems[0].startswith("ROUTEROS_ROUTERS names 'Nucleo', not a router name")
+    assert error.problems[2].startswith("ROUTEROS_ROUTERS names 'norte' twice")
+    assert error.problems[3] == (
+        "ROUTEROS_SUR_PASSWORD is missing: set ROUTEROS_SUR_PASSWORD=<the API user's password, from the vault>."
+    )
+    assert ROUTER_PASSWORD not in str(error)
