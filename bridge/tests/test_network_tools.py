@@ -20,8 +20,10 @@ import librouteros
 import pytest
 from certs import self_signed
 
-from centralita.calls.service import load_network_settings, log_secrets, service_tools
-from centralita.config.bridge import ConfigError, Settings
+from centralita.calls.service import log_secrets, service_tools
+from centralita.config.box import load_all
+from centralita.config.bridge import Settings
+from centralita.config.env import ConfigError
 from centralita.config.network import NetworkSettings
 from centralita.isp.routeros.client import RouterClient
 from centralita.isp.routeros.pool import Deadline, RouterLate, RouterPool
@@ -174,11 +176,9 @@ def test_tools_follow_the_configuration(router: FakeRouterOS, make_service: Any,
 def test_the_service_wires_network_tools_beside_the_builtin_ones(router: FakeRouterOS, tmp_path: Path) -> None:
     env = tmp_path / ".env"
     lines = [f"{key}={value}" for key, value in router_values("nucleo", router.host, router.port).items()]
-    env.write_text(
-        "\n".join(["OPENAI_API_KEY=sk-test", "ROUTEROS_ROUTERS=nucleo", "DIALER_COUNTRY_CODE=52", *lines]) + "\n",
-        encoding="utf-8",
-    )
-    network = load_network_settings(env)
+    required = ["OPENAI_API_KEY=sk-test", "ARI_PASSWORD=ari-test", "DIALER_COUNTRY_CODE=52"]
+    env.write_text("\n".join([*required, "ROUTEROS_ROUTERS=nucleo", *lines]) + "\n", encoding="utf-8")
+    network = load_all(env).network
     assert network.router("nucleo").password.reveal() == PASSWORD
     assert not network.writes_enabled
     with CallRecords(tmp_path / "db.sqlite") as records, RouterPool(network) as pool:
@@ -194,9 +194,9 @@ def test_the_service_wires_network_tools_beside_the_builtin_ones(router: FakeRou
         result = registry.run(CONSULTAR_CLIENTE, "{}", ToolContext(CALL_ID, MARIA_PHONE, ""))
         assert result.output["nombre"] == "María Peña"
     empty = tmp_path / "empty.env"
-    empty.write_text("OPENAI_API_KEY=sk-test\n", encoding="utf-8")
+    empty.write_text("\n".join(required) + "\n", encoding="utf-8")
     with CallRecords(tmp_path / "db2.sqlite") as records:
-        network = load_network_settings(empty)
+        network = load_all(empty).network
         with RouterPool(network) as pool:
             assert list(service_tools(network, records, pool).tools)[2:] == [REPORTAR_FALLA]
 
@@ -794,7 +794,7 @@ def test_without_a_country_code_only_international_caller_ids_match(
 
 
 def test_a_bad_country_code_stops_the_start() -> None:
-    with pytest.raises(ConfigError, match="DIALER_COUNTRY_CODE: '999' is not a country calling code"):
+    with pytest.raises(ConfigError, match="DIALER_COUNTRY_CODE is '999', not the country calling code of any country"):
         NetworkSettings.from_values({"DIALER_COUNTRY_CODE": "999"})
 
 

@@ -8,10 +8,12 @@
     centralita campaign report NAME --output FILE.csv
     centralita campaign optout PHONE [--note TEXT]
 
-Every subcommand takes ``--env-file`` (default /usr/local/asterisk/.env) for DIALER_* settings. Exit codes: 0
-done (warnings, such as a phone number merged into another customer's, are listed on stderr); 1 done, but some
-rows were skipped (listed on stderr); 2 nothing done (the message says why). Phone numbers, in files and on the
-command line, are read in the region of DIALER_COUNTRY_CODE (``centralita.isp.phones``).
+Every subcommand takes ``--env-file`` (default /usr/local/asterisk/.env) for DIALER_* settings, read once per
+command; only the dialer's settings (and, for import-routers, the routers') must be valid, so a campaign can
+be paused whatever else is wrong in the file. Exit codes: 0 done (warnings, such as a phone number merged into
+another customer's, are listed on stderr); 1 done, but some rows were skipped (listed on stderr); 2 nothing
+done (the message says why). Phone numbers, in files and on the command line, are read in the region of
+DIALER_COUNTRY_CODE (``centralita.isp.phones``).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from centralita.config.bridge import ConfigError
-from centralita.config.dialer import DEFAULT_ENV_FILE, DialerSettings, read_env_file
+from centralita.config.dialer import DialerSettings
+from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, EnvFile, read_env_file
 from centralita.config.network import NetworkSettings, RouterConfig
 from centralita.dialer.importer import ImportFileError, ImportResult, from_router, merge, read_csv
 from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreError, UpsertSummary
@@ -124,12 +126,13 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 def _give_back_store(args: argparse.Namespace) -> None:
     """Run as root, the command may have created the database (or its -wal/-shm files) as root: give them to
     the owner of the database's directory (the service user), or openai-outbound-calls could not open them."""
-    if os.geteuid() != 0:
+    settings: DialerSettings | None = getattr(args, "dialer_settings", None)
+    if os.geteuid() != 0 or settings is None:  # without valid settings the command opened no database
         return
+    db_path = settings.db_path
     try:
-        db_path = DialerSettings.load(args.env_file).db_path
         owner = db_path.parent.stat()
-    except (ConfigError, OSError):
+    except OSError:
         return
     for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
         with contextlib.suppress(FileNotFoundError):
@@ -137,8 +140,25 @@ def _give_back_store(args: argparse.Namespace) -> None:
                 os.chown(path, owner.st_uid, owner.st_gid)
 
 
+def _env(args: argparse.Namespace) -> EnvFile:
+    """The .env, read once for the whole command; a line that does not parse stops it (its setting is lost)."""
+    env: EnvFile | None = getattr(args, "loaded_env", None)
+    if env is None:
+        env = read_env_file(args.env_file)
+        if env.unparsed_lines:
+            raise ConfigError(env.problems(), env.source)
+        args.loaded_env = env
+    return env
+
+
 def _settings(args: argparse.Namespace) -> DialerSettings:
-    return DialerSettings.load(args.env_file)
+    """The dialer's settings (DIALER_TIMEZONE required), kept on ``args`` for ``_give_back_store``."""
+    settings: DialerSettings | None = getattr(args, "dialer_settings", None)
+    if settings is None:
+        env = _env(args)
+        settings = DialerSettings.from_values(env.values, source=env.source)
+        args.dialer_settings = settings
+    return settings
 
 
 def _region(settings: DialerSettings) -> str | None:
@@ -212,7 +232,8 @@ def _router_client(config: RouterConfig, timeout: float) -> RouterClient:
 
 def _import_routers(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    network = NetworkSettings.from_values(read_env_file(args.env_file), source=str(args.env_file))
+    env = _env(args)
+    network = NetworkSettings.from_values(env.values, source=env.source)
     routers = list(network.routers)
     if args.router:
         unknown = sorted(set(args.router) - {router.name for router in routers})
