@@ -26,6 +26,7 @@ from centralita.calls.call import FAILOVER_REASON_VARIABLE, Call, FailoverReason
 from centralita.calls.outbound import OutboundCalls
 from centralita.calls.service import InboundService
 from centralita.config.bridge import Settings
+from centralita.config.dialer import DialerSettings
 from centralita.dialer.runner import Runner
 from centralita.dialer.store import CampaignStore
 from centralita.logs import Event
@@ -446,8 +447,9 @@ def test_end_releases_everything_the_call_held(boxes: Callable[..., Box]) -> Non
 def test_an_outbound_call_is_recorded_with_its_campaign(
     boxes: Callable[..., Box], asterisk: FakeAsterisk, tmp_path: Path
 ) -> None:
-    env = tmp_path / "dialer.env"
-    env.write_text(f"DIALER_TIMEZONE=America/Mexico_City\nDIALER_DB_PATH={tmp_path / 'dialer.db'}\n", encoding="utf-8")
+    dialer = DialerSettings.from_values(
+        {"DIALER_TIMEZONE": "America/Mexico_City", "DIALER_DB_PATH": str(tmp_path / "dialer.db")}
+    )
     clock = Clock()
     with CampaignStore(tmp_path / "dialer.db", clock=clock) as store:
         store.ensure_campaign("marzo")
@@ -456,7 +458,7 @@ def test_an_outbound_call_is_recorded_with_its_campaign(
         originator = RecordingOriginator()
         Runner(store, originator, config(), clock=clock, owner="test").tick()
     [placed] = originator.placed
-    outbound = OutboundCalls(env)
+    outbound = OutboundCalls(dialer)
     try:
         box = boxes([AudioTurn(GREETING, "Buenos días.")], outbound=outbound)
         # The customer answered; the dialplan hands the channel to the app with the attempt id.
