@@ -402,6 +402,22 @@ def test_stopping_the_service_hands_the_caller_to_the_operator(boxes: Callable[.
     assert box.continues(channel_id) == [(OPERATOR, "s", 1)]
 
 
+def test_stopping_waits_for_a_call_that_is_ending_on_its_own(boxes: Callable[..., Box]) -> None:
+    """A caller hung up just before the service stopped: stop() must not return (and let the records be
+    closed) before that call has ended and written its record."""
+    box = boxes([AudioTurn(GREETING, "Hola.")])
+    channel_id, call, leg = box.call_in()
+    leg.wait_heard(lambda heard: len(heard) >= 5, TIMEOUT)
+    box.asterisk.slow("DELETE", f"/ari/channels/{call.state.media_channel_id}", 1.0)  # the call ends slowly
+    box.asterisk.hang_up(channel_id)
+    wait_for(lambda: call.state.ended.is_set(), "the call to start ending")
+    box.service.stop()
+    record = box.records.get_call(channel_id)  # read at once: stop() returned, so the call has ended
+    assert record is not None
+    assert (record["outcome"], bool(record["ended_at"])) == (Outcome.HUNG_UP_BY_CALLER, True)
+    assert box.service.active_calls == 0
+
+
 # --- Ending -------------------------------------------------------------------------------------------------
 
 

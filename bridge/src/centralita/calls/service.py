@@ -46,6 +46,8 @@ from centralita.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT = 10.0  # seconds stop() waits for the calls to end (each ends within a few ARI timeouts)
+
 
 def default_instructions() -> str:
     """The Spanish system prompt shipped with the package."""
@@ -103,6 +105,7 @@ class InboundService:
         )
         self._calls: dict[str, Call] = {}
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)  # a call left _calls
         self._stopping = threading.Event()
         # One thread paces the outgoing audio of every call (docs/PERFORMANCE.md): not a thread per call.
         self._pacer = PacerThread()
@@ -129,13 +132,19 @@ class InboundService:
     def wait_connected(self, timeout: float) -> bool:
         return self._events.wait_connected(timeout)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Take no more calls, hand every caller still on the line to the operator, and return once every call
+        has ended (up to ``timeout`` seconds), so that whoever closes the records next loses none of them: a call
+        that was already ending on its own thread (the caller hung up) is waited for too."""
         self._stopping.set()
         self._events.stop()
         with self._lock:
             calls = list(self._calls.values())
         for call in calls:
             call.hand_over("service stopping")
+        with self._ended:
+            if not self._ended.wait_for(lambda: not self._calls, timeout):
+                log.warning("stopping: calls %s still ending after %g s", ", ".join(self._calls), timeout)
         self._pacer.close()
         log.info("stopped")
 
@@ -232,6 +241,7 @@ class InboundService:
     def _forget(self, call: Call) -> None:
         with self._lock:
             self._calls.pop(call.call_id, None)
+            self._ended.notify_all()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
