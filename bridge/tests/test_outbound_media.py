@@ -66,7 +66,7 @@ def test_without_dialer_settings_outbound_calls_are_refused(tmp_path: Path) -> N
 
 
 def test_the_packaged_prompts_are_the_ones_the_role_deploys() -> None:
-    prompts = Path(__file__).resolve().parents[2] / "files" / "prompts"
+    prompts = Path(__file__).resolve().parents[2] / "roles" / "bridge" / "files" / "prompts"
     assert (prompts / "asistente_cobranza.es.txt").read_text(encoding="utf-8") == default_outbound_instructions()
     from centralita.calls.service import default_instructions
 
