@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 # Modules that register subcommands, in the order ``centralita --help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "centralita.doctor.cli",
+    "centralita.config.cli",
     "centralita.dialer.cli",
     "centralita.storage.cli",
 )
@@ -24,12 +25,13 @@ Handler = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="centralita",
-        description="Operate the Centralita phone assistant: diagnose the box, run dialer campaigns, keep the "
-        "call records.",
+        description="Operate the Centralita phone assistant: diagnose the box, check its settings, run dialer "
+        "campaigns, keep the call records.",
         epilog="Who runs what: doctor needs root (sudo centralita doctor): it reads the secrets and Asterisk's "
-        "files and asks systemd and Asterisk. campaign reads the settings file, which only root and the service "
-        "user may read (sudo centralita campaign ...). records needs no secret, only the service user's database. "
-        "Run as root, campaign and records give root up for the service user before they touch its files.",
+        "files and asks systemd and Asterisk. config check and campaign read the settings file, which only root "
+        "and the service user may read (sudo centralita campaign ...). records needs no secret, only the service "
+        "user's database. Run as root, campaign and records give root up for the service user before they touch "
+        "its files.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:

@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bridge_role import HERE, parse_unit, run_playbook, values
+from bridge_role import parse_unit, values
+from env_support import HERE, run_playbook
 
 TEMPLATES = HERE.parent / "templates"
 SERVICES = [
@@ -131,6 +132,13 @@ def test_exec_start_paths_follow_the_app_directory(tmp_path: Path) -> None:
     # A database outside the state directory is made writable for the services that use it.
     assert "/srv/records" in values(service(units, "openai-inbound-calls.service"), "ReadWritePaths")
     assert values(service(units, "centralita-records-purge.service"), "ReadWritePaths") == ["/srv/records"]
+
+
+def test_both_services_share_a_run_directory_for_their_health_snapshots(lab: dict[str, str]) -> None:
+    for name in ("openai-inbound-calls.service", "openai-outbound-calls.service"):
+        pairs = service(lab, name)
+        assert values(pairs, "RuntimeDirectory") == ["centralita"], name
+        assert values(pairs, "RuntimeDirectoryPreserve") == ["yes"], name  # one stopping keeps the other's
 
 
 def test_services_write_their_log_directory_not_the_file(lab: dict[str, str]) -> None:
