@@ -289,10 +289,10 @@ def test_behind_a_sip_front_the_trunk_trusts_the_proxies_and_calls_out_through_t
     conf = parse_asterisk_conf(files["pjsip_trunk.conf"])
     assert values(section(conf, "[provider-identify]"), "match") == ["10.0.0.10", "10.0.0.9"]
     assert values(section(conf, "[provider-acl]"), "permit") == ["10.0.0.10", "10.0.0.9"]
-    endpoint = [dict(pairs) for name, pairs in conf if name == "[provider]" and ("type", "endpoint") in pairs][0]
+    endpoint = next(dict(pairs) for name, pairs in conf if name == "[provider]" and ("type", "endpoint") in pairs)
     assert endpoint["rewrite_contact"] == "no"
     assert endpoint["outbound_proxy"] == "sip:10.0.0.10:5070\\;lr"
-    aor = [dict(pairs) for name, pairs in conf if name == "[provider]" and ("type", "aor") in pairs][0]
+    aor = next(dict(pairs) for name, pairs in conf if name == "[provider]" and ("type", "aor") in pairs)
     assert aor["outbound_proxy"] == "sip:10.0.0.10:5070\\;lr"
     assert aor["contact"] == "sip:198.51.100.7:5080"
 
