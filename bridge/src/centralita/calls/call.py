@@ -33,6 +33,7 @@ from centralita.realtime.events import realtime_url, response_cancel, response_c
 from centralita.realtime.tool_calls import ToolCall, ToolCallAssembler
 from centralita.storage.records import CallRecords
 from centralita.telephony.ari import AriError, AriRest
+from centralita.tools.identity import CallIdentity
 from centralita.tools.registry import ToolContext, ToolRegistry
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class InboundCall:
         self._failing = False
         self._transfer_outcome: tuple[str, str] | None = None
         self._converter: Pcm24kToUlaw | None = None  # only when the server ignores audio/pcmu output
+        self._identity = CallIdentity(caller_id_usable=direction == "inbound")  # who the caller proved to be
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -408,7 +410,7 @@ class InboundCall:
             self._send(truncate(item.item_id, int(min(played, item.received_ms))))
 
     def _run_tool(self, call: ToolCall) -> None:
-        context = ToolContext(call_id=self.call_id, caller=self.state.caller, did=self.state.did)
+        context = ToolContext(self.call_id, self.state.caller, self.state.did, identity=self._identity)
         result = self._tools.run(call.name, call.arguments, context)
         self._records.add_tool_call(
             self.call_id, call.call_id, call.name, _json_or_text(call.arguments), result.output, result.ok

@@ -14,17 +14,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from centralita.realtime.events import function_tool
+from centralita.tools.identity import CallIdentity
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What a tool knows about the call it runs in."""
+    """What a tool knows about the call it runs in.
+
+    ``identity`` is the call's own ``CallIdentity``: created once per call and passed in every context of that
+    call, so what one tool verified holds for the next. A context built without one gets a fresh, unverified
+    identity that no later tool run shares: nothing is ever verified by accident.
+    """
 
     call_id: str
     caller: str
     did: str
+    identity: CallIdentity = field(default_factory=CallIdentity)
 
 
 @dataclass(frozen=True)
