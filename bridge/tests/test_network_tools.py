@@ -199,9 +199,9 @@ def test_identity_settings_and_their_problems() -> None:
     assert "IDENTITY_FAILURE_WINDOW is '1m', not between 10m and 366d" in text
     assert "ROUTEROS_REACTIVATION_LIMIT is '-1'" in text
     assert "LOOKUP_MAX_PER_CALL is '0'" in text
-    with pytest.raises(ConfigError, match="IDENTITY_WRITE_REQUIRES is 'dni'.*IDENTITY_FACTORS names none"):
+    with pytest.raises(ConfigError, match=r"IDENTITY_WRITE_REQUIRES is 'dni'.*IDENTITY_FACTORS names none"):
         NetworkSettings.from_values({"IDENTITY_FACTORS": "none"})
-    with pytest.raises(ConfigError, match="IDENTITY_WRITE_REQUIRES is 'both'.*IDENTITY_CALLER_ID is false"):
+    with pytest.raises(ConfigError, match=r"IDENTITY_WRITE_REQUIRES is 'both'.*IDENTITY_CALLER_ID is false"):
         NetworkSettings.from_values({"IDENTITY_WRITE_REQUIRES": "both", "IDENTITY_CALLER_ID": "false"})
     with pytest.raises(ConfigError, match="no caller could ever be verified"):
         NetworkSettings.from_values(
@@ -430,9 +430,9 @@ def test_directory_unreadable(router: FakeRouterOS, make_service: ServiceFactory
     assert result.output["error"] == DIRECTORY_DOWN
     ticket = service.call(MARIA_PHONE).run(REPORTAR_FALLA, {"sintoma": "sin internet"})
     assert ticket.ok
-    assert service.records.get_ticket(ticket.output["numero_ticket"])["connection"] == {  # type: ignore[index]
-        "identidad": "sin verificar"
-    }
+    stored = service.records.get_ticket(ticket.output["numero_ticket"])
+    assert stored is not None
+    assert stored["connection"] == {"identidad": "sin verificar"}
 
 
 # -- estado_conexion -----------------------------------------------------------------------------------------
@@ -875,12 +875,18 @@ def test_without_a_ttl_every_lookup_reads_the_router(router: FakeRouterOS, make_
 
 @pytest.mark.parametrize(
     ("tool", "arguments"),
-    [(CONSULTAR_CLIENTE, {"dni": "45678901"}), (VERIFICAR_IDENTIDAD, LUIS_VERIFY)],
+    [
+        (CONSULTAR_CLIENTE, {}),
+        (CONSULTAR_CLIENTE, {"dni": "45678901"}),
+        (VERIFICAR_IDENTIDAD, LUIS_VERIFY),
+        (ESTADO_CONEXION, {}),
+        (REACTIVAR_SERVICIO, {"confirmado": True}),
+    ],
 )
 def test_router_down_answers_at_once(make_service: ServiceFactory, tool: str, arguments: dict[str, Any]) -> None:
     service = make_service(settings_for(("nucleo", free_port()), ROUTEROS_WRITES="true"))
     started = time.monotonic()
-    result = service.run(tool, arguments, caller=STRANGER)
+    result = service.run(tool, arguments, caller=LUIS_PHONE)
     assert time.monotonic() - started < TIMEOUT
     assert not result.ok
     assert result.output == {"ok": False, "error": ROUTER_DOWN}
@@ -925,7 +931,8 @@ def test_the_router_comes_back(make_service: ServiceFactory) -> None:
     port = free_port()
     service = make_service(settings_for(("nucleo", port)))
     call = service.call(MARIA_PHONE)
-    assert call.run(CONSULTAR_CLIENTE).output["verificado"] is False  # the caller ID could not be checked yet
+    assert call.run(CONSULTAR_CLIENTE).output == {"ok": False, "error": ROUTER_DOWN}  # not "you are nobody"
+    assert call.run(ESTADO_CONEXION).output == {"ok": False, "error": ROUTER_DOWN}
     with FakeRouterOS(None, USER, PASSWORD, port=port):
         assert call.run(CONSULTAR_CLIENTE).output["verificado"] is True  # checked at the next tool
 

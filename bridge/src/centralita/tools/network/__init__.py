@@ -251,8 +251,10 @@ class NetworkToolbox:
         if refusal is not None:
             return messages.error(refusal)
         deadline = self._pool.deadline()
-        self._verifier.check_caller(context, deadline)
+        unchecked = self._verifier.check_caller(context, deadline)
         if lookup is None:  # who is calling: the caller ID, as checked
+            if unchecked and context.identity.verified is None:
+                return messages.error(unchecked)
             clog.info("%s: by caller ID: identity %s", CONSULTAR_CLIENTE, context.identity.state)
             state = self._verifier.state(context).output
             return ToolResult({**state, "encontrado": context.identity.caller_found > 0 or state["verificado"]})
@@ -300,8 +302,10 @@ class NetworkToolbox:
         if refusal is not None:
             return messages.error(refusal)
         deadline = self._pool.deadline()
-        self._verifier.check_caller(context, deadline)
+        unchecked = self._verifier.check_caller(context, deadline)
         if claim is None:
+            if unchecked and context.identity.verified is None:
+                return messages.error(unchecked)
             return self._verifier.state(context)
         return self._verifier.verify(claim, context, deadline)
 
@@ -313,9 +317,11 @@ class NetworkToolbox:
         if refusal is not None:
             return messages.error(refusal)
         deadline = self._pool.deadline()
-        self._verifier.check_caller(context, deadline)
+        unchecked = self._verifier.check_caller(context, deadline)
         policy = self._settings.identity
         verified = context.identity.verified
+        if unchecked and verified is None:
+            return messages.error(unchecked)
         if verified is None or not verified.satisfies(policy.read_requires):
             how = "not verified" if verified is None else f"verified by {'+'.join(sorted(verified.methods))} only"
             reason = f"identity {how}: IDENTITY_READ_REQUIRES={policy.read_requires.value}"

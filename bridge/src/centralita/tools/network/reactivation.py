@@ -136,8 +136,18 @@ class Reactivator:
                 "Desde este sistema no puedo reactivar servicios. Ofrezca transferir la llamada a un operador.",
             )
         deadline = self._pool.deadline()
-        self._verifier.check_caller(context, deadline)
+        unchecked = self._verifier.check_caller(context, deadline)
         verified = context.identity.verified
+        if unchecked and verified is None:
+            audit(
+                self._records,
+                context,
+                REACTIVAR_SERVICIO,
+                self._action(),
+                AuditResult.FAILED,
+                "the caller ID could not be checked: routers or directory unavailable",
+            )
+            return messages.error(unchecked)
         if verified is None or not verified.satisfies(policy.write_requires):
             how = "not verified" if verified is None else f"verified by {'+'.join(sorted(verified.methods))} only"
             ask = messages.ask_for(policy)

@@ -95,8 +95,9 @@ class Verifier:
             return None
         return e164_or_none(context.caller, self._region)
 
-    def check_caller(self, context: ToolContext, deadline: Deadline) -> None:
-        """Verify the call by its caller ID, once per call.
+    def check_caller(self, context: ToolContext, deadline: Deadline) -> str:
+        """Verify the call by its caller ID, once per call; what to tell the model if it could not be checked
+        (no router answered, the directory is unusable), else "".
 
         It takes at most half of what is left of the tool's ``deadline``, so the tool's own lookup still has
         time when a router is slow. When no router answered it is tried again at the next tool; when only some
@@ -105,35 +106,35 @@ class Verifier:
         """
         identity = context.identity
         if identity.caller_checked:
-            return
+            return ""
         number = self.caller_number(context)
         if number is None or not self._finder.usable:
             identity.caller_check_done(0)
-            return
+            return ""
         clog = call_logger(context.call_id, log)
         half = Deadline(min(deadline.at, time.monotonic() + deadline.remaining() / 2))
         try:
             found = self._finder.find(Lookup("telefono", number), half, context.call_id)
         except DirectoryError as error:
             clog.error("caller ID check: customer directory unusable: %s", error)
-            return
+            return messages.DIRECTORY_DOWN
         if found.failed and not found.customers:
             clog.warning(
                 "caller ID check: routers unavailable (%s); tried again at the next tool", ",".join(found.failed)
             )
-            return
+            return messages.ROUTER_DOWN
         if found.failed:
             identity.caller_check_done(0)
             clog.warning(
                 "caller ID check: routers unavailable (%s): not verified by caller ID in this call",
                 ",".join(found.failed),
             )
-            return
+            return ""
         groups = by_customer(found.customers)
         identity.caller_check_done(len(groups))
         if len(groups) != 1:
             clog.info("caller ID check: the number is on file for %d customers: not verified", len(groups))
-            return
+            return ""
         [(customer_id, services)] = groups.items()
         verified = identity.verify(customer_id, services, Method.CALLER_ID)
         if verified is not None:
@@ -148,6 +149,7 @@ class Verifier:
                 services[0] if len(services) == 1 else None,
                 customer_id=customer_id,
             )
+        return ""
 
     def claim(self, arguments: Mapping[str, Any]) -> Claim | ToolResult | None:
         """What the caller claims (the DNI and the factors given), None for "no data: tell the state", or the
