@@ -138,7 +138,7 @@ class Verifier:
         [(customer_id, services)] = groups.items()
         verified = identity.verify(customer_id, services, Method.CALLER_ID)
         if verified is not None:
-            clog.info("identity verified by caller ID: %d service(s)", len(verified.services))
+            clog.info("identity verified by caller_id: %d service(s)", len(verified.services))
             audit(
                 self._records,
                 context,
