@@ -987,12 +987,21 @@ def test_pool_reports_whether_late_work_had_started(router: FakeRouterOS) -> Non
             pool.run("otro", quick, Deadline.after(1))
 
 
+def wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
 def test_one_call_hammering_a_router_does_not_starve_another(router: FakeRouterOS) -> None:
     """Owners take turns on a router's worker, and one owner may queue only a few jobs."""
     release = threading.Event()
+    running = threading.Event()
     order: list[str] = []
 
     def blocking(name: str, client: RouterClient, deadline: Deadline) -> str:
+        running.set()
         release.wait(5)
         return "first"
 
@@ -1008,30 +1017,30 @@ def test_one_call_hammering_a_router_does_not_starve_another(router: FakeRouterO
 
         def submit(owner: str, tag: str) -> None:
             try:
-                results[tag] = pool.run("nucleo", job(tag), Deadline.after(5), owner=owner)
+                results[tag] = pool.run("nucleo", job(tag), Deadline.after(10), owner=owner)
             except RouterBusy as busy:
                 results[tag] = busy
 
-        threads = [
-            threading.Thread(target=pool.run, args=("nucleo", blocking, Deadline.after(5)), kwargs={"owner": "a"})
-        ]
-        threads[0].start()
-        time.sleep(0.1)  # the worker is busy with "a"'s first job
-        for index in range(MAX_QUEUED_PER_OWNER + 1):  # "a" queues more than it may
+        first = threading.Thread(target=pool.run, args=("nucleo", blocking, Deadline.after(10)), kwargs={"owner": "a"})
+        first.start()
+        wait_for(running.is_set)  # the worker is busy with "a"'s first job
+        threads = [first]
+        for index in range(MAX_QUEUED_PER_OWNER):  # "a" fills its share of the queue
             thread = threading.Thread(target=submit, args=("a", f"a{index}"))
             threads.append(thread)
             thread.start()
-            time.sleep(0.02)
+            wait_for(lambda count=index + 1: pool.waiting("nucleo", "a") == count)
+        submit("a", "a-over")  # one more is refused at once, not queued
+        assert isinstance(results["a-over"], RouterBusy)
         other = threading.Thread(target=submit, args=("b", "b0"))
         threads.append(other)
         other.start()
-        time.sleep(0.05)
+        wait_for(lambda: pool.waiting("nucleo", "b") == 1)
         release.set()
         for thread in threads:
-            thread.join(5)
-        assert isinstance(results[f"a{MAX_QUEUED_PER_OWNER}"], RouterBusy)  # refused at once, not queued
-        assert order[:2] == ["a0", "b0"]  # "b" went second, not behind every job of "a"
-        assert sorted(order) == sorted([*(f"a{index}" for index in range(MAX_QUEUED_PER_OWNER)), "b0"])
+            thread.join(10)
+        # "b" arrived last but went second: owners take turns, it did not wait behind all of "a".
+        assert order == ["a0", "b0", *(f"a{index}" for index in range(1, MAX_QUEUED_PER_OWNER))]
 
 
 def test_a_ca_file_that_cannot_be_read_stops_the_start(tmp_path: Path) -> None:

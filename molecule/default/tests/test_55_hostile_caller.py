@@ -134,8 +134,8 @@ def use_script(host, name, turns):
     document = json.dumps({"turns": turns}, ensure_ascii=False)
     host.check_output(f"install -d -m 0755 {SCRIPTS} {DROP_IN}")
     host.check_output(f"printf %s {shlex.quote(document)} > {path} && chmod 0644 {path}")
-    unit = host.check_output(f"systemctl cat {FAKE}")
-    [command] = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    unit = host.check_output(f"systemctl show --property=FragmentPath --value {FAKE}")  # the unit, not drop-ins
+    [command] = [line for line in host.file(unit).content_string.splitlines() if line.startswith("ExecStart=")]
     host.check_output(
         f"printf '[Service]\\nExecStart=\\n%s --script {path}\\n' {shlex.quote(command)} > {DROP_IN}/50-script.conf"
     )

@@ -121,13 +121,17 @@ class _FairWorker:
         with self._condition:
             if self._closed:
                 raise RouterUnavailable("the router pool is closed (the service is stopping)")
-            queue = self._queues.get(owner, ())
-            waiting = sum(1 for queued, _ in queue if not queued.cancelled())
+            waiting = sum(1 for queued, _ in self._queues.get(owner, ()) if not queued.cancelled())
             if waiting >= self._max_queued:
                 raise RouterBusy(f"router {self.name}: {waiting} requests of this call are already waiting")
             self._queues.setdefault(owner, deque()).append((future, work))
             self._condition.notify()
         return future
+
+    def waiting(self, owner: str) -> int:
+        """How many of ``owner``'s jobs wait (queued, not cancelled, not started)."""
+        with self._condition:
+            return sum(1 for queued, _ in self._queues.get(owner, ()) if not queued.cancelled())
 
     def _next(self) -> tuple[Future[Any], Callable[[], Any]] | None:
         with self._condition:
@@ -192,6 +196,10 @@ class RouterPool:
 
     def __contains__(self, name: object) -> bool:
         return name in self._clients
+
+    def waiting(self, name: str, owner: str = "") -> int:
+        """How many jobs of ``owner`` wait for router ``name`` (for diagnostics and tests)."""
+        return self._workers[name].waiting(owner)
 
     def deadline(self) -> Deadline:
         """The time one tool has for all its router work: ``ROUTEROS_TIMEOUT`` from now."""
