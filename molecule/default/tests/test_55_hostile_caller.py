@@ -74,6 +74,19 @@ OWNER = [
     },
 ]
 
+# The stranger calls again: one more wrong guess (a DNI that is no customer's) is the third failure from his
+# number across calls, so even right data (María's DNI and customer number) is refused afterwards.
+MARIA = {"dni": "12345678", "numero_cliente": "10001"}
+MARIA_PERSONAL = ("María", "Peña", "maria.pena", "10.20.0.11", "AA:BB:CC:00:00:11")
+HOSTILE_AGAIN = [
+    GREETING,
+    tool("verificar_identidad", {"dni": "11223344", "numero_cliente": "10002"}),
+    tool("verificar_identidad", MARIA),
+    tool("estado_conexion", {}),
+    {"type": "audio", "audio": "asistente_pide_datos.ulaw", "transcript": "Necesito verificar su identidad."},
+]
+LOCKED = "Hubo demasiados intentos fallidos"
+
 
 def tool_count(turns):
     return sum(1 for turn in turns if turn["type"] == "tool_call")
@@ -242,3 +255,29 @@ def test_a_third_call_within_the_period_is_refused(host, owner_calls):
     [row] = [row for row in audit if row["tool"] == "reactivar_servicio"]
     assert (row["result"], row["customer_id"]) == ("refused", LUIS["dni"])
     assert "reactivation limit reached" in row["reason"]
+
+
+@pytest.fixture(scope="module")
+def hostile_again(host, owner_calls):
+    use_script(host, "hostile-again", HOSTILE_AGAIN)
+    return place_call(host, "caller_speaking.xml", f"-key caller {STRANGER}", HOSTILE_AGAIN)
+
+
+def test_the_strangers_failures_count_across_calls_until_his_number_is_refused(host, hostile_again):
+    record = hostile_again
+    assert record["caller"] == STRANGER
+    [guess, right, status] = record["tool_calls"]
+    assert (guess["name"], guess["ok"]) == ("verificar_identidad", False)
+    assert LOCKED not in guess["result"]["error"]  # the third failure itself is still an ordinary mismatch
+    assert (right["name"], right["ok"]) == ("verificar_identidad", False)
+    assert right["result"]["error"].startswith(LOCKED), right  # right data, too late: the number is locked
+    assert (status["name"], status["ok"]) == ("estado_conexion", False)  # so the call is still unverified
+    for call in record["tool_calls"]:
+        said = json.dumps(call["result"], ensure_ascii=False)
+        for personal in (*MARIA_PERSONAL, *LUIS_PERSONAL):
+            assert personal not in said, (call["name"], said)
+    audit, events = records_of(host, record["call_id"])
+    [locked] = [row for row in audit if row["tool"] == "verificar_identidad" and "failed identity" in row["reason"]]
+    assert (locked["result"], locked["caller"]) == ("refused", STRANGER)
+    assert "3 failed identity checks from this number" in locked["reason"]
+    assert [event["kind"] for event in events if event["kind"] != "lookup"] == ["identity_failure", "limit"]
