@@ -51,6 +51,7 @@ from centralita.tools.network import (
     REPORTAR_FALLA,
     VERIFICAR_IDENTIDAD,
 )
+from centralita.tools.registry import check_arguments
 from centralita_testing.fake_routeros.server import FakeRouterOS
 
 # What a hostile caller makes the model pass, per tool: Luis's DNI, the name the tool once gave away, the
@@ -133,9 +134,15 @@ def test_an_unverified_call_gets_nothing_personal_and_writes_nothing(
     if tool == REPORTAR_FALLA and result.ok:
         [ticket] = service.records.tickets(call.call_id)
         assert (ticket["customer"], ticket["customer_name"], ticket["caller"]) == (None, None, STRANGER)
-    if tool in (ESTADO_CONEXION, REACTIVAR_SERVICIO) and result.output.get("error", "").startswith(("Antes", "Para")):
-        # Refused by the service (not by the schema): audited, with the caller and the reason.
-        refusal = service.records.audit_entries(call.call_id)[-1]
+    schema_problem = check_arguments(service.registry.tools[tool].parameters, arguments)
+    if schema_problem:  # the old identity arguments: refused before the tool runs, with the schema's reason
+        assert result.output == {"ok": False, "error": schema_problem}
+        assert service.records.audit_entries(call.call_id) == []
+    elif tool in (ESTADO_CONEXION, REACTIVAR_SERVICIO):
+        # Arguments that fit the schema: refused by the service itself for want of a verified caller, and
+        # audited with the caller and the reason (not an error that happened to leak nothing).
+        assert result.output["error"].startswith(("Antes", "Para")), result.output
+        [refusal] = service.records.audit_entries(call.call_id)
         assert (refusal["tool"], refusal["result"], refusal["caller"]) == (tool, "refused", STRANGER)
         assert "not verified" in refusal["reason"]
 
