@@ -39,6 +39,11 @@ def test_what_a_channel_is_to_the_app() -> None:
     # A snapshot without the dialplan application (older Asterisk): only our media channels are recognised.
     bare = {"id": "3-media", "name": "UnicastRTP/127.0.0.1:1-1", "dialplan": {}}
     assert channel_kind(bare, APP) is ChannelKind.MEDIA
+    # What Asterisk 22 shows for an ExternalMedia channel: no dialplan application.
+    external = {"id": "4-media", "name": "UnicastRTP/127.0.0.1:1-2", "dialplan": {"app_name": "", "app_data": ""}}
+    assert channel_kind(external, APP) is ChannelKind.MEDIA
+    stranger = {"id": "5", "name": "UnicastRTP/127.0.0.1:1-3", "dialplan": {"app_name": "", "app_data": ""}}
+    assert channel_kind(stranger, APP) is None
     assert channel_kind({"id": "3", "name": "PJSIP/provider-3", "dialplan": {}}, APP) is None
 
 

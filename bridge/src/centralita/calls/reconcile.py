@@ -61,16 +61,15 @@ def channel_kind(channel: Mapping[str, Any], app: str) -> ChannelKind | None:
 
     ARI's snapshot says which dialplan application the channel runs (``dialplan.app_name``/``app_data``):
     ``Stasis`` with ``<app>,inbound,<DID>`` or ``<app>,outbound,<attempt>,...`` for a customer, ``<app>`` alone
-    for a channel ARI created into the app (ExternalMedia). Where the snapshot lacks those fields, only a
-    ``UnicastRTP/`` channel named ``<call>-media`` is recognised (as media).
+    for a channel ARI created into the app. An ExternalMedia channel runs no dialplan application at all (its
+    snapshot's ``app_name`` is empty, or missing on an older Asterisk): it is recognised by what the service
+    names it, a ``UnicastRTP/`` channel with the id ``<call>-media``.
     """
     dialplan = channel.get("dialplan") or {}
     name = str(channel.get("name", ""))
-    if "app_name" not in dialplan:
+    if str(dialplan.get("app_name", "")).lower() != "stasis":
         ours = str(channel.get("id", "")).endswith(MEDIA_SUFFIX) and name.startswith("UnicastRTP/")
         return ChannelKind.MEDIA if ours else None
-    if str(dialplan.get("app_name", "")).lower() != "stasis":
-        return None
     arguments = str(dialplan.get("app_data", "")).split(",")
     if arguments[0].strip() != app:
         return None
