@@ -52,6 +52,7 @@ from centralita.billing.prices import DEFAULT_PRICES, PriceTable
 from centralita.config.env import EnvReader
 
 __all__ = [
+    "DEFAULT_STATUS_FILE",
     "REALTIME_SESSION_SECONDS",
     "CallLimitAction",
     "CallLimits",
@@ -66,7 +67,7 @@ __all__ = [
 # The Realtime API ends a session at this age (error session_expired, close 1001).
 REALTIME_SESSION_SECONDS: Final = 3600
 _CALL_SECONDS_MAX: Final = 3300  # five minutes short of the session's end: the call ends on our side first
-_DEFAULT_STATUS_FILE: Final = "/run/centralita/openai-inbound-calls.json"
+DEFAULT_STATUS_FILE: Final = "/run/centralita/openai-inbound-calls.json"
 _PRICE_FIELDS: Final = (
     ("PRICE_INPUT_TEXT", "input_text"),
     ("PRICE_INPUT_AUDIO", "input_audio"),
@@ -197,4 +198,4 @@ def read_spending(reader: EnvReader) -> Spending:
 
 
 def read_status_file(reader: EnvReader) -> Path:
-    return reader.path("STATUS_FILE", _DEFAULT_STATUS_FILE)
+    return reader.path("STATUS_FILE", DEFAULT_STATUS_FILE)
