@@ -322,7 +322,7 @@ def test_when_the_budget_is_spent_new_calls_go_to_the_operator(asterisk: FakeAst
     with FakeRealtimeServer(script=[AudioTurn(GREETING, "Hola.")]) as realtime:
         settings = settings_for(asterisk, realtime, tmp_path, BUDGET_DAILY="5", BUDGET_MONTHLY="0")
         records = CallRecords(settings.db_path)
-        service = InboundService(settings, records, builtin_tools(), "Eres el asistente.")
+        service = InboundService(settings, records, builtin_tools(), "Eres el asistente.", status_interval=0.1)
         service.start()
         try:
             assert service.wait_connected(TIMEOUT)
@@ -332,7 +332,10 @@ def test_when_the_budget_is_spent_new_calls_go_to_the_operator(asterisk: FakeAst
             assert asterisk.channels[channel_id].continued == [(FAILOVER, "s", 1)]
             assert asterisk.channels[channel_id].variables == {FAILOVER_REASON_VARIABLE: "budget_spent"}
             assert realtime.sessions() == []  # no session was opened (and billed) for it
-            status = wait_for(lambda: read_status(settings.status_file), "the status file")
+            status = wait_for(
+                lambda: (found := read_status(settings.status_file)) and found["refused"] and found,
+                "the refusal in the status file",
+            )
             assert status["budget"]["spent"] is True
             assert status["budget"]["day_spent"] == "6.4"
             assert status["refused"] == {"budget_spent": 1}
@@ -489,7 +492,7 @@ def test_a_restarted_service_hands_the_callers_its_previous_run_left_to_the_fail
     assert not asterisk.channels[untouched].continued
     interrupted = box.ended("1700000000.7")
     assert interrupted["outcome"] == Outcome.INTERRUPTED
-    assert "failover" in interrupted["detail"]
+    assert interrupted["detail"] == f"the service restarted mid-call; sent to {FAILOVER}"
     stale = box.ended("1700000000.9")
     assert (stale["outcome"], stale["detail"]) == (
         Outcome.INTERRUPTED,
