@@ -8,11 +8,13 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from unprivileged import error_as_unprivileged
 
+from centralita.billing.usage import Usage
 from centralita.storage.records import (
     _MIGRATIONS,
     SCHEMA_VERSION,
@@ -64,9 +66,9 @@ def sqlite_query(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 def test_schema_is_created_on_first_use(records: CallRecords, db_path: Path) -> None:
     tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"calls", "transcript", "tool_calls"} <= tables
+    assert {"calls", "transcript", "tool_calls", "usage"} <= tables
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     assert sqlite_query(db_path, "PRAGMA journal_mode") == [("wal",)]
     columns = [row[1] for row in sqlite_query(db_path, "PRAGMA table_info(calls)")]
     assert columns == [
@@ -164,6 +166,12 @@ def test_every_outcome_is_stored_as_its_value(records: CallRecords) -> None:
         "realtime_failed",
         "service_stopped",
         "error",
+        "refused",
+        "no_caller_audio",
+        "no_reply",
+        "time_limit",
+        "channel_gone",
+        "interrupted",
     }
 
 
@@ -560,3 +568,28 @@ def test_a_version_2_file_gets_the_campaign_of_its_outbound_calls(db_path: Path)
     assert (outbound["caller"], outbound["callee"], outbound["campaign"]) == (None, "+525550002222", "marzo")
     assert (outbound["outcome"], outbound["started_at"]) == ("completed", "2026-03-01T11:00:00.000+00:00")
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_usage_is_summed_exactly_per_call_and_since_a_moment(records: CallRecords) -> None:
+    early = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    late = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    records.add_usage("c1", "r1", Usage(input_audio=1000, output_audio=500), Decimal("0.064"), "USD", at=early)
+    records.add_usage("c1", "r2", Usage(input_text=10, cached_audio=7), Decimal("0.0000041"), "USD", at=late)
+    records.add_usage("c2", "r3", Usage(output_text=3), Decimal("0.1"), "USD", at=late)
+    usage, cost = records.usage_of("c1")
+    assert usage == Usage(input_text=10, input_audio=1000, cached_audio=7, output_audio=500)
+    assert cost == Decimal("0.064004")  # to the millionth
+    assert records.spent_since(early) == Decimal("0.164004")
+    assert records.spent_since(late) == Decimal("0.100004")
+    assert records.usage_of("nobody") == (Usage(), Decimal(0))
+    with pytest.raises(ValueError, match="0 or more"):
+        records.add_usage("c1", "r4", Usage(), Decimal("-1"), "USD")
+
+
+def test_the_calls_a_previous_run_left_open_are_found(records: CallRecords) -> None:
+    records.start_call("old-open", "inbound", "a", "b")
+    records.start_call("old-closed", "inbound", "a", "b")
+    records.end_call("old-closed", "completed")
+    boundary = records.now()
+    assert records.open_calls(before=boundary) == ["old-open"]
+    assert records.open_calls() == ["old-open"]

@@ -210,10 +210,36 @@ def test_from_voip_sends_every_number_to_stasis(pjsip):
     conf = parse_asterisk_conf(pjsip["extensions.conf"])
     inbound = section(conf, "[from-voip]")
     stasis = [v for k, v in inbound if k == "same" and "Stasis(" in v]
-    assert stasis == ["n,Stasis(centralita,inbound,${CENTRALITA_DID})"] * 2
+    assert stasis == ["n(assistant),Stasis(centralita,inbound,${CENTRALITA_DID})"] * 2
     extens = [v.split(",", 1)[0] for k, v in inbound if k == "exten"]
     assert extens == ["_[+0-9a-zA-Z].", "s"]
     assert not values(inbound, "include")
+
+
+def test_the_call_over_the_box_limit_goes_to_the_failover_context_before_stasis(tmp_path):
+    files = render(tmp_path, "pjsip", asterisk_max_calls=7)
+    conf = parse_asterisk_conf(files["extensions.conf"])
+    assert dict(section(conf, "[globals]"))["CENTRALITA_MAX_CALLS"] == "7"
+    steps = values(section(conf, "[from-voip]"), "same")
+    count = steps.index("n,GotoIf($[${GROUP_COUNT(assistant@centralita)} <= ${CENTRALITA_MAX_CALLS}]?assistant)")
+    assert steps[count - 1] == "n,Set(GROUP(centralita)=assistant)"  # the call itself is counted first
+    assert steps[count + 1 : count + 3] == [
+        "n,Set(CENTRALITA_FAILOVER_REASON=box_full)",
+        "n,Goto(centralita-unavailable,s,1)",
+    ]
+    # Leaving the assistant (failover, operator) frees the place; the dialer's answered calls take one.
+    for context in ("[centralita-unavailable]", "[centralita-operator]"):
+        lines = values(section(conf, context), "exten") + values(section(conf, context), "same")
+        assert any(line.endswith(",Set(GROUP(centralita)=)") for line in lines), context
+    assert "n,Set(GROUP(centralita)=assistant)" in values(section(conf, "[centralita-outbound-amd]"), "same")
+
+
+def test_a_number_over_its_own_limits_is_told_to_call_later_and_never_rings_the_operator(pjsip):
+    steps = values(section(parse_asterisk_conf(pjsip["extensions.conf"]), "[centralita-unavailable]"), "same")
+    flood = next(i for i, step in enumerate(steps) if step.startswith("n(flood),"))
+    assert steps[flood + 1 :] == ["n,Answer()", "n,Playback(centralita/demasiadas-llamadas)", "n,Hangup()"]
+    assert not any("centralita-operator" in step for step in steps[flood:])
+    assert any('"caller_busy"' in step and '"caller_rate"' in step and "?flood" in step for step in steps[:flood])
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,9 @@ Schema versions:
    upgrade moves them to this layout (their presented caller ID was never recorded: NULL).
 4. ``caller_events`` (lookups, failed identity checks and limits reached, per caller number and customer, so
    limits hold across calls) and ``audit_log.customer_id`` (the holder, whose reactivations are counted).
+5. ``usage``: the tokens of every Realtime response (``response.done``) and what they cost at the price table
+   of the time (in millionths of its currency, summed exactly), for the spending budget. No foreign key to
+   ``calls``: spending is recorded even when its call's row could not be written.
 """
 
 from __future__ import annotations
@@ -50,10 +53,12 @@ import json
 import sqlite3
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from centralita.billing.usage import Usage
 from centralita.storage.retention import PurgeCounts, mask_personal, purge
 from centralita.storage.sqlite import SharedDatabase, open_database
 
@@ -91,6 +96,12 @@ class Outcome(StrEnum):
     REALTIME_FAILED = "realtime_failed"  # the Realtime session failed: failover context, or hung up
     SERVICE_STOPPED = "service_stopped"  # the service stopped: the caller was handed to the operator context
     ERROR = "error"  # the call could not be set up, or a transfer failed: hung up
+    REFUSED = "refused"  # not given to the assistant (box full, caller limits, budget spent): failover context
+    NO_CALLER_AUDIO = "no_caller_audio"  # no RTP from Asterisk for RTP_TIMEOUT: failover context, or hung up
+    NO_REPLY = "no_reply"  # the model stayed silent through REPLY_TIMEOUT twice (a filler between): failover
+    TIME_LIMIT = "time_limit"  # MAX_CALL_SECONDS reached: to the operator, or hung up after a goodbye
+    CHANNEL_GONE = "channel_gone"  # the caller's channel vanished unseen (Asterisk restarted, events lost)
+    INTERRUPTED = "interrupted"  # the service died with the call up; its next start handed the caller on
 
 
 class AuditResult(StrEnum):
@@ -237,13 +248,38 @@ def _migrate_to_4(connection: sqlite3.Connection) -> None:
     connection.execute("CREATE INDEX audit_log_customer_id ON audit_log (customer_id, tool, at)")
 
 
+def _migrate_to_5(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """
+        CREATE TABLE usage (
+            id           INTEGER PRIMARY KEY,
+            at           TEXT NOT NULL,
+            call_id      TEXT NOT NULL,
+            response_id  TEXT NOT NULL,
+            input_text   INTEGER NOT NULL,
+            input_audio  INTEGER NOT NULL,
+            cached_text  INTEGER NOT NULL,
+            cached_audio INTEGER NOT NULL,
+            output_text  INTEGER NOT NULL,
+            output_audio INTEGER NOT NULL,
+            cost_micros  INTEGER NOT NULL CHECK (cost_micros >= 0),
+            currency     TEXT NOT NULL
+        )
+        """
+    )
+    connection.execute("CREATE INDEX usage_at ON usage (at)")
+    connection.execute("CREATE INDEX usage_call_id ON usage (call_id)")
+
+
 # _MIGRATIONS[n] upgrades a database at user_version n to n + 1. Append only; never edit a released step.
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
     _migrate_to_4,
+    _migrate_to_5,
 )
+_MICROS: Final = Decimal(1_000_000)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -284,11 +320,18 @@ class CallRecords(SharedDatabase):
     def _closed_error(self) -> CallRecordsError:
         return CallRecordsError(f"The call records database {self.path} was closed: no more records can be written.")
 
+    def now(self) -> datetime:
+        """The records' clock: when a write queued now should say it happened."""
+        return self._clock()
+
     def _now(self) -> str:
         return _timestamp(self._clock())
 
     def _since(self, window: timedelta) -> str:
         return _timestamp(self._clock() - window)
+
+    def _at(self, at: datetime | None) -> str:
+        return _timestamp(at) if at is not None else self._now()
 
     def _require_call(self, db: sqlite3.Connection, call_id: str) -> None:
         if db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone() is None:
@@ -324,30 +367,32 @@ class CallRecords(SharedDatabase):
             except sqlite3.IntegrityError as error:
                 raise ValueError(f"call {call_id!r} is already recorded in {self.path}") from error
 
-    def mark_answered(self, call_id: str) -> bool:
-        """Record when the call was answered; only the first time counts (returns whether this one did)."""
-        at = self._now()
+    def mark_answered(self, call_id: str, at: datetime | None = None) -> bool:
+        """Record when the call was answered (``at``, default now); only the first time counts (returns whether
+        this one did)."""
+        stamp = self._at(at)
         with self._lock:
             db = self._connection()
             cursor = db.execute(
-                "UPDATE calls SET answered_at = ? WHERE call_id = ? AND answered_at IS NULL", (at, call_id)
+                "UPDATE calls SET answered_at = ? WHERE call_id = ? AND answered_at IS NULL", (stamp, call_id)
             )
             if cursor.rowcount == 0:
                 self._require_call(db, call_id)
                 return False
             return True
 
-    def add_transcript(self, call_id: str, speaker: str, text: str) -> None:
-        """Append one line said by ``speaker`` ('caller' or 'assistant') to the call's transcript."""
+    def add_transcript(self, call_id: str, speaker: str, text: str, at: datetime | None = None) -> None:
+        """Append one line said by ``speaker`` ('caller' or 'assistant') at ``at`` (default now) to the call's
+        transcript."""
         if speaker not in tuple(Speaker):
             raise ValueError(f"speaker must be 'caller' or 'assistant', got {speaker!r}")
-        at = self._now()
+        stamp = self._at(at)
         with self._lock:
             db = self._connection()
             self._require_call(db, call_id)
             db.execute(
                 "INSERT INTO transcript (call_id, at, speaker, text) VALUES (?, ?, ?, ?)",
-                (call_id, at, str(speaker), text),
+                (call_id, stamp, str(speaker), text),
             )
 
     def add_tool_call(
@@ -358,15 +403,17 @@ class CallRecords(SharedDatabase):
         arguments: Mapping[str, Any],
         result: Mapping[str, Any],
         ok: bool,
+        at: datetime | None = None,
     ) -> bool:
-        """Record a tool the assistant ran; a tool_call_id already recorded for the call is ignored (False).
+        """Record a tool the assistant ran (at ``at``, default now); a tool_call_id already recorded for the call
+        is ignored (False).
 
         ``arguments`` and ``result`` are stored as JSON, DNI and phone numbers masked (``retention``): a value
         json cannot encode raises TypeError.
         """
         encoded_arguments = json.dumps(mask_personal(arguments), ensure_ascii=False)
         encoded_result = json.dumps(mask_personal(result), ensure_ascii=False)
-        at = self._now()
+        stamp = self._at(at)
         with self._lock:
             db = self._connection()
             self._require_call(db, call_id)
@@ -374,20 +421,21 @@ class CallRecords(SharedDatabase):
                 "INSERT INTO tool_calls (call_id, at, tool_call_id, name, arguments, result, ok)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (call_id, tool_call_id) DO NOTHING",
-                (call_id, at, tool_call_id, name, encoded_arguments, encoded_result, int(bool(ok))),
+                (call_id, stamp, tool_call_id, name, encoded_arguments, encoded_result, int(bool(ok))),
             )
             return cursor.rowcount == 1
 
-    def end_call(self, call_id: str, outcome: Outcome | str, detail: str = "") -> bool:
-        """Record how the call ended (an ``Outcome``); only the first end counts (returns whether this one did)."""
+    def end_call(self, call_id: str, outcome: Outcome | str, detail: str = "", at: datetime | None = None) -> bool:
+        """Record how the call ended (an ``Outcome``) and when (``at``, default now); only the first end counts
+        (returns whether this one did)."""
         if outcome not in tuple(Outcome):
             raise ValueError(f"outcome must be one of {', '.join(Outcome)}, got {outcome!r}")
-        at = self._now()
+        stamp = self._at(at)
         with self._lock:
             db = self._connection()
             cursor = db.execute(
                 "UPDATE calls SET ended_at = ?, outcome = ?, detail = ? WHERE call_id = ? AND ended_at IS NULL",
-                (at, str(outcome), detail, call_id),
+                (stamp, str(outcome), detail, call_id),
             )
             if cursor.rowcount == 0:
                 self._require_call(db, call_id)
@@ -420,6 +468,79 @@ class CallRecords(SharedDatabase):
             tool_call["ok"] = bool(tool_call["ok"])
         call["tool_calls"] = tool_calls
         return call
+
+    def open_calls(self, before: datetime | None = None) -> list[str]:
+        """The calls recorded as started (before ``before``, if given) and never ended, oldest first: at a
+        service's start, those a previous run of it left behind (it died with them up)."""
+        bound = _timestamp(before) if before is not None else "9999"
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT call_id FROM calls WHERE ended_at IS NULL AND started_at < ? ORDER BY started_at, rowid",
+                    (bound,),
+                )
+                .fetchall()
+            )
+        return [str(row["call_id"]) for row in rows]
+
+    # -- spending ---------------------------------------------------------------------------------------
+
+    def add_usage(
+        self, call_id: str, response_id: str, usage: Usage, cost: Decimal, currency: str, at: datetime | None = None
+    ) -> None:
+        """Record the tokens of one response and their ``cost`` (kept to the millionth of ``currency``), at ``at``
+        (default now)."""
+        if cost < 0:
+            raise ValueError(f"a cost is 0 or more, not {cost}")
+        micros = int((cost * _MICROS).to_integral_value())
+        stamp = self._at(at)
+        with self._lock:
+            self._connection().execute(
+                "INSERT INTO usage (at, call_id, response_id, input_text, input_audio, cached_text, cached_audio,"
+                " output_text, output_audio, cost_micros, currency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stamp,
+                    call_id,
+                    response_id,
+                    usage.input_text,
+                    usage.input_audio,
+                    usage.cached_text,
+                    usage.cached_audio,
+                    usage.output_text,
+                    usage.output_audio,
+                    micros,
+                    currency,
+                ),
+            )
+
+    def spent_since(self, moment: datetime) -> Decimal:
+        """What the responses recorded at or after ``moment`` cost, exactly (in the price table's currency)."""
+        at = _timestamp(moment)
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT SUM(cost_micros) AS micros FROM usage WHERE at >= ?", (at,))
+                .fetchone()
+            )
+        return Decimal(int(row["micros"] or 0)) / _MICROS
+
+    def usage_of(self, call_id: str) -> tuple[Usage, Decimal]:
+        """The tokens of every response of the call, summed, and what they cost."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT COALESCE(SUM(input_text), 0) AS input_text, COALESCE(SUM(input_audio), 0) AS input_audio,"
+                    " COALESCE(SUM(cached_text), 0) AS cached_text, COALESCE(SUM(cached_audio), 0) AS cached_audio,"
+                    " COALESCE(SUM(output_text), 0) AS output_text, COALESCE(SUM(output_audio), 0) AS output_audio,"
+                    " COALESCE(SUM(cost_micros), 0) AS micros FROM usage WHERE call_id = ?",
+                    (call_id,),
+                )
+                .fetchone()
+            )
+        micros = int(row.pop("micros"))
+        return Usage(**{name: int(value) for name, value in row.items()}), Decimal(micros) / _MICROS
 
     # -- audit log of router writes ----------------------------------------------------------------------
 
