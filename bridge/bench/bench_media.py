@@ -72,7 +72,9 @@ from centralita.calls.call import Call
 from centralita.config.bridge import Settings
 from centralita.media.pacer import PacerThread
 from centralita.media.rtp import FRAME_BYTES
+from centralita.storage.queued import QueuedRecords
 from centralita.storage.records import CallRecords, Direction, Outcome
+from centralita.storage.writer import RecordWriter
 from centralita.telephony.ari import AriEndpoint, AriRest
 from centralita.tools.registry import ToolRegistry
 from centralita_testing.fake_asterisk import FakeAsterisk, LegHooks, RtpLeg
@@ -551,6 +553,10 @@ def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Pat
             "RTP_BIND_ADDRESS": "127.0.0.1",
             "LOG_FILE": str(workdir / "bridge.log"),
             "DB_PATH": str(workdir / "centralita.db"),
+            # Media starts once every call of the step is up, which takes a while at 200 calls: the watchdogs
+            # must not give those calls up meanwhile (they are not what is measured).
+            "RTP_TIMEOUT": "600",
+            "REPLY_TIMEOUT": "300",
         }
     )
 
@@ -564,10 +570,13 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
     pacer = PacerThread() if options.shared_pacer else None
     with tempfile.TemporaryDirectory(prefix="centralita-bench-") as tmp:
         records: CallRecords | None = None
+        writer: RecordWriter | None = None
         try:
             fake = FakeRealtimeProcess(harness_cpus)
             settings = _settings(fake, asterisk, Path(tmp))
             records = CallRecords(settings.db_path)
+            writer = RecordWriter("bench")
+            queued = QueuedRecords(records, writer)
             password = settings.ari_password.reveal()
             rest = AriRest(AriEndpoint(settings.ari_url, settings.ari_user, password, settings.ari_app))
             tools = ToolRegistry()
@@ -581,7 +590,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
                     callee=CALLEE,
                     settings=settings,
                     rest=rest,
-                    records=records,
+                    records=queued,
                     tools=tools,
                     instructions="Repite lo que oyes.",
                     rng=random.Random(index),
@@ -611,6 +620,8 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
                 list(pool.map(lambda call: call.end(Outcome.HUNG_UP_BY_CALLER), started))
             if pacer is not None:
                 pacer.close()
+            if writer is not None:
+                writer.close()
             if records is not None:
                 records.close()
             if fake is not None:

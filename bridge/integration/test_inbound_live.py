@@ -109,6 +109,7 @@ def service(
             "WS_PING_TIMEOUT": "2",
             "LOG_FILE": str(tmp_path / "inbound_openai.log"),
             "DB_PATH": str(tmp_path / "centralita.db"),
+            "STATUS_FILE": str(tmp_path / "status.json"),  # not the deployed service's snapshot
         }
     )
     # The app name is the one the dialplan uses: the deployed service, if any, steps aside meanwhile.

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
+from centralita.calls.status import StatusReporter
 from centralita.doctor.commands import CommandResult
 from centralita.doctor.context import Options
 from centralita.doctor.probes import ProbeError, Route
@@ -390,3 +392,33 @@ def options(tmp_path: Path, box: FakeBox, env: Path, **changes: object) -> Optio
         route=lo_route,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def healthy_status(**changes: Any) -> dict[str, Any]:
+    """A health snapshot as a healthy openai-inbound-calls writes it (calls/status.py), with ``changes``."""
+    base: dict[str, Any] = {
+        "service": "openai-inbound-calls",
+        "active_calls": 3,
+        "limits": {"max_calls": 20, "max_per_caller": 2, "max_per_caller_per_minute": 6},
+        "refused": {},
+        "records": {"written": 120, "queued": 0, "lost": 0, "failing": False, "last_error": ""},
+        "budget": {
+            "limited": True,
+            "known": True,
+            "spent": False,
+            "day_spent": "1.25",
+            "month_spent": "30.5",
+            "daily_limit": "100",
+            "monthly_limit": "2000",
+            "currency": "USD",
+            "prices_as_of": "2025-08-28",
+        },
+    }
+    base.update(changes)
+    return base
+
+
+def write_status(path: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` where the service would (STATUS_FILE), as the service writes it."""
+    StatusReporter(path, lambda: state).write()
+    return path

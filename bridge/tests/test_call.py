@@ -30,6 +30,7 @@ from centralita.config.dialer import DialerSettings
 from centralita.dialer.runner import Runner
 from centralita.dialer.store import CampaignStore
 from centralita.logs import Event
+from centralita.media.clips import Clips
 from centralita.storage.records import CallRecords, Outcome
 from centralita.tools.call_control import builtin_tools
 from centralita.tools.registry import Tool, ToolAction, ToolContext, ToolRegistry, ToolResult
@@ -49,6 +50,14 @@ CALLER = "5215550001111"
 OPERATOR = "centralita-operator"
 FAILOVER = "centralita-unavailable"
 TIMEOUT = 10.0  # generous, the machine is shared: a passing test takes a fraction of it
+# The bridge's own recordings, 0.3 s each here (the real ones take seconds): pieces of a recording used nowhere
+# else in these tests, so what the caller hears tells them apart.
+TEST_CLIPS = Clips(
+    filler=OTHER[30000:32400],
+    warning_transfer=OTHER[34000:36400],
+    warning_hangup=OTHER[38000:40400],
+    goodbye=OTHER[42000:44400],
+)
 
 T = TypeVar("T")
 
@@ -91,9 +100,14 @@ class Box:
 
     def call_in(self, caller: str = CALLER) -> tuple[str, Call, RtpLeg]:
         """A caller dials the DID: the channel id, its ``Call``, and the RTP leg that plays the caller."""
+        channel_id, call = self.ring(caller)
+        return channel_id, call, self.asterisk.leg_of(channel_id, TIMEOUT)
+
+    def ring(self, caller: str = CALLER) -> tuple[str, Call]:
+        """A caller dials the DID and the service takes the call (it may not be answered yet)."""
         channel_id = self.asterisk.incoming_call(APP, ("inbound", DID), caller=caller)
         call = wait_for(lambda: self.service.call(channel_id), "the service to take the call")
-        return channel_id, call, self.asterisk.leg_of(channel_id, TIMEOUT)
+        return channel_id, call
 
     def session(self, index: int = 0) -> SessionRecord:
         return self.realtime.wait_for_session(index, TIMEOUT)
@@ -128,6 +142,7 @@ def settings_for(asterisk: FakeAsterisk, realtime: FakeRealtimeServer, tmp_path:
             "DB_PATH": str(tmp_path / "centralita.db"),
             "OPERATOR_CONTEXT": OPERATOR,
             "FAILOVER_CONTEXT": FAILOVER,
+            "STATUS_FILE": str(tmp_path / "status.json"),
             **extra,
         }
     )
@@ -151,12 +166,15 @@ def boxes(asterisk: FakeAsterisk, tmp_path: Path) -> Iterator[Callable[..., Box]
         outbound: OutboundCalls | None = None,
         faults: Faults | None = None,
         pace: float = 4.0,
+        clips: Clips | None = None,
         **settings: str,
     ) -> Box:
         realtime = FakeRealtimeServer(script=script, pace=pace, faults=faults, tool_done_delay_ms=200).start()
         values = settings_for(asterisk, realtime, tmp_path, **settings)
         records = CallRecords(values.db_path)
-        service = InboundService(values, records, tools or builtin_tools(), "Eres el asistente.", outbound)
+        service = InboundService(
+            values, records, tools or builtin_tools(), "Eres el asistente.", outbound, clips=clips or TEST_CLIPS
+        )
         started.append((service, records, realtime))
         service.start()
         assert service.wait_connected(TIMEOUT)
@@ -339,14 +357,20 @@ def test_an_error_event_and_the_close_after_it_fail_over_once(boxes: Callable[..
     assert box.asterisk.channels[channel_id].variables == {FAILOVER_REASON_VARIABLE: "realtime_error"}
 
 
-def test_a_session_that_cannot_open_sends_the_caller_to_the_failover_context(boxes: Callable[..., Box]) -> None:
+def test_a_session_that_cannot_open_sends_the_ringing_caller_to_the_failover_context(boxes: Callable[..., Box]) -> None:
+    """The session is opened while the phone rings: the caller who cannot have the assistant is never answered
+    into silence, and the failover context's notice is the first thing they hear."""
     box = boxes([AudioTurn(GREETING, "Hola.")], faults=Faults(refuse=True))
-    channel_id, _call, _leg = box.call_in()
+    channel_id, _call = box.ring()
     record = box.ended(channel_id)
     assert record["outcome"] == Outcome.REALTIME_FAILED
     assert record["detail"].startswith("Realtime unavailable: HTTP 503")
     assert box.continues(channel_id) == [(FAILOVER, "s", 1)]
     assert box.asterisk.channels[channel_id].variables == {FAILOVER_REASON_VARIABLE: "realtime_unreachable"}
+    assert box.asterisk.channels[channel_id].rang
+    assert box.asterisk.requests_to("POST", f"/ari/channels/{channel_id}/answer") == []  # the dialplan answers
+    assert box.asterisk.bridges == {}  # nothing was set up for the assistant
+    assert record["answered_at"] is None
 
 
 def test_with_hangup_on_failure_the_caller_is_hung_up(boxes: Callable[..., Box]) -> None:

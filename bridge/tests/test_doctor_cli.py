@@ -13,7 +13,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from doctor_support import NOBODY, FakeBox, ari_server, env_text, make_app_dir, make_asterisk_dir, options
+from doctor_support import (
+    NOBODY,
+    FakeBox,
+    ari_server,
+    env_text,
+    healthy_status,
+    make_app_dir,
+    make_asterisk_dir,
+    options,
+    write_status,
+)
 
 from centralita.cli import main as centralita_main
 from centralita.doctor import cli
@@ -37,6 +47,9 @@ EVERY_CHECK = (
     "bridge.inbound_service",
     "bridge.outbound_service",
     "bridge.log",
+    "bridge.budget",
+    "bridge.records",
+    "bridge.admission",
     "bridge.code",
     "bridge.app_dir",
     "bridge.git",
@@ -84,6 +97,7 @@ def healthy(tmp_path: Path, box: FakeBox, realtime: FakeRealtimeServer, router: 
         ROUTEROS_NUCLEO_PORT=str(router.port),
         ROUTEROS_NUCLEO_USER="api-soporte",
         ROUTEROS_NUCLEO_PASSWORD="s3creto-2025",
+        STATUS_FILE=str(write_status(tmp_path / "status.json", healthy_status())),
     )
     app = make_app_dir(tmp_path, text)
     (tmp_path / "inbound_openai.log").write_text("2026-11-25 14:03:07,123 INFO call=- started\n")

@@ -8,15 +8,18 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from unprivileged import error_as_unprivileged
 
+from centralita.billing.usage import Usage
 from centralita.storage.records import (
     _MIGRATIONS,
     SCHEMA_VERSION,
     AuditResult,
+    CallerEvent,
     CallRecords,
     CallRecordsError,
     Outcome,
@@ -63,9 +66,9 @@ def sqlite_query(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 def test_schema_is_created_on_first_use(records: CallRecords, db_path: Path) -> None:
     tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"calls", "transcript", "tool_calls"} <= tables
+    assert {"calls", "transcript", "tool_calls", "usage"} <= tables
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 5
     assert sqlite_query(db_path, "PRAGMA journal_mode") == [("wal",)]
     columns = [row[1] for row in sqlite_query(db_path, "PRAGMA table_info(calls)")]
     assert columns == [
@@ -163,6 +166,12 @@ def test_every_outcome_is_stored_as_its_value(records: CallRecords) -> None:
         "realtime_failed",
         "service_stopped",
         "error",
+        "refused",
+        "no_caller_audio",
+        "no_reply",
+        "time_limit",
+        "channel_gone",
+        "interrupted",
     }
 
 
@@ -400,12 +409,94 @@ def test_audit_rows_round_trip_and_finish_once(records: CallRecords) -> None:
 def test_audit_needs_a_known_result_and_no_call_row(records: CallRecords) -> None:
     with pytest.raises(ValueError, match="result must be one of"):
         records.add_audit("c1", "t", "a", "maybe")
-    with pytest.raises(ValueError, match="ends 'done' or 'failed'"):
-        records.finish_audit(1, AuditResult.REFUSED)
+    with pytest.raises(ValueError, match="ends 'done', 'failed' or 'refused'"):
+        records.finish_audit(1, AuditResult.ATTEMPTED)
     with pytest.raises(ValueError, match="must not be empty"):
         records.add_audit("", "t", "a", AuditResult.REFUSED)
     # No start_call: an audit line is never lost for want of a call row.
     assert records.add_audit("never-started", "t", "a", AuditResult.REFUSED) > 0
+
+
+# -- limits across calls (schema version 3) ----------------------------------------------------------------
+
+
+class SettableClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_caller_events_are_counted_per_caller_and_per_customer_within_a_window(db_path: Path) -> None:
+    clock = SettableClock()
+    with CallRecords(db_path, clock=clock) as records:
+        records.add_caller_event("c1", CallerEvent.IDENTITY_FAILURE, "+525550009999", customer="45678901")
+        records.add_caller_event("c2", CallerEvent.IDENTITY_FAILURE, "+525550008888", customer="45678901")
+        records.add_caller_event("c2", CallerEvent.LOOKUP, "+525550008888")
+        clock.now += timedelta(hours=2)
+        records.add_caller_event("c3", CallerEvent.IDENTITY_FAILURE, "+525550009999")
+        day, hour = timedelta(days=1), timedelta(hours=1)
+        failure = CallerEvent.IDENTITY_FAILURE
+        assert records.count_caller_events(failure, day, caller="+525550009999") == 2  # two calls, one count
+        assert records.count_caller_events(failure, day, customer="45678901") == 2  # two numbers, one customer
+        assert records.count_caller_events(failure, hour, caller="+525550009999") == 1  # the first is too old
+        assert records.count_caller_events(CallerEvent.LOOKUP, day, caller="+525550008888") == 1
+        assert [row["call_id"] for row in records.caller_events("c2")] == ["c2", "c2"]
+        with pytest.raises(ValueError, match="a caller or of a customer"):
+            records.count_caller_events(failure, day)
+        with pytest.raises(ValueError, match="kind must be one of"):
+            records.add_caller_event("c1", "guess", "+525550009999")
+        assert records.prune_caller_events(hour) == 3
+        assert [row["call_id"] for row in records.caller_events()] == ["c3"]
+
+
+def test_reactivations_are_counted_from_the_audit_log_and_reserved_atomically(db_path: Path) -> None:
+    clock = SettableClock()
+    period = timedelta(days=30)
+    tool = "reactivar_servicio"
+    with CallRecords(db_path, clock=clock) as records:
+
+        def reserve(call_id: str) -> int | None:
+            return records.reserve_audit(call_id, tool, "add", customer_id="45678901", limit=1, window=period)
+
+        first = reserve("c1")
+        assert first is not None
+        assert reserve("c2") is None  # an attempted write counts: its outcome is unknown
+        records.finish_audit(first, AuditResult.FAILED, "router down")
+        second = reserve("c3")  # a failed one does not
+        assert second is not None
+        records.finish_audit(second, AuditResult.DONE, "entry *9")
+        records.add_audit("c4", tool, "add", AuditResult.REFUSED, "limit", customer_id="45678901")
+        assert records.count_audit(tool, "45678901", period) == 1
+        assert records.count_audit(tool, "45678901", period, results=(AuditResult.REFUSED,)) == 1
+        assert reserve("c5") is None
+        assert records.count_audit(tool, "other", period) == 0
+        clock.now += period + timedelta(seconds=1)
+        assert reserve("c6") is not None  # a new period
+        assert [row["result"] for row in records.audit_entries()] == ["failed", "done", "refused", "attempted"]
+
+
+def test_reservations_from_many_threads_give_out_exactly_the_limit(db_path: Path) -> None:
+    with CallRecords(db_path) as records:
+        got: list[int | None] = []
+        lock = threading.Lock()
+
+        def take(index: int) -> None:
+            audit_id = records.reserve_audit(
+                f"c{index}", "reactivar_servicio", "add", customer_id="45678901", limit=2, window=timedelta(days=30)
+            )
+            with lock:
+                got.append(audit_id)
+
+        threads = [threading.Thread(target=take, args=(index,)) for index in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len([audit_id for audit_id in got if audit_id is not None]) == 2
 
 
 def test_tickets_round_trip(records: CallRecords) -> None:
@@ -450,7 +541,8 @@ def test_a_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
         assert upgraded.add_ticket("old", "sin servicio") == 1
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"audit_log", "tickets"} <= tables
+    assert {"audit_log", "tickets", "caller_events"} <= tables
+    assert "customer_id" in [row[1] for row in sqlite_query(db_path, "PRAGMA table_info(audit_log)")]
 
 
 def test_a_version_2_file_gets_the_campaign_of_its_outbound_calls(db_path: Path) -> None:
@@ -475,4 +567,29 @@ def test_a_version_2_file_gets_the_campaign_of_its_outbound_calls(db_path: Path)
     assert (inbound["caller"], inbound["callee"], inbound["campaign"]) == ("+525550001111", "8005550100", None)
     assert (outbound["caller"], outbound["callee"], outbound["campaign"]) == (None, "+525550002222", "marzo")
     assert (outbound["outcome"], outbound["started_at"]) == ("completed", "2026-03-01T11:00:00.000+00:00")
-    assert sqlite_query(db_path, "PRAGMA user_version") == [(3,)]
+    assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_usage_is_summed_exactly_per_call_and_since_a_moment(records: CallRecords) -> None:
+    early = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    late = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    records.add_usage("c1", "r1", Usage(input_audio=1000, output_audio=500), Decimal("0.064"), "USD", at=early)
+    records.add_usage("c1", "r2", Usage(input_text=10, cached_audio=7), Decimal("0.0000041"), "USD", at=late)
+    records.add_usage("c2", "r3", Usage(output_text=3), Decimal("0.1"), "USD", at=late)
+    usage, cost = records.usage_of("c1")
+    assert usage == Usage(input_text=10, input_audio=1000, cached_audio=7, output_audio=500)
+    assert cost == Decimal("0.064004")  # to the millionth
+    assert records.spent_since(early) == Decimal("0.164004")
+    assert records.spent_since(late) == Decimal("0.100004")
+    assert records.usage_of("nobody") == (Usage(), Decimal(0))
+    with pytest.raises(ValueError, match="0 or more"):
+        records.add_usage("c1", "r4", Usage(), Decimal("-1"), "USD")
+
+
+def test_the_calls_a_previous_run_left_open_are_found(records: CallRecords) -> None:
+    records.start_call("old-open", "inbound", "a", "b")
+    records.start_call("old-closed", "inbound", "a", "b")
+    records.end_call("old-closed", "completed")
+    boundary = records.now()
+    assert records.open_calls(before=boundary) == ["old-open"]
+    assert records.open_calls() == ["old-open"]

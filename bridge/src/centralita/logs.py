@@ -29,22 +29,34 @@ the code logs through it; grep for them)::
 
     ARI connected                             the service's Stasis app is registered: calls can come in
     ARI disconnected                          WARNING: Asterisk restarting or unreachable; reconnecting
+    reconciled                                after a (re)connection: what Asterisk still had that no call of
+                                              this process held, and what was done with it (counts follow)
+    recovered call                            WARNING: a caller left on the line by a previous run (a crash)
+                                              or a call whose channel vanished unseen, and what became of it
     outbound call                             a customer the dialer called answered (attempt, campaign follow)
+    call refused                              WARNING: over a limit (box full, caller busy or calling too
+                                              often, budget spent): sent to the failover context (reason follows)
     call started                              a call reached the bridge (caller and DID, or the number called
                                               and the campaign, follow)
-    ARI answered                              Asterisk answered the channel
-    call setup failed                         ERROR: the channel, bridge or media could not be set up
-    media ready                               the call's RTP socket and Asterisk's ExternalMedia are bridged
+    ringing                                   the caller hears ringback while the Realtime session opens
     Iniciando conexión WebSocket con OpenAI   connecting to the Realtime API (URL follows)
     session.update sent                       the session settings went to OpenAI
     session.updated received                  OpenAI accepted them: the assistant is live
+    ARI answered                              Asterisk answered the channel (only once the session is live)
+    call setup failed                         ERROR: the channel, bridge or media could not be set up
+    media ready                               the call's RTP socket and Asterisk's ExternalMedia are bridged
     barge-in                                  the caller spoke over the assistant (audio dropped follows)
+    watchdog                                  WARNING: a call waited too long for something (which, and what
+                                              was done: filler, warning, operator, hang-up)
     transferring to operator                  the call is going to a human (context follows)
     transfer failed                           ERROR: Asterisk refused the transfer; the call is hung up
     Realtime error                            WARNING/ERROR: the Realtime API failed or sent an error
     call ended                                the call is over (outcome follows)
 
-For example ``grep -E 'Realtime error|transferring to operator' /var/log/asterisk/inbound_openai.log``.
+The records writer logs ``records failing``, ``records lost`` and ``records resumed`` (the database, not a call),
+the budget ``budget spent`` and ``budget available again``.
+
+For example ``grep -E 'Realtime error|transferring to operator|watchdog' /var/log/asterisk/inbound_openai.log``.
 """
 
 from __future__ import annotations
@@ -95,8 +107,12 @@ class Event(StrEnum):
 
     ARI_CONNECTED = "ARI connected"
     ARI_DISCONNECTED = "ARI disconnected"
+    RECONCILED = "reconciled"
+    RECOVERED = "recovered call"
     OUTBOUND_CALL = "outbound call"
+    CALL_REFUSED = "call refused"
     CALL_STARTED = "call started"
+    RINGING = "ringing"
     ARI_ANSWERED = "ARI answered"
     SETUP_FAILED = "call setup failed"
     MEDIA_READY = "media ready"
@@ -104,6 +120,7 @@ class Event(StrEnum):
     SESSION_UPDATE_SENT = "session.update sent"
     SESSION_UPDATED = "session.updated received"
     BARGE_IN = "barge-in"
+    WATCHDOG = "watchdog"
     TRANSFERRING = "transferring to operator"
     TRANSFER_FAILED = "transfer failed"
     REALTIME_ERROR = "Realtime error"

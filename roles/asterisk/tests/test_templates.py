@@ -210,10 +210,36 @@ def test_from_voip_sends_every_number_to_stasis(pjsip):
     conf = parse_asterisk_conf(pjsip["extensions.conf"])
     inbound = section(conf, "[from-voip]")
     stasis = [v for k, v in inbound if k == "same" and "Stasis(" in v]
-    assert stasis == ["n,Stasis(centralita,inbound,${CENTRALITA_DID})"] * 2
+    assert stasis == ["n(assistant),Stasis(centralita,inbound,${CENTRALITA_DID})"] * 2
     extens = [v.split(",", 1)[0] for k, v in inbound if k == "exten"]
     assert extens == ["_[+0-9a-zA-Z].", "s"]
     assert not values(inbound, "include")
+
+
+def test_the_call_over_the_box_limit_goes_to_the_failover_context_before_stasis(tmp_path):
+    files = render(tmp_path, "pjsip", asterisk_max_calls=7)
+    conf = parse_asterisk_conf(files["extensions.conf"])
+    assert dict(section(conf, "[globals]"))["CENTRALITA_MAX_CALLS"] == "7"
+    steps = values(section(conf, "[from-voip]"), "same")
+    count = steps.index("n,GotoIf($[${GROUP_COUNT(assistant@centralita)} <= ${CENTRALITA_MAX_CALLS}]?assistant)")
+    assert steps[count - 1] == "n,Set(GROUP(centralita)=assistant)"  # the call itself is counted first
+    assert steps[count + 1 : count + 3] == [
+        "n,Set(CENTRALITA_FAILOVER_REASON=box_full)",
+        "n,Goto(centralita-unavailable,s,1)",
+    ]
+    # Leaving the assistant (failover, operator) frees the place; the dialer's answered calls take one.
+    for context in ("[centralita-unavailable]", "[centralita-operator]"):
+        lines = values(section(conf, context), "exten") + values(section(conf, context), "same")
+        assert any(line.endswith(",Set(GROUP(centralita)=)") for line in lines), context
+    assert "n,Set(GROUP(centralita)=assistant)" in values(section(conf, "[centralita-outbound-amd]"), "same")
+
+
+def test_a_number_over_its_own_limits_is_told_to_call_later_and_never_rings_the_operator(pjsip):
+    steps = values(section(parse_asterisk_conf(pjsip["extensions.conf"]), "[centralita-unavailable]"), "same")
+    flood = next(i for i, step in enumerate(steps) if step.startswith("n(flood),"))
+    assert steps[flood + 1 :] == ["n,Answer()", "n,Playback(centralita/demasiadas-llamadas)", "n,Hangup()"]
+    assert not any("centralita-operator" in step for step in steps[flood:])
+    assert any('"caller_busy"' in step and '"caller_rate"' in step and "?flood" in step for step in steps[:flood])
 
 
 @pytest.mark.parametrize(
@@ -273,12 +299,12 @@ def test_logger_writes_full_and_security(pjsip):
     assert "security" in logfiles["messages"].split(",")
 
 
-def test_alone_the_box_has_no_trace_of_a_sip_front_or_admission(pjsip):
+def test_alone_the_box_has_no_trace_of_a_sip_front_and_never_refuses_with_503(pjsip):
     trunk = pjsip["pjsip_trunk.conf"]
     assert "outbound_proxy" not in trunk
     assert dict(section(parse_asterisk_conf(trunk), "[provider]"))["rewrite_contact"] == "yes"
-    assert "centralita-admission" not in pjsip["extensions.conf"]
-    assert "GROUP" not in pjsip["extensions.conf"]
+    assert "Hangup(34)" not in pjsip["extensions.conf"]
+    assert "refused with 503" not in pjsip["extensions.conf"]
 
 
 SIP_FRONT = {"asterisk_sip_front": ["10.0.0.10", "10.0.0.9"], "asterisk_sip_trunk": {**TRUNK, "register": False}}
@@ -320,11 +346,17 @@ def test_a_full_box_refuses_with_503_behind_a_front_and_fails_over_alone(tmp_pat
         asterisk_echo_test_extension="6000",
     )
     conf = parse_asterisk_conf(files["extensions.conf"])
-    admission = values(section(conf, "[centralita-admission]"), "same")
-    assert values(section(conf, "[centralita-admission]"), "exten") == ["s,1,Set(GROUP(centralita)=trunk-calls)"]
-    assert "n,GotoIf($[${GROUP_COUNT(trunk-calls@centralita)} <= 3]?admitted)" in admission
-    assert ("n,Hangup(34)" in admission) is refuses
-    assert ("n,Goto(centralita-unavailable,s,1)" in admission) is not refuses
-    inbound = section(conf, "[from-voip]")
-    # Every entry of the trunk's context (the echo test, any number, no number) passes admission first.
-    assert values(inbound, "same").count("n,GoSub(centralita-admission,s,1)") == 3
+    assert dict(section(conf, "[globals]"))["CENTRALITA_MAX_CALLS"] == "3"
+    steps = values(section(conf, "[from-voip]"), "same")
+    check = "${GROUP_COUNT(assistant@centralita)} <= ${CENTRALITA_MAX_CALLS}"
+    # Every entry of the trunk's context (the echo test, any number, no number) counts the call, then checks.
+    counted = [i for i, step in enumerate(steps) if check in step]
+    assert len(counted) == 3
+    for index in counted:
+        assert steps[index - 1] == "n,Set(GROUP(centralita)=assistant)"
+        over = steps[index + 1 : index + 3]
+        if refuses:
+            assert over[0].startswith("n,Log(WARNING,Centralita: box full (${CENTRALITA_MAX_CALLS} calls)")
+            assert over[1] == "n,Hangup(34)"
+        else:
+            assert over == ["n,Set(CENTRALITA_FAILOVER_REASON=box_full)", "n,Goto(centralita-unavailable,s,1)"]

@@ -106,6 +106,17 @@ class Budget:
                 log.warning("budget available again: %s", state.describe())
         return state
 
+    def last_known(self) -> BudgetState | None:
+        """The state from the last ``state()``, without asking the database (None before the first)."""
+        with self._lock:
+            return self._state
+
+    def known_spent(self) -> bool:
+        """``spent()`` from the last ``state()`` only: for a thread that must not wait on the database (the
+        service refreshes the state on a thread of its own)."""
+        state = self.last_known()
+        return self.limited and state is not None and state.spent
+
     def spent(self) -> bool:
         """Whether new calls must go to a person. Never raises: an unreadable ledger means not spent."""
         if not self.limited:

@@ -12,11 +12,22 @@ clock asks for each slot's RTP packet: the clock is a ``PacerThread`` (the servi
 the call's own). On a barge-in the ``Playout`` drops what was not played and says what the caller heard, for
 ``conversation.item.truncate``.
 
+The session comes first: an inbound channel is told to ring (``POST /channels/{id}/ring``) while the Realtime
+session opens and ``session.updated`` confirms it, within ``CONNECT_TIMEOUT``; only then is the channel answered
+and its media set up. A session that cannot open sends the still-ringing caller to the failover context, whose
+notice is the first thing they hear: never an answered call in silence.
+
+While the call runs, its RTP thread also keeps its watchdogs (``calls/watchdog.py``): no audio from Asterisk,
+a model that does not reply (a recorded "un momento", then the operator), the call's maximum length (a recorded
+warning, then the operator or a goodbye). Records are only queued (``storage/queued.py``): a database that is
+locked, read-only or full never stops or silences a call, and a tool's output reaches the model whatever
+becomes of its record.
+
 How a call ends (``Outcome``): the customer hangs up; the assistant's tool transfers or hangs up once its last
-words have played; the Realtime session fails and the caller is sent, once, to the failover context with the
-reason in ``CENTRALITA_FAILOVER_REASON`` (``FailoverReason``); the service stops and hands the caller to the
-operator. Everything the call opens (threads, socket, port, pacer stream, bridge, channels, WebSocket) is
-released by ``end()``, which is idempotent and runs whoever ends the call.
+words have played; the Realtime session fails (or stays silent) and the caller is sent, once, to the failover
+context with the reason in ``CENTRALITA_FAILOVER_REASON`` (``FailoverReason``); a watchdog gives up; the service
+stops and hands the caller to the operator. Everything the call opens (threads, socket, port, pacer stream,
+bridge, channels, WebSocket) is released by ``end()``, which is idempotent and runs whoever ends the call.
 """
 
 from __future__ import annotations
@@ -30,22 +41,31 @@ import random
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
+from centralita.billing.usage import Usage
+from centralita.calls.stats import ServiceStats
+from centralita.calls.watchdog import Alarm, CallWatchdog
 from centralita.config.bridge import FailureAction, Settings
+from centralita.config.limits import CallLimitAction
 from centralita.logs import Event, call_context, call_logger
+from centralita.media.clips import Clips
 from centralita.media.pacer import PacedStream, PacerThread
 from centralita.media.playout import Playout
 from centralita.media.rtp import RtpReceiver
 from centralita.realtime.connection import CloseInfo, RealtimeConnection, RealtimeError
 from centralita.realtime.events import realtime_url, response_cancel, response_create, session_update, truncate
 from centralita.realtime.tool_calls import ToolCall, ToolCallAssembler
-from centralita.storage.records import CallRecords, Direction, Outcome, Speaker
+from centralita.storage.queued import QueuedRecords
+from centralita.storage.records import Direction, Outcome, Speaker
 from centralita.telephony.ari import AriError, AriRest
+from centralita.tools.identity import CallIdentity
 from centralita.tools.registry import ToolAction, ToolContext, ToolRegistry
 
 if TYPE_CHECKING:
@@ -55,6 +75,9 @@ log = logging.getLogger(__name__)
 
 
 FAILOVER_REASON_VARIABLE: Final = "CENTRALITA_FAILOVER_REASON"
+CLIP_PREFIX: Final = "centralita-"  # the item ids of the bridge's own recordings in a call's playout
+_WATCHDOG_EVERY: Final = 0.2  # seconds between two looks at a call's watchdogs (on its RTP thread)
+_UNSPECIFIED: Final = frozenset({"0.0.0.0", "::", ""})
 
 
 class FailoverReason(StrEnum):
@@ -65,6 +88,9 @@ class FailoverReason(StrEnum):
     REALTIME_DROPPED = "realtime_dropped"  # the connection was lost mid-call
     REALTIME_ERROR = "realtime_error"  # the server reported a failure on its side (server_error)
     REALTIME_SESSION_EXPIRED = "realtime_session_expired"  # the server closed at the session's maximum length
+    REALTIME_NO_REPLY = "realtime_no_reply"  # the model stayed silent (REPLY_TIMEOUT, twice)
+    NO_CALLER_AUDIO = "no_caller_audio"  # no RTP from Asterisk for RTP_TIMEOUT
+    SERVICE_RESTARTED = "service_restarted"  # the service restarted with the call up (reconciliation)
 
 
 @dataclass
@@ -112,18 +138,22 @@ class Call:
         attempt_id: int | None = None,
         settings: Settings,
         rest: AriRest,
-        records: CallRecords,
+        records: QueuedRecords,
         tools: ToolRegistry,
         instructions: str,
         rng: random.Random | None = None,
         on_end: Callable[[Call], None] | None = None,
         pacer: PacerThread | None = None,
+        clips: Clips | None = None,
+        stats: ServiceStats | None = None,
     ) -> None:
         """``caller`` and ``callee`` as in ``CallState``; an outbound call needs its ``campaign`` and
         ``attempt_id``, an inbound call has neither (ValueError otherwise).
 
         ``pacer`` paces the outgoing audio; the service should share one by all its calls (one thread for all
-        instead of one each). Without it the call runs a PacerThread of its own.
+        instead of one each). Without it the call runs a PacerThread of its own. ``clips`` are the recorded
+        phrases the watchdogs play (loaded from the package when not given); ``stats`` hears what the call
+        dropped and which watchdogs fired, for the service's health snapshot.
         """
         direction = Direction(direction)
         if direction is Direction.OUTBOUND and (not campaign or attempt_id is None):
@@ -145,6 +175,8 @@ class Call:
         self._instructions = instructions
         self._rng = rng or random.Random()
         self._on_end = on_end
+        self._clips = clips or Clips.load()
+        self._stats = stats
         self._log = call_logger(channel_id, log)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -152,18 +184,26 @@ class Call:
         self._rtp_port: int | None = None
         self._asterisk_rtp: tuple[str, int] | None = None
         self._realtime: RealtimeConnection | None = None
-        self._playout = Playout(self._rng)
+        self._playout = Playout(self._rng, max_queued_ms=settings.watchdogs.playout_max_seconds * 1000)
+        self._overflowing = False
         self._assembler = ToolCallAssembler()
         self._tool_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tools-{channel_id}")
         self._threads: list[threading.Thread] = []
         self._response_active = False
         self._after_speech: ToolAction | None = None  # what to do once the assistant's last words are played
+        self._final: tuple[Outcome, str] | None = None  # the bridge's own goodbye is playing: then hang up
         self._pacer = pacer
         self._own_pacer: PacerThread | None = None
         self._paced: PacedStream | None = None
         self._failing = False
         self._transfer_outcome: tuple[Outcome, str] | None = None
         self._converter: Pcm24kToUlaw | None = None  # only when the server ignores audio/pcmu output
+        self._identity = CallIdentity(caller_id_usable=direction is Direction.INBOUND)  # who the caller proved to be
+        self._watchdog: CallWatchdog | None = None
+        self._clips_played = 0
+        self._spent = Decimal(0)
+        self._tokens = Usage()
+        self._rtp_counts: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -175,6 +215,16 @@ class Call:
     def rtp_port(self) -> int | None:
         """The local UDP port of the call's RTP (None before the media is set up); kept once the call ended."""
         return self._rtp_port
+
+    @property
+    def playout(self) -> Playout:
+        """The call's outgoing audio (what tests and reports read)."""
+        return self._playout
+
+    @property
+    def rtp_counts(self) -> dict[str, int]:
+        """What the call's RTP receiver dropped, once the call has ended: foreign, wrong_payload, malformed."""
+        return dict(self._rtp_counts)
 
     def start(self) -> None:
         with call_context(self.call_id):
@@ -192,8 +242,29 @@ class Call:
                 state.campaign,
                 state.attempt_id,
             )
+        if self._stats is not None:
+            self._stats.call_started()
         campaign = state.campaign if state.direction is Direction.OUTBOUND else None
         self._records.start_call(state.call_id, state.direction, state.caller, state.callee, campaign=campaign)
+        if state.direction is Direction.INBOUND:  # the dialer's customer has answered already
+            try:
+                self._rest.ring(state.call_id)
+            except AriError as error:
+                self._log.error("%s: %s", Event.SETUP_FAILED, error)
+                self.end(Outcome.ERROR, str(error), hangup=True)
+                return
+            self._log.info("%s: opening the Realtime session before answering", Event.RINGING)
+        try:
+            self._connect_realtime()
+        except (RealtimeError, OSError) as error:
+            self._log.error("%s: cannot start the session: %s", Event.REALTIME_ERROR, error)
+            if self._claim_failover():
+                self._fail_over(
+                    FailoverReason.REALTIME_UNREACHABLE, Outcome.REALTIME_FAILED, f"Realtime unavailable: {error}"
+                )
+            return
+        if self._stop.is_set():  # the caller hung up while the phone rang
+            return
         try:
             self._rest.answer(state.call_id)
             self._records.mark_answered(state.call_id)
@@ -203,13 +274,7 @@ class Call:
             self._log.error("%s: %s", Event.SETUP_FAILED, error)
             self.end(Outcome.ERROR, str(error), hangup=True)
             return
-        try:
-            self._connect_realtime()
-        except (RealtimeError, OSError) as error:
-            self._log.error("%s: cannot start the session: %s", Event.REALTIME_ERROR, error)
-            if self._claim_failover():
-                self._fail_to_operator(FailoverReason.REALTIME_UNREACHABLE, f"Realtime unavailable: {error}")
-            return
+        self._watchdog = CallWatchdog(self._settings.watchdogs, time.monotonic())
         context = contextvars.copy_context()  # the call's id on every log line of its thread
         thread = threading.Thread(
             target=context.run, args=(self._receive_rtp,), name=f"rtp-in-{state.call_id}", daemon=True
@@ -221,7 +286,7 @@ class Call:
                 if self._pacer is None:
                     self._pacer = self._own_pacer = PacerThread(name=f"rtp-out-{state.call_id}")
                 self._paced = self._pacer.add(self._play_slot)
-        self._send(response_create())  # the assistant greets first
+        self._request_reply(response_create())  # the assistant greets first
 
     def end(self, outcome: Outcome, detail: str = "", *, hangup: bool = False) -> None:
         """Release everything this call holds. Safe to call more than once and from any thread."""
@@ -250,7 +315,15 @@ class Call:
                 self._quietly(self._rest.hangup, channel)
         if self.state.bridge_id:
             self._quietly(self._rest.destroy_bridge, self.state.bridge_id)
+        self._report_media()
+        if self._tokens.total:
+            prices = self._settings.spending.prices
+            self._log.info(
+                "usage: %d tokens, %s %s (%s)", self._tokens.total, f"{self._spent:.4f}", prices.currency, prices.as_of
+            )
         self._records.end_call(self.state.call_id, outcome, detail)
+        if self._stats is not None:
+            self._stats.call_ended(outcome)
         self._log.info("%s: outcome=%s%s", Event.CALL_ENDED, outcome, f" ({detail})" if detail else "")
         if self._on_end is not None:
             self._on_end(self)
@@ -263,10 +336,35 @@ class Call:
         else:
             self.end(Outcome.HUNG_UP_BY_CALLER)
 
+    def channel_gone(self, detail: str) -> None:
+        """The caller's channel no longer exists and no event said so (Asterisk restarted, events were lost)."""
+        self._log.warning("%s: %s", Event.RECOVERED, detail)
+        self.end(Outcome.CHANNEL_GONE, detail)
+
     def hand_over(self, reason: str) -> None:
         """Give the caller to a person now (the service is stopping): never drop a caller on the floor."""
         if not self.state.ended.is_set():
             self._transfer(Outcome.SERVICE_STOPPED, reason)
+
+    def _report_media(self) -> None:
+        counts = self._rtp_counts
+        overflow = self._playout.overflow_ms
+        if counts.get("foreign") or counts.get("wrong_payload") or overflow:
+            self._log.warning(
+                "media dropped: %d RTP datagrams from another source, %d not PCMU, %.0f ms of assistant audio "
+                "over the %g s queue",
+                counts.get("foreign", 0),
+                counts.get("wrong_payload", 0),
+                overflow,
+                self._settings.watchdogs.playout_max_seconds,
+            )
+        if self._stats is not None:
+            self._stats.media(
+                rtp_foreign=counts.get("foreign", 0),
+                rtp_wrong_payload=counts.get("wrong_payload", 0),
+                rtp_malformed=counts.get("malformed", 0),
+                playout_overflow_ms=round(overflow),
+            )
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -303,8 +401,14 @@ class Call:
             instructions=self._instructions, voice=settings.openai_voice, tools=self._tools.schemas()
         )
         self._log.info("%s", Event.SESSION_UPDATE_SENT)
-        info = connection.connect(update)
-        self._realtime = connection
+        info = connection.connect(update, within=settings.watchdogs.connect_timeout)
+        with self._lock:  # end() (the caller hung up while it rang) either ran already, or will find it
+            ended = self.state.ended.is_set()
+            if not ended:
+                self._realtime = connection
+        if ended:
+            connection.close()
+            return
         self._log.info("%s: output %s", Event.SESSION_UPDATED, info.output_format)
         if not info.output_format_honoured:
             self._converter = self._output_converter(info.output_format.type, info.output_format.rate)
@@ -332,24 +436,54 @@ class Call:
 
     # -- audio -------------------------------------------------------------------------------------
 
+    def _from_asterisk(self, source: tuple[str, int]) -> bool:
+        """Whether a datagram came from the call's own ExternalMedia channel (anything else is dropped)."""
+        expected = self._asterisk_rtp
+        if expected is None:
+            return False
+        address, port = expected
+        return source[1] == port and (address in _UNSPECIFIED or source[0] == address)
+
     def _receive_rtp(self) -> None:
         sock = self._socket
+        watchdog = self._watchdog
         assert sock is not None
+        assert watchdog is not None
         receiver = RtpReceiver()
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        while not self._stop.is_set():
-            try:
-                if not poller.poll(200):
+        foreign = 0
+        next_check = 0.0
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + _WATCHDOG_EVERY
+                    self._check_watchdogs(watchdog, now)
+                try:
+                    if not poller.poll(200):
+                        continue
+                    datagram, source = sock.recvfrom(2048)
+                except BlockingIOError:
                     continue
-                datagram = sock.recv(2048)
-            except BlockingIOError:
-                continue
-            except OSError:
-                break
-            for packet in receiver.receive(datagram):
-                if not self._send_audio(packet.payload):
-                    return
+                except OSError:
+                    break
+                if not self._from_asterisk(source):
+                    foreign += 1
+                    if foreign == 1:
+                        self._log.warning("RTP from %s:%s, not this call's Asterisk channel: dropped", *source[:2])
+                    continue
+                watchdog.audio_received(now)
+                for packet in receiver.receive(datagram):
+                    if not self._send_audio(packet.payload):
+                        return
+        finally:
+            counts = receiver.stats
+            self._rtp_counts = {
+                "foreign": foreign,
+                "wrong_payload": counts.wrong_payload_type,
+                "malformed": counts.malformed,
+            }
 
     def _play_slot(self, skipped: int) -> bool:
         """Send this 20 ms slot's packet, if a frame is ready; False ends the call's stream.
@@ -363,8 +497,11 @@ class Call:
             return False
         packet = self._playout.next_frame(skipped)
         if packet is None:  # nothing left to play
+            if self._final is not None:
+                self._spawn("goodbye", self._finish_final)  # ending blocks (ARI): not on this thread
+                return False
             if self._after_speech is not None and not self._response_active:
-                self._spawn("after-speech", self._finish_after_speech)  # ending blocks (ARI): not on this thread
+                self._spawn("after-speech", self._finish_after_speech)
                 return False
             return True
         try:
@@ -374,6 +511,76 @@ class Call:
         except OSError:
             return False
         return True
+
+    def _play_clip(self, name: str, audio: bytes) -> None:
+        """Queue one of the bridge's own recordings after whatever is queued (an item of its own)."""
+        self._clips_played += 1
+        item_id = f"{CLIP_PREFIX}{name}-{self._clips_played}"
+        self._playout.pad_remainder()
+        self._playout.push(item_id, audio)
+        self._playout.pad_remainder()
+
+    # -- watchdogs ---------------------------------------------------------------------------------
+
+    def _check_watchdogs(self, watchdog: CallWatchdog, now: float) -> None:
+        """Act on the alarms due now; on the RTP thread, so nothing here may block (endings get a thread)."""
+        for alarm in watchdog.check(now):
+            if self._stop.is_set() or self._failing or self._final is not None:
+                return
+            if self._stats is not None:
+                self._stats.alarm(alarm)
+            self._on_alarm(alarm)
+
+    def _on_alarm(self, alarm: Alarm) -> None:
+        watchdogs = self._settings.watchdogs
+        if alarm is Alarm.NO_CALLER_AUDIO:
+            detail = f"no audio from Asterisk for {watchdogs.rtp_timeout:g} s"
+            self._log.warning("%s: %s: giving the call up", Event.WATCHDOG, detail)
+            self._fail_soon(FailoverReason.NO_CALLER_AUDIO, detail, Outcome.NO_CALLER_AUDIO)
+        elif alarm is Alarm.FILLER:
+            self._log.warning(
+                "%s: no reply from the model for %g s: the caller hears a filler",
+                Event.WATCHDOG,
+                watchdogs.reply_timeout,
+            )
+            self._play_clip("filler", self._clips.filler)
+        elif alarm is Alarm.NO_REPLY:
+            detail = f"no reply from the model for {watchdogs.reply_timeout:g} s after the filler"
+            self._log.warning("%s: %s: the caller goes to a person", Event.WATCHDOG, detail)
+            self._fail_soon(FailoverReason.REALTIME_NO_REPLY, detail, Outcome.NO_REPLY)
+        elif alarm is Alarm.TIME_WARNING:
+            transfer = watchdogs.on_call_limit is CallLimitAction.TRANSFER
+            self._log.warning(
+                "%s: the call ends in %g s (maximum %g s): the caller is warned",
+                Event.WATCHDOG,
+                watchdogs.warning_lead,
+                watchdogs.max_call_seconds,
+            )
+            self._play_clip("warning", self._clips.warning_transfer if transfer else self._clips.warning_hangup)
+        elif alarm is Alarm.TIME_LIMIT:
+            detail = f"the call reached its maximum length of {watchdogs.max_call_seconds:g} s"
+            if watchdogs.on_call_limit is CallLimitAction.TRANSFER:
+                self._log.warning("%s: %s: to the operator", Event.WATCHDOG, detail)
+                if self._claim_failover():
+                    self._spawn("time-limit", lambda: self._transfer(Outcome.TIME_LIMIT, detail))
+            else:
+                self._log.warning("%s: %s: goodbye, then hang up", Event.WATCHDOG, detail)
+                self._say_goodbye(Outcome.TIME_LIMIT, detail)
+
+    def _say_goodbye(self, outcome: Outcome, detail: str) -> None:
+        """Stop the assistant, play the recorded goodbye whole, then hang up (``_finish_final``)."""
+        if not self._claim_failover():
+            return
+        self._playout.barge_in()  # what the assistant was saying stops here
+        if self._response_active:
+            self._send(response_cancel())
+        self._final = (outcome, detail)
+        self._play_clip("goodbye", self._clips.goodbye)
+
+    def _finish_final(self) -> None:
+        final = self._final
+        if final is not None:
+            self.end(*final, hangup=True)
 
     # -- Realtime events ---------------------------------------------------------------------------
 
@@ -387,6 +594,14 @@ class Call:
             self._log.warning("%s: %s", Event.REALTIME_ERROR, error)
             return False
         return True
+
+    def _request_reply(self, event: Mapping[str, Any]) -> None:
+        """Send a ``response.create``: the caller now waits for the assistant (the no-reply watchdog runs)."""
+        self._response_active = True
+        watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.expect_reply(time.monotonic())
+        self._send(event)
 
     def _send_audio(self, audio: bytes) -> bool:
         """``_send(audio_append(audio))``, for less: see ``RealtimeConnection.send_audio``."""
@@ -402,23 +617,41 @@ class Call:
 
     def _on_realtime_event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
+        watchdog = self._watchdog
+        if self._final is not None and kind in ("response.output_audio.delta", "input_audio_buffer.speech_started"):
+            return  # the bridge's goodbye is playing: nothing may cut it
         if kind == "response.output_audio.delta":
+            if watchdog is not None:
+                watchdog.reply_heard()
             audio = base64.b64decode(event.get("delta", ""))
             if self._converter is not None:
                 audio = self._converter.convert(audio)
-            if not self._playout.push(str(event.get("item_id", "")), audio) and self._converter is not None:
-                self._converter.reset()  # the refused audio's filter state must not reach the next reply
+            if not self._playout.push(str(event.get("item_id", "")), audio):
+                if self._converter is not None:
+                    self._converter.reset()  # the refused audio's filter state must not reach the next reply
+                if self._playout.overflow_ms and not self._overflowing:
+                    self._overflowing = True
+                    self._log.warning(
+                        "the model sends audio faster than it plays: over %g s queued, the rest is dropped",
+                        self._settings.watchdogs.playout_max_seconds,
+                    )
         elif kind == "response.output_audio.done":
             tail = self._converter.flush() if self._converter is not None else b""
             if tail:
                 self._playout.push(str(event.get("item_id", "")), tail)
             self._playout.pad_remainder()
         elif kind == "input_audio_buffer.speech_started":
+            if watchdog is not None:
+                watchdog.caller_speaking()
             self._barge_in()
+        elif kind == "input_audio_buffer.speech_stopped":
+            if watchdog is not None:
+                watchdog.expect_reply(time.monotonic())
         elif kind == "response.created":
             self._response_active = True
         elif kind == "response.done":
             self._response_active = False
+            self._record_usage(event)
         elif kind == "response.output_audio_transcript.done":
             self._records.add_transcript(self.call_id, Speaker.ASSISTANT, str(event.get("transcript", "")))
         elif kind == "conversation.item.input_audio_transcription.completed":
@@ -436,8 +669,25 @@ class Call:
                 self._log.warning("%s event: %s %s", Event.REALTIME_ERROR, error.get("code"), error.get("message"))
         update = self._assembler.feed(event)
         for call in update.completed:
+            if watchdog is not None:
+                # The model did reply (with a tool call); the tool has its own timeouts, and the wait for the
+                # model starts again with the response.create that follows its output.
+                watchdog.reply_heard()
             self._tool_pool.submit(self._run_tool, call)
         self._send_ready(update.ready)
+
+    def _record_usage(self, event: Mapping[str, Any]) -> None:
+        """The tokens of a finished response, and what they cost, go to the records (for the budget)."""
+        usage = Usage.from_response_done(event)
+        if usage is None or not usage.total:
+            return
+        prices = self._settings.spending.prices
+        cost = prices.cost(usage)
+        self._tokens += usage
+        self._spent += cost
+        response = event.get("response")
+        response_id = str(response.get("id", "")) if isinstance(response, Mapping) else ""
+        self._records.add_usage(self.call_id, response_id, usage, cost, prices.currency)
 
     def _barge_in(self) -> None:
         if self._converter is not None:
@@ -448,20 +698,37 @@ class Call:
         if active:
             self._send(response_cancel())
         # The server's copy of the item keeps only what the caller heard: audio still queued, or audio the
-        # server had yet to send (the reply still running), was never heard.
-        if barge_in.item_id is not None and (barge_in.dropped_ms > 0 or active):
-            self._send(truncate(barge_in.item_id, barge_in.audio_end_ms))
+        # server had yet to send (the reply still running), was never heard. (Not the bridge's own recordings:
+        # the server never had them.)
+        item_id = barge_in.item_id
+        if item_id is not None and not item_id.startswith(CLIP_PREFIX) and (barge_in.dropped_ms > 0 or active):
+            self._send(truncate(item_id, barge_in.audio_end_ms))
 
     def _run_tool(self, call: ToolCall) -> None:
-        context = ToolContext(call_id=self.call_id, caller=self.state.customer_number, did=self.state.did)
-        result = self._tools.run(call.name, call.arguments, context)
-        self._records.add_tool_call(
-            self.call_id, call.call_id, call.name, _json_or_text(call.arguments), result.output, result.ok
-        )
-        self._log.info("tool %s -> %s", call.name, "ok" if result.ok else "error")
-        if result.action is not None:
-            self._after_speech = result.action
-        self._send_ready(self._assembler.submit(call.call_id, json.dumps(result.output, ensure_ascii=False)))
+        """Run one tool and send its output to the model, whatever happens to the tool or to its record."""
+        output: Mapping[str, Any] = {
+            "ok": False,
+            "error": "La herramienta falló; ofrezca transferir la llamada a una persona.",
+        }
+        try:
+            context = ToolContext(
+                call_id=self.call_id,
+                caller=self.state.customer_number,
+                did=self.state.did,
+                identity=self._identity,
+            )
+            result = self._tools.run(call.name, call.arguments, context)
+            output = result.output
+            self._log.info("tool %s -> %s", call.name, "ok" if result.ok else "error")
+            if result.action is not None:
+                self._after_speech = result.action
+            self._records.add_tool_call(
+                self.call_id, call.call_id, call.name, _json_or_text(call.arguments), result.output, result.ok
+            )
+        except Exception:
+            self._log.exception("tool %s failed", call.name)
+        finally:
+            self._send_ready(self._assembler.submit(call.call_id, json.dumps(output, ensure_ascii=False, default=str)))
 
     def _send_ready(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Send tool outputs and the response.create that follows them.
@@ -471,8 +738,9 @@ class Call:
         """
         for event in events:
             if event.get("type") == "response.create":
-                self._response_active = True
-            self._send(event)
+                self._request_reply(event)
+            else:
+                self._send(event)
 
     def _on_realtime_close(self, close: CloseInfo) -> None:
         if self._stop.is_set():
@@ -509,22 +777,24 @@ class Call:
             self._failing = True
             return True
 
-    def _fail_soon(self, reason: FailoverReason, detail: str) -> None:
-        """The Realtime session failed (seen on its receive thread): fail over once, on a thread of its own."""
+    def _fail_soon(self, reason: FailoverReason, detail: str, outcome: Outcome = Outcome.REALTIME_FAILED) -> None:
+        """The assistant cannot go on (seen on a thread that must not block): fail over once, on a thread of its
+        own."""
         if self._claim_failover():
-            self._spawn("failover", lambda: self._fail_to_operator(reason, detail))
+            self._spawn("failover", lambda: self._fail_over(reason, outcome, detail))
 
-    def _fail_to_operator(self, reason: FailoverReason, detail: str) -> None:
-        """The assistant cannot go on: the caller hears why (failover context) and reaches a person, or is hung up.
+    def _fail_over(self, reason: FailoverReason, outcome: Outcome, detail: str) -> None:
+        """The assistant cannot go on: the caller hears why (failover context) and reaches a person, or is hung up
+        (ON_REALTIME_FAILURE=hangup).
 
         Only after ``_claim_failover`` returned True.
         """
         if self._settings.on_realtime_failure is FailureAction.TRANSFER:
             with contextlib.suppress(AriError):  # only feeds the dialplan's log line
                 self._rest.set_channel_var(self.call_id, FAILOVER_REASON_VARIABLE, reason)
-            self._transfer(Outcome.REALTIME_FAILED, detail, context=self._settings.failover_context)
+            self._transfer(outcome, detail, context=self._settings.failover_context)
         else:
-            self.end(Outcome.REALTIME_FAILED, detail, hangup=True)
+            self.end(outcome, detail, hangup=True)
 
     def _transfer(self, outcome: Outcome, detail: str = "", *, context: str = "") -> None:
         context = context or self._settings.operator_context
@@ -538,7 +808,8 @@ class Call:
         except AriError as error:
             self._transfer_outcome = None
             self._log.error("%s: %s", Event.TRANSFER_FAILED, error)
-            self.end(Outcome.ERROR, f"{Event.TRANSFER_FAILED}: {error}", hangup=True)
+            failed = outcome if outcome in _GIVEN_UP else Outcome.ERROR
+            self.end(failed, f"{Event.TRANSFER_FAILED}: {error}", hangup=True)
             return
         self.end(outcome, detail)
 
@@ -551,6 +822,11 @@ class Call:
                 log.debug("cleanup of %s: %s", target, error)
 
 
+# Endings whose outcome stands even when the transfer that should follow them fails (the caller is hung up
+# instead): what the watchdog found is the story of the call, not the transfer.
+_GIVEN_UP: Final = frozenset({Outcome.NO_CALLER_AUDIO, Outcome.NO_REPLY, Outcome.TIME_LIMIT})
+
+
 def _json_or_text(arguments: str) -> dict[str, Any]:
     try:
         parsed = json.loads(arguments or "{}")
@@ -559,4 +835,4 @@ def _json_or_text(arguments: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
-__all__ = ["FAILOVER_REASON_VARIABLE", "Call", "CallState", "FailoverReason"]
+__all__ = ["CLIP_PREFIX", "FAILOVER_REASON_VARIABLE", "Call", "CallState", "FailoverReason"]

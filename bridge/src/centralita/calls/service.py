@@ -20,25 +20,34 @@ import contextlib
 import gc
 import logging
 import signal
+import sqlite3
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
-from centralita.calls.call import Call
+from centralita.billing.budget import Budget, BudgetState
+from centralita.calls.admission import Admission, AdmissionLimits, Refusal
+from centralita.calls.call import FAILOVER_REASON_VARIABLE, Call, FailoverReason
 from centralita.calls.outbound import OutboundCalls
+from centralita.calls.reconcile import plan
+from centralita.calls.stats import ServiceStats
+from centralita.calls.status import StatusReporter
 from centralita.config.box import load_all
-from centralita.config.bridge import Settings
+from centralita.config.bridge import FailureAction, Settings
 from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
 from centralita.config.network import NetworkSettings
 from centralita.isp.customers import CustomerDirectory, DirectoryError
 from centralita.isp.routeros.pool import RouterPool
-from centralita.logs import Event, setup_logging
+from centralita.logs import Event, call_logger, setup_logging
+from centralita.media.clips import Clips
 from centralita.media.pacer import PacerThread
-from centralita.storage.records import CallRecords, Direction
+from centralita.storage.queued import QueuedRecords
+from centralita.storage.records import CallRecords, Direction, Outcome
+from centralita.storage.writer import RecordWriter
 from centralita.telephony.ari import AriEndpoint, AriError, AriEvents, AriRest
 from centralita.tools.call_control import builtin_tools
 from centralita.tools.network import network_tools
@@ -47,6 +56,8 @@ from centralita.tools.registry import ToolRegistry
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0  # seconds stop() waits for the calls to end (each ends within a few ARI timeouts)
+STATUS_INTERVAL = 5.0  # seconds between two health snapshots
+RECONCILE_GRACE = 1.0  # seconds the StasisStarts already on their way get before a reconciliation decides
 
 
 def default_instructions() -> str:
@@ -79,7 +90,13 @@ def service_tools(network: NetworkSettings, records: CallRecords, pool: RouterPo
 
 
 class InboundService:
-    """Routes ARI events to calls. Thread-safe; every call runs on its own threads."""
+    """Routes ARI events to calls. Thread-safe; every call runs on its own threads.
+
+    Besides the calls it keeps: the admission of new calls (``calls/admission.py``: the box's limit, the
+    per-caller ones and the spending budget), the records writer (``storage/writer.py``: the calls' writes
+    queued off their threads), the reconciliation after every ARI (re)connection (``calls/reconcile.py``), and
+    the health snapshot ``centralita doctor`` reads (``calls/status.py``).
+    """
 
     def __init__(
         self,
@@ -88,12 +105,19 @@ class InboundService:
         tools: ToolRegistry,
         instructions: str,
         outbound: OutboundCalls | None = None,
+        *,
+        clips: Clips | None = None,
+        status_interval: float = STATUS_INTERVAL,
+        reconcile_grace: float = RECONCILE_GRACE,
     ) -> None:
         self._outbound = outbound
         self._settings = settings
         self._records = records
         self._tools = tools
         self._instructions = instructions
+        self._clips = clips or Clips.load()
+        self._reconcile_grace = reconcile_grace
+        self._started_at = records.now()
         endpoint = AriEndpoint(settings.ari_url, settings.ari_user, settings.ari_password.reveal(), settings.ari_app)
         self._rest = AriRest(endpoint)
         self._events = AriEvents(
@@ -103,10 +127,31 @@ class InboundService:
             ping_interval=settings.ws_ping_interval,
             ping_timeout=settings.ws_ping_timeout,
         )
+        self._writer = RecordWriter("call records")
+        self._queued = QueuedRecords(records, self._writer)
+        spending = settings.spending
+        self.budget = Budget(
+            daily=spending.daily,
+            monthly=spending.monthly,
+            currency=spending.prices.currency,
+            spent_since=records.spent_since,
+            zone=spending.zone,
+        )
+        limits = settings.limits
+        self.admission = Admission(
+            AdmissionLimits(limits.max_calls, limits.max_per_caller, limits.max_per_caller_per_minute),
+            budget_spent=self.budget.known_spent,  # the events thread never waits on the database
+        )
+        self.stats = ServiceStats()
+        self._status = StatusReporter(settings.status_file, self._snapshot, interval=status_interval)
         self._calls: dict[str, Call] = {}
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)  # a call left _calls
         self._stopping = threading.Event()
+        self._reconciling = 0  # reconciliations running: the StasisStarts meanwhile go to _arrivals
+        self._arrivals: set[str] = set()
+        self._reconciled_once = False
+        self._reconcile_lock = threading.Lock()  # one reconciliation at a time
         # One thread paces the outgoing audio of every call (docs/PERFORMANCE.md): not a thread per call.
         self._pacer = PacerThread()
 
@@ -125,8 +170,14 @@ class InboundService:
         """Calls' outgoing audio streams on the service's pacer thread (one per call with media)."""
         return self._pacer.streams
 
+    @property
+    def records_writer(self) -> RecordWriter:
+        return self._writer
+
     def start(self) -> None:
         log.info("starting: ARI %s app %s", redact_url(self._settings.ari_url), self._settings.ari_app)
+        self._refresh_budget()
+        self._status.start()
         self._events.start()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -134,8 +185,9 @@ class InboundService:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Take no more calls, hand every caller still on the line to the operator, and return once every call
-        has ended (up to ``timeout`` seconds), so that whoever closes the records next loses none of them: a call
-        that was already ending on its own thread (the caller hung up) is waited for too."""
+        has ended (up to ``timeout`` seconds) and its records are written, so that whoever closes the records
+        next loses none of them: a call that was already ending on its own thread (the caller hung up) is
+        waited for too."""
         self._stopping.set()
         self._events.stop()
         with self._lock:
@@ -146,11 +198,18 @@ class InboundService:
             if not self._ended.wait_for(lambda: not self._calls, timeout):
                 log.warning("stopping: calls %s still ending after %g s", ", ".join(self._calls), timeout)
         self._pacer.close()
+        self._writer.close(timeout)
+        self._status.close()
         log.info("stopped")
+
+    # -- ARI ---------------------------------------------------------------------------------------
 
     def _on_state(self, state: str) -> None:
         if state == "connected":
             log.info("%s: app %s is ready for calls", Event.ARI_CONNECTED, self._settings.ari_app)
+            with self._lock:
+                self._reconciling += 1
+            threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
         else:
             log.warning("%s: Asterisk restarting or unreachable; reconnecting", Event.ARI_DISCONNECTED)
 
@@ -162,8 +221,9 @@ class InboundService:
             args = event.get("args") or []
             if not args or args[0] not in tuple(Direction):
                 return  # our own ExternalMedia channels, and anything else that is not a caller
-            if self._stopping.is_set():
-                return
+            with self._lock:
+                if self._reconciling:
+                    self._arrivals.add(channel_id)
             caller = str((channel.get("caller") or {}).get("number", ""))
             if args[0] == Direction.OUTBOUND:
                 threading.Thread(
@@ -174,6 +234,10 @@ class InboundService:
                 ).start()
                 return
             did = str(args[1]) if len(args) > 1 else ""
+            refusal = self._admit(channel_id, caller)
+            if refusal is not None:
+                self._refuse_soon(channel_id, Direction.INBOUND, caller, did, refusal)
+                return
             call = Call(
                 channel_id=channel_id,
                 direction=Direction.INBOUND,
@@ -181,11 +245,13 @@ class InboundService:
                 callee=did,
                 settings=self._settings,
                 rest=self._rest,
-                records=self._records,
+                records=self._queued,
                 tools=self._tools,
                 instructions=self._instructions,
                 on_end=self._forget,
                 pacer=self._pacer,
+                clips=self._clips,
+                stats=self.stats,
             )
             with self._lock:
                 self._calls[channel_id] = call
@@ -195,6 +261,51 @@ class InboundService:
                 ended = self._calls.get(channel_id)
             if ended is not None:
                 threading.Thread(target=ended.caller_hung_up, name=f"hangup-{channel_id}", daemon=True).start()
+
+    # -- admission ---------------------------------------------------------------------------------
+
+    def _admit(self, channel_id: str, caller: str, *, outbound: bool = False) -> Refusal | None:
+        if self._stopping.is_set():
+            self.admission.refuse(Refusal.STOPPING)
+            return Refusal.STOPPING
+        # Digits only: the trunk may write one number as +52... on one call and 52... on the next.
+        return self.admission.admit(channel_id, "".join(filter(str.isdigit, caller)), outbound=outbound)
+
+    def _refuse_soon(self, channel_id: str, direction: Direction, caller: str, callee: str, refusal: Refusal) -> None:
+        threading.Thread(
+            target=self._refuse,
+            args=(channel_id, direction, caller, callee, refusal),
+            name=f"refuse-{channel_id}",
+            daemon=True,
+        ).start()
+
+    def _refuse(
+        self,
+        channel_id: str,
+        direction: Direction,
+        caller: str,
+        callee: str,
+        refusal: Refusal,
+        campaign: str | None = None,
+    ) -> None:
+        """A call over a limit: straight to the failover context with the reason (never a degraded assistant),
+        recorded as refused. The dialplan tells a caller over their own limits to call later."""
+        calls = call_logger(channel_id, log)
+        calls.warning(
+            "%s (%s): caller=%s; %s", Event.CALL_REFUSED, refusal, caller or "-", _REFUSAL_WHY.get(refusal, "")
+        )
+        self._queued.start_call(channel_id, direction, caller, callee, campaign=campaign)
+        detail = f"{refusal}: sent to {self._settings.failover_context}"
+        try:
+            self._rest.set_channel_var(channel_id, FAILOVER_REASON_VARIABLE, refusal)
+            self._rest.continue_in_dialplan(channel_id, self._settings.failover_context)
+        except AriError as error:
+            calls.error("%s: %s; hanging up", Event.TRANSFER_FAILED, error)
+            with contextlib.suppress(AriError):
+                self._rest.hangup(channel_id)
+            detail = f"{refusal}: {Event.TRANSFER_FAILED}: {error}"
+        self._queued.end_call(channel_id, Outcome.REFUSED, detail)
+        self.stats.call_ended(Outcome.REFUSED)
 
     def _start_outbound(self, channel_id: str, caller_id: str, args: list[Any]) -> None:
         """A customer the dialer called answered (and AMD, if used, heard a person): the assistant takes it.
@@ -217,6 +328,10 @@ class InboundService:
             setup.info.campaign,
             amd,
         )
+        refusal = self._admit(channel_id, caller_id, outbound=True)
+        if refusal is not None:
+            self._refuse(channel_id, Direction.OUTBOUND, caller_id, setup.info.phone, refusal, setup.info.campaign)
+            return
         call = Call(
             channel_id=channel_id,
             direction=Direction.OUTBOUND,
@@ -226,22 +341,206 @@ class InboundService:
             attempt_id=setup.info.attempt_id,
             settings=self._settings,
             rest=self._rest,
-            records=self._records,
+            records=self._queued,
             tools=setup.tools,
             instructions=setup.instructions,
             on_end=self._forget,
             pacer=self._pacer,
+            clips=self._clips,
+            stats=self.stats,
         )
         with self._lock:
-            if self._stopping.is_set():
-                return
             self._calls[channel_id] = call
         call.start()
 
     def _forget(self, call: Call) -> None:
+        self.admission.release(call.call_id)
         with self._lock:
             self._calls.pop(call.call_id, None)
             self._ended.notify_all()
+
+    # -- reconciliation ----------------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """After a (re)connection: make Asterisk and the calls this process holds agree (``calls/reconcile.py``)."""
+        with self._reconcile_lock:
+            try:
+                self._reconcile_once()
+            except Exception:  # a bug here must not take the service down; the next connection tries again
+                log.exception("reconciliation failed")
+            finally:
+                with self._lock:
+                    self._reconciling -= 1
+                    if not self._reconciling:
+                        self._arrivals.clear()
+
+    def _reconcile_once(self) -> None:
+        app = self._settings.ari_app
+        with self._lock:
+            held_before = set(self._calls)
+        try:
+            channels = self._rest.list_channels()
+            bridges = self._rest.list_bridges()
+        except AriError as error:
+            log.warning(
+                "%s: cannot list Asterisk's channels (%s); the next connection tries again", Event.RECONCILED, error
+            )
+            return
+        # StasisStarts already on their way are handled meanwhile: their channels are not orphans.
+        self._stopping.wait(self._reconcile_grace)
+        with self._lock:
+            held_after = set(self._calls)
+            arrived = set(self._arrivals)
+        found = plan(app, channels, bridges, held_before=held_before, held_after=held_after, arrived=arrived)
+        first = not self._reconciled_once
+        self._reconciled_once = True
+        stale = self._stale_records() if first else set()
+        for channel_id in found.orphan_callers:
+            self._recover(channel_id, found.notes.get(channel_id, ""), recorded=channel_id in stale)
+            stale.discard(channel_id)
+        for channel_id in found.orphan_media:
+            self._quietly(self._rest.hangup, channel_id)
+        for bridge_id in found.orphan_bridges:
+            self._quietly(self._rest.destroy_bridge, bridge_id)
+        gone = 0
+        for call_id in found.gone_calls:
+            call = self.call(call_id)
+            if call is not None:
+                gone += 1
+                call.channel_gone("the caller's channel is gone from Asterisk (restarted, or the hang-up was missed)")
+        for call_id in sorted(stale):
+            self._queued.end_call(
+                call_id, Outcome.INTERRUPTED, "the service stopped with the call up; the caller was gone by its restart"
+            )
+        counts = {
+            "orphan_callers": len(found.orphan_callers),
+            "orphan_media": len(found.orphan_media),
+            "orphan_bridges": len(found.orphan_bridges),
+            "gone_calls": gone,
+            "stale_records": len(stale),
+        }
+        self.stats.reconciled(**counts)
+        summary = ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in counts.items())
+        level = logging.INFO if not any(counts.values()) else logging.WARNING
+        log.log(
+            level,
+            "%s: %d channels and %d bridges in Asterisk; %s",
+            Event.RECONCILED,
+            found.channels_seen,
+            found.bridges_seen,
+            summary,
+        )
+
+    def _stale_records(self) -> set[str]:
+        """Calls a previous run of the service recorded as started and never ended (it died with them up)."""
+        self._writer.flush(5.0)
+        try:
+            return set(self._records.open_calls(before=self._started_at))
+        except (sqlite3.Error, OSError) as error:
+            log.warning("%s: cannot read the open call records (%s)", Event.RECONCILED, error)
+            return set()
+
+    def _recover(self, channel_id: str, arguments: str, *, recorded: bool) -> None:
+        """A customer left in the app by a previous run (or a call that lost its channel's events): the caller
+        hears the failover notice and reaches a person (or is hung up, ON_REALTIME_FAILURE=hangup)."""
+        calls = call_logger(channel_id, log)
+        settings = self._settings
+        try:
+            if settings.on_realtime_failure is FailureAction.TRANSFER:
+                with contextlib.suppress(AriError):
+                    self._rest.set_channel_var(channel_id, FAILOVER_REASON_VARIABLE, FailoverReason.SERVICE_RESTARTED)
+                self._rest.continue_in_dialplan(channel_id, settings.failover_context)
+                what = f"sent to {settings.failover_context}"
+            else:
+                self._rest.hangup(channel_id)
+                what = "hung up"
+        except AriError as error:
+            if error.status == 404:
+                calls.info("%s: the caller hung up meanwhile", Event.RECOVERED)
+                what = "gone before it could be handed on"
+            else:
+                calls.error("%s: cannot hand the caller on (%s)", Event.RECOVERED, error)
+                return
+        else:
+            calls.warning(
+                "%s: found in Stasis(%s) with no call of this process (it restarted): %s",
+                Event.RECOVERED,
+                arguments,
+                what,
+            )
+        if recorded:
+            self._queued.end_call(channel_id, Outcome.INTERRUPTED, f"the service restarted mid-call; {what}")
+
+    @staticmethod
+    def _quietly(action: Callable[[str], None], target: str) -> None:
+        try:
+            action(target)
+        except AriError as error:
+            if error.status != 404:
+                log.warning("%s: cannot remove %s: %s", Event.RECONCILED, target, error)
+
+    # -- health ------------------------------------------------------------------------------------
+
+    def _refresh_budget(self) -> BudgetState | None:
+        """Ask the records what was spent (on the status thread: it may wait on the database)."""
+        if not self.budget.limited:
+            return None
+        try:
+            return self.budget.state()
+        except Exception as error:  # a locked or broken database: the last known state stands
+            log.warning("budget unknown (%s): the last known state stands", error)
+            return self.budget.last_known()
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The health snapshot (``calls/status.py``): what ``centralita doctor`` reads."""
+        budget = self._refresh_budget()
+        writer = self._writer.stats()
+        limits = self._settings.limits
+        prices = self._settings.spending.prices
+        with self._lock:
+            active = len(self._calls)
+        return {
+            "service": "openai-inbound-calls",
+            "ari_connected": self._events.connected,
+            "ari_connections": self._events.connections,
+            "active_calls": active,
+            "limits": {
+                "max_calls": limits.max_calls,
+                "max_per_caller": limits.max_per_caller,
+                "max_per_caller_per_minute": limits.max_per_caller_per_minute,
+            },
+            "refused": {str(reason): count for reason, count in self.admission.refused.items()},
+            "records": {
+                "written": writer.written,
+                "queued": writer.queued,
+                "lost": writer.lost,
+                "failing": writer.failing,
+                "last_error": writer.last_error,
+            },
+            "budget": {
+                "limited": self.budget.limited,
+                "known": budget is not None,
+                "spent": bool(budget is not None and budget.spent),
+                "day_spent": str(budget.day_spent) if budget else "",
+                "month_spent": str(budget.month_spent) if budget else "",
+                "daily_limit": str(self._settings.spending.daily),
+                "monthly_limit": str(self._settings.spending.monthly),
+                "currency": prices.currency,
+                "prices_as_of": prices.as_of,
+            },
+            **self.stats.snapshot(),
+        }
+
+
+# What the log says about each refusal, for the operator who reads it.
+_REFUSAL_WHY: Final[dict[Refusal, str]] = {
+    Refusal.BOX_FULL: "the box carries MAX_CALLS calls already: sent to the failover context",
+    Refusal.CALLER_BUSY: "this number has MAX_CALLS_PER_CALLER calls up already: told to call later",
+    Refusal.CALLER_RATE: "this number called more than MAX_CALLS_PER_CALLER_PER_MINUTE times in a minute: "
+    "told to call later",
+    Refusal.BUDGET_SPENT: "the spending budget is used up (centralita doctor): sent to the failover context",
+    Refusal.STOPPING: "the service is stopping: sent to the failover context",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ Modules:
              typed reader every part uses; ``DEFAULT_ENV_FILE``.
     bridge   ``Settings``: the voice bridge (OpenAI, ARI, RTP, logs, records, failover); the ARI variables and
              the keepalive rule.
+    limits   The bridge's limits: admission, the watchdogs' timeouts, prices and budgets, the status file.
     network  ``NetworkSettings``: the MikroTik routers, the customer directory and the write rules.
     dialer   ``DialerSettings``: the outbound dialer (trunk, calling windows, caps, campaigns).
     box      ``load_all``: the three parts from one read, every problem in one ``ConfigError``.

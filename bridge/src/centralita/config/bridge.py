@@ -1,4 +1,5 @@
-"""The bridge's settings (openai-inbound-calls): OpenAI, ARI, RTP, the keepalive, logs, records, failover.
+"""The bridge's settings (openai-inbound-calls): OpenAI, ARI, RTP, the keepalive, logs, records, failover, and
+the limits (``config/limits.py``: admission, watchdogs, prices and budgets, the status file).
 
 They are read with the shared ``EnvReader`` (``config/env.py``) from the box's one .env file, together with
 the routers' and the dialer's (``config/box.py``). The ARI variables and the keepalive rule are defined here
@@ -9,20 +10,32 @@ once: the dialer reads ARI with ``read_ari``, and ``telephony/ari.py`` refuses a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
 from centralita.config.env import ConfigError, EnvReader, Secret
+from centralita.config.limits import (
+    CallLimits,
+    Spending,
+    Watchdogs,
+    read_limits,
+    read_spending,
+    read_status_file,
+    read_watchdogs,
+)
 
 __all__ = [
     "ARI_URL_DEFAULT",
     "AriAccess",
+    "CallLimits",
     "ConfigError",
     "FailureAction",
     "Secret",
     "Settings",
+    "Spending",
+    "Watchdogs",
     "keepalive_problem",
     "read_ari",
     "read_keepalive",
@@ -112,6 +125,11 @@ class Settings:
     operator_context: str
     failover_context: str
     on_realtime_failure: FailureAction
+    # Admission, watchdogs and spending (config/limits.py); the defaults are those of an unset variable.
+    limits: CallLimits = field(default_factory=CallLimits)
+    watchdogs: Watchdogs = field(default_factory=Watchdogs)
+    spending: Spending = field(default_factory=Spending)
+    status_file: Path = Path("/run/centralita/openai-inbound-calls.json")
 
     @classmethod
     def read(cls, reader: EnvReader) -> Settings:
@@ -142,6 +160,10 @@ class Settings:
             operator_context=reader.text("OPERATOR_CONTEXT", "centralita-operator"),
             failover_context=reader.text("FAILOVER_CONTEXT", "centralita-unavailable"),
             on_realtime_failure=reader.choice("ON_REALTIME_FAILURE", FailureAction.TRANSFER),
+            limits=read_limits(reader),
+            watchdogs=read_watchdogs(reader),
+            spending=read_spending(reader),
+            status_file=read_status_file(reader),
         )
 
     @classmethod

@@ -5,4 +5,5 @@ Modules:
     pacer     The 20 ms frame clock and the thread that runs the clocks of many calls.
     playout   A call's outgoing audio: the frame queue, the RTP it leaves as, what the caller heard.
     resample  24 kHz PCM to 8 kHz μ-law, for a model that ignores ``audio/pcmu`` (soxr, numpy).
+    clips     The recorded Spanish phrases the bridge plays itself (filler, time warning, goodbye).
 """

@@ -7,6 +7,11 @@ slot, and when the caller speaks over the assistant (barge-in) it drops what was
 much of the interrupted item the caller really heard, which is what ``conversation.item.truncate`` needs so
 that the model does not believe it said more than it did.
 
+The queue is bounded (``max_queued_ms``): a model that streams faster than real time for minutes must not
+grow a call's memory without limit. Audio that would go over the cap is dropped, whole chunks at a time, and
+counted (``overflow_ms``); back-pressure is not an option, since the Realtime receive thread must keep reading
+(a barge-in arrives on it).
+
 It does no I/O and reads no clock: ``next_frame`` returns the packet to send (the caller of it sends), so the
 arithmetic is tested exactly, and whatever runs the 20 ms slots (a pacer thread, an event loop) can drive
 it. All methods are thread-safe: audio is pushed by the Realtime receive thread while the pacer's thread
@@ -135,8 +140,13 @@ class Playout:
     truncates the item the caller was actually hearing, at the point they heard.
     """
 
-    def __init__(self, rng: random.Random) -> None:
-        """``rng`` draws the RTP stream's initial SSRC, sequence number and timestamp (RFC 3550 section 5.1)."""
+    def __init__(self, rng: random.Random, max_queued_ms: float | None = None) -> None:
+        """``rng`` draws the RTP stream's initial SSRC, sequence number and timestamp (RFC 3550 section 5.1);
+        ``max_queued_ms`` caps the audio waiting to be played (None: no cap)."""
+        if max_queued_ms is not None and max_queued_ms <= 0:
+            raise ValueError(f"max_queued_ms must be above 0, not {max_queued_ms}")
+        self._max_bytes = int(max_queued_ms * _BYTES_PER_MS) if max_queued_ms is not None else None
+        self._overflow = 0
         self._lock = threading.Lock()
         self._queue = PlayoutQueue()
         self._sender = RtpSender(rng)
@@ -152,11 +162,15 @@ class Playout:
         """Queue PCMU ``audio`` of the assistant item ``item_id`` (any length); False when it was refused.
 
         Audio of an item interrupted by a barge-in is refused: the server may have sent more of it before it
-        saw the caller speak, and the caller must not hear the assistant go on.
+        saw the caller speak, and the caller must not hear the assistant go on. Audio that would take the queue
+        over its cap is refused too (``overflow_ms``).
         """
         with self._lock:
             if item_id in self._interrupted:
                 self._refused += len(audio)
+                return False
+            if self._max_bytes is not None and self._queue.queued_bytes + len(audio) > self._max_bytes:
+                self._overflow += len(audio)
                 return False
             items = self._items
             if not items or items[-1].item_id != item_id:
@@ -231,6 +245,12 @@ class Playout:
         """Audio of interrupted items that arrived after their barge-in and was not played, in ms."""
         with self._lock:
             return self._refused / _BYTES_PER_MS
+
+    @property
+    def overflow_ms(self) -> float:
+        """Audio refused because the queue was at its cap, in ms."""
+        with self._lock:
+            return self._overflow / _BYTES_PER_MS
 
     @property
     def ssrc(self) -> int:

@@ -201,21 +201,26 @@ class RealtimeConnection:
         ws = self._ws
         return ws is not None and ws.sock is not None and not self._closed.is_set()
 
-    def connect(self, session_update_event: Mapping[str, Any]) -> SessionInfo:
-        """Open the socket and configure the session; raise a RealtimeError (and release everything) on failure."""
+    def connect(self, session_update_event: Mapping[str, Any], *, within: float | None = None) -> SessionInfo:
+        """Open the socket and configure the session; raise a RealtimeError (and release everything) on failure.
+
+        ``within`` bounds the whole handshake (socket, ``session.created``, ``session.updated``) in seconds, on top
+        of each step's own timeout: a caller who hears the phone ring while it runs must not wait longer.
+        """
         if self._ws is not None:
             raise RuntimeError("connect() may be called only once per RealtimeConnection")
         requested = session_update_event.get("session", {})
         requested_out = AudioFormat.from_json(requested.get("audio", {}).get("output", {}).get("format", {}))
         requested_in = AudioFormat.from_json(requested.get("audio", {}).get("input", {}).get("format", {}))
         log.info("connecting to the Realtime API at %s", self._url)
-        ws = self._open()
+        overall = time.monotonic() + within if within is not None else None
+        ws = self._open(overall)
         self._ws = ws
         try:
-            deadline = time.monotonic() + self._session_timeout
+            deadline = self._step_deadline(overall)
             self._await_event(ws, "session.created", deadline)
             self.send(dict(session_update_event))
-            deadline = time.monotonic() + self._session_timeout
+            deadline = self._step_deadline(overall)
             updated = self._await_event(ws, "session.updated", deadline)
             info = self._session_info(updated.get("session", {}), requested_in, requested_out)
         except BaseException as error:
@@ -292,15 +297,23 @@ class RealtimeConnection:
 
     # -- handshake --
 
-    def _open(self) -> websocket.WebSocket:
+    def _step_deadline(self, overall: float | None) -> float:
+        """When the next handshake step must be done: its own timeout, or the whole handshake's end if sooner."""
+        step = time.monotonic() + self._session_timeout
+        return step if overall is None else min(step, overall)
+
+    def _open(self, overall: float | None = None) -> websocket.WebSocket:
         header = [f"Authorization: Bearer {self._api_key.reveal()}"]
+        timeout = self._open_timeout
+        if overall is not None:
+            timeout = max(0.001, min(timeout, overall - time.monotonic()))
         try:
             # websocket-client checks UTF-8 in pure Python, about 0.1 ms per audio delta: the bridge's largest
             # cost per call. json.loads decodes strictly anyway, and a message that is not UTF-8 is then dropped
             # like any other that is not JSON.
             return websocket.create_connection(
                 self._url,
-                timeout=self._open_timeout,
+                timeout=timeout,
                 header=header,
                 suppress_origin=True,
                 enable_multithread=True,
@@ -311,7 +324,7 @@ class RealtimeConnection:
             log.warning("the Realtime API refused the connection: HTTP %s (%s)", error.status_code, code)
             raise RealtimeRejected(error.status_code, code, message) from None
         except (websocket.WebSocketTimeoutException, TimeoutError) as error:
-            raise RealtimeTimeout(f"no WebSocket handshake with {self._url} within {self._open_timeout} s") from error
+            raise RealtimeTimeout(f"no WebSocket handshake with {self._url} within {timeout:g} s") from error
         except (websocket.WebSocketException, OSError) as error:
             raise RealtimeUnreachable(f"cannot connect to {self._url}: {error}") from error
 
@@ -320,12 +333,12 @@ class RealtimeConnection:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise RealtimeTimeout(f"no {wanted} within {self._session_timeout} s")
+                raise RealtimeTimeout(f"no {wanted} in time (the handshake's deadline passed)")
             ws.settimeout(remaining)
             try:
                 event = self._read(ws)
             except (websocket.WebSocketTimeoutException, TimeoutError):
-                raise RealtimeTimeout(f"no {wanted} within {self._session_timeout} s") from None
+                raise RealtimeTimeout(f"no {wanted} in time (the handshake's deadline passed)") from None
             except (websocket.WebSocketException, OSError) as error:
                 raise RealtimeClosed(CloseInfo(None, error=str(error) or type(error).__name__)) from None
             if event is None:

@@ -1,5 +1,6 @@
 """Call records in SQLite: one row per call, its transcript and the tools the assistant ran; the audit log of
-every change the assistant asked to make on a router; and the outage tickets it opened.
+every change the assistant asked to make on a router (and of every refusal); the outage tickets it opened; and
+the caller events the limits are counted from across calls (lookups, failed identity checks).
 
 The database is created, schema included, when ``CallRecords`` is built, so a bad ``DB_PATH`` stops the
 bridge at start-up with a message that names the path and the fix, not at the first call. Its directory
@@ -39,18 +40,25 @@ Schema versions:
    ``callee`` who was called (the DID of an inbound call, the customer's number of a dialer call). Outbound
    rows written before version 3 held the number called in ``caller`` and the campaign in ``callee``; the
    upgrade moves them to this layout (their presented caller ID was never recorded: NULL).
+4. ``caller_events`` (lookups, failed identity checks and limits reached, per caller number and customer, so
+   limits hold across calls) and ``audit_log.customer_id`` (the holder, whose reactivations are counted).
+5. ``usage``: the tokens of every Realtime response (``response.done``) and what they cost at the price table
+   of the time (in millionths of its currency, summed exactly), for the spending budget. No foreign key to
+   ``calls``: spending is recorded even when its call's row could not be written.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from centralita.billing.usage import Usage
 from centralita.storage.retention import PurgeCounts, mask_personal, purge
 from centralita.storage.sqlite import SharedDatabase, open_database
 
@@ -59,6 +67,7 @@ __all__ = [
     "AuditResult",
     "CallRecords",
     "CallRecordsError",
+    "CallerEvent",
     "Direction",
     "Outcome",
     "Speaker",
@@ -87,6 +96,12 @@ class Outcome(StrEnum):
     REALTIME_FAILED = "realtime_failed"  # the Realtime session failed: failover context, or hung up
     SERVICE_STOPPED = "service_stopped"  # the service stopped: the caller was handed to the operator context
     ERROR = "error"  # the call could not be set up, or a transfer failed: hung up
+    REFUSED = "refused"  # not given to the assistant (box full, caller limits, budget spent): failover context
+    NO_CALLER_AUDIO = "no_caller_audio"  # no RTP from Asterisk for RTP_TIMEOUT: failover context, or hung up
+    NO_REPLY = "no_reply"  # the model stayed silent through REPLY_TIMEOUT twice (a filler between): failover
+    TIME_LIMIT = "time_limit"  # MAX_CALL_SECONDS reached: to the operator, or hung up after a goodbye
+    CHANNEL_GONE = "channel_gone"  # the caller's channel vanished unseen (Asterisk restarted, events lost)
+    INTERRUPTED = "interrupted"  # the service died with the call up; its next start handed the caller on
 
 
 class AuditResult(StrEnum):
@@ -96,6 +111,14 @@ class AuditResult(StrEnum):
     ATTEMPTED = "attempted"  # about to be sent to the router; a row left like this means the outcome is unknown
     DONE = "done"  # the router accepted it
     FAILED = "failed"  # the router refused it or could not be reached
+
+
+class CallerEvent(StrEnum):
+    """What a caller made the service do, counted across calls (``caller_events``)."""
+
+    LOOKUP = "lookup"  # a tool looked customers up or read a router for the caller
+    IDENTITY_FAILURE = "identity_failure"  # an identity check with data that did not match
+    LIMIT = "limit"  # a limit was reached and the tool refused
 
 
 class CallRecordsError(OSError):
@@ -204,8 +227,59 @@ def _migrate_to_3(connection: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_to_4(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """
+        CREATE TABLE caller_events (
+            id       INTEGER PRIMARY KEY,
+            at       TEXT NOT NULL,
+            call_id  TEXT NOT NULL,
+            caller   TEXT NOT NULL,
+            customer TEXT,
+            kind     TEXT NOT NULL CHECK (kind IN ('lookup', 'identity_failure', 'limit')),
+            detail   TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    connection.execute("CREATE INDEX caller_events_caller ON caller_events (kind, caller, at)")
+    connection.execute("CREATE INDEX caller_events_customer ON caller_events (kind, customer, at)")
+    connection.execute("CREATE INDEX caller_events_at ON caller_events (at)")
+    connection.execute("ALTER TABLE audit_log ADD COLUMN customer_id TEXT")
+    connection.execute("CREATE INDEX audit_log_customer_id ON audit_log (customer_id, tool, at)")
+
+
+def _migrate_to_5(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """
+        CREATE TABLE usage (
+            id           INTEGER PRIMARY KEY,
+            at           TEXT NOT NULL,
+            call_id      TEXT NOT NULL,
+            response_id  TEXT NOT NULL,
+            input_text   INTEGER NOT NULL,
+            input_audio  INTEGER NOT NULL,
+            cached_text  INTEGER NOT NULL,
+            cached_audio INTEGER NOT NULL,
+            output_text  INTEGER NOT NULL,
+            output_audio INTEGER NOT NULL,
+            cost_micros  INTEGER NOT NULL CHECK (cost_micros >= 0),
+            currency     TEXT NOT NULL
+        )
+        """
+    )
+    connection.execute("CREATE INDEX usage_at ON usage (at)")
+    connection.execute("CREATE INDEX usage_call_id ON usage (call_id)")
+
+
 # _MIGRATIONS[n] upgrades a database at user_version n to n + 1. Append only; never edit a released step.
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2, _migrate_to_3)
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+    _migrate_to_4,
+    _migrate_to_5,
+)
+_MICROS: Final = Decimal(1_000_000)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -246,8 +320,18 @@ class CallRecords(SharedDatabase):
     def _closed_error(self) -> CallRecordsError:
         return CallRecordsError(f"The call records database {self.path} was closed: no more records can be written.")
 
+    def now(self) -> datetime:
+        """The records' clock: when a write queued now should say it happened."""
+        return self._clock()
+
     def _now(self) -> str:
         return _timestamp(self._clock())
+
+    def _since(self, window: timedelta) -> str:
+        return _timestamp(self._clock() - window)
+
+    def _at(self, at: datetime | None) -> str:
+        return _timestamp(at) if at is not None else self._now()
 
     def _require_call(self, db: sqlite3.Connection, call_id: str) -> None:
         if db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone() is None:
@@ -283,30 +367,32 @@ class CallRecords(SharedDatabase):
             except sqlite3.IntegrityError as error:
                 raise ValueError(f"call {call_id!r} is already recorded in {self.path}") from error
 
-    def mark_answered(self, call_id: str) -> bool:
-        """Record when the call was answered; only the first time counts (returns whether this one did)."""
-        at = self._now()
+    def mark_answered(self, call_id: str, at: datetime | None = None) -> bool:
+        """Record when the call was answered (``at``, default now); only the first time counts (returns whether
+        this one did)."""
+        stamp = self._at(at)
         with self._lock:
             db = self._connection()
             cursor = db.execute(
-                "UPDATE calls SET answered_at = ? WHERE call_id = ? AND answered_at IS NULL", (at, call_id)
+                "UPDATE calls SET answered_at = ? WHERE call_id = ? AND answered_at IS NULL", (stamp, call_id)
             )
             if cursor.rowcount == 0:
                 self._require_call(db, call_id)
                 return False
             return True
 
-    def add_transcript(self, call_id: str, speaker: str, text: str) -> None:
-        """Append one line said by ``speaker`` ('caller' or 'assistant') to the call's transcript."""
+    def add_transcript(self, call_id: str, speaker: str, text: str, at: datetime | None = None) -> None:
+        """Append one line said by ``speaker`` ('caller' or 'assistant') at ``at`` (default now) to the call's
+        transcript."""
         if speaker not in tuple(Speaker):
             raise ValueError(f"speaker must be 'caller' or 'assistant', got {speaker!r}")
-        at = self._now()
+        stamp = self._at(at)
         with self._lock:
             db = self._connection()
             self._require_call(db, call_id)
             db.execute(
                 "INSERT INTO transcript (call_id, at, speaker, text) VALUES (?, ?, ?, ?)",
-                (call_id, at, str(speaker), text),
+                (call_id, stamp, str(speaker), text),
             )
 
     def add_tool_call(
@@ -317,15 +403,17 @@ class CallRecords(SharedDatabase):
         arguments: Mapping[str, Any],
         result: Mapping[str, Any],
         ok: bool,
+        at: datetime | None = None,
     ) -> bool:
-        """Record a tool the assistant ran; a tool_call_id already recorded for the call is ignored (False).
+        """Record a tool the assistant ran (at ``at``, default now); a tool_call_id already recorded for the call
+        is ignored (False).
 
         ``arguments`` and ``result`` are stored as JSON, DNI and phone numbers masked (``retention``): a value
         json cannot encode raises TypeError.
         """
         encoded_arguments = json.dumps(mask_personal(arguments), ensure_ascii=False)
         encoded_result = json.dumps(mask_personal(result), ensure_ascii=False)
-        at = self._now()
+        stamp = self._at(at)
         with self._lock:
             db = self._connection()
             self._require_call(db, call_id)
@@ -333,20 +421,21 @@ class CallRecords(SharedDatabase):
                 "INSERT INTO tool_calls (call_id, at, tool_call_id, name, arguments, result, ok)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (call_id, tool_call_id) DO NOTHING",
-                (call_id, at, tool_call_id, name, encoded_arguments, encoded_result, int(bool(ok))),
+                (call_id, stamp, tool_call_id, name, encoded_arguments, encoded_result, int(bool(ok))),
             )
             return cursor.rowcount == 1
 
-    def end_call(self, call_id: str, outcome: Outcome | str, detail: str = "") -> bool:
-        """Record how the call ended (an ``Outcome``); only the first end counts (returns whether this one did)."""
+    def end_call(self, call_id: str, outcome: Outcome | str, detail: str = "", at: datetime | None = None) -> bool:
+        """Record how the call ended (an ``Outcome``) and when (``at``, default now); only the first end counts
+        (returns whether this one did)."""
         if outcome not in tuple(Outcome):
             raise ValueError(f"outcome must be one of {', '.join(Outcome)}, got {outcome!r}")
-        at = self._now()
+        stamp = self._at(at)
         with self._lock:
             db = self._connection()
             cursor = db.execute(
                 "UPDATE calls SET ended_at = ?, outcome = ?, detail = ? WHERE call_id = ? AND ended_at IS NULL",
-                (at, str(outcome), detail, call_id),
+                (stamp, str(outcome), detail, call_id),
             )
             if cursor.rowcount == 0:
                 self._require_call(db, call_id)
@@ -380,6 +469,79 @@ class CallRecords(SharedDatabase):
         call["tool_calls"] = tool_calls
         return call
 
+    def open_calls(self, before: datetime | None = None) -> list[str]:
+        """The calls recorded as started (before ``before``, if given) and never ended, oldest first: at a
+        service's start, those a previous run of it left behind (it died with them up)."""
+        bound = _timestamp(before) if before is not None else "9999"
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT call_id FROM calls WHERE ended_at IS NULL AND started_at < ? ORDER BY started_at, rowid",
+                    (bound,),
+                )
+                .fetchall()
+            )
+        return [str(row["call_id"]) for row in rows]
+
+    # -- spending ---------------------------------------------------------------------------------------
+
+    def add_usage(
+        self, call_id: str, response_id: str, usage: Usage, cost: Decimal, currency: str, at: datetime | None = None
+    ) -> None:
+        """Record the tokens of one response and their ``cost`` (kept to the millionth of ``currency``), at ``at``
+        (default now)."""
+        if cost < 0:
+            raise ValueError(f"a cost is 0 or more, not {cost}")
+        micros = int((cost * _MICROS).to_integral_value())
+        stamp = self._at(at)
+        with self._lock:
+            self._connection().execute(
+                "INSERT INTO usage (at, call_id, response_id, input_text, input_audio, cached_text, cached_audio,"
+                " output_text, output_audio, cost_micros, currency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stamp,
+                    call_id,
+                    response_id,
+                    usage.input_text,
+                    usage.input_audio,
+                    usage.cached_text,
+                    usage.cached_audio,
+                    usage.output_text,
+                    usage.output_audio,
+                    micros,
+                    currency,
+                ),
+            )
+
+    def spent_since(self, moment: datetime) -> Decimal:
+        """What the responses recorded at or after ``moment`` cost, exactly (in the price table's currency)."""
+        at = _timestamp(moment)
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT SUM(cost_micros) AS micros FROM usage WHERE at >= ?", (at,))
+                .fetchone()
+            )
+        return Decimal(int(row["micros"] or 0)) / _MICROS
+
+    def usage_of(self, call_id: str) -> tuple[Usage, Decimal]:
+        """The tokens of every response of the call, summed, and what they cost."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT COALESCE(SUM(input_text), 0) AS input_text, COALESCE(SUM(input_audio), 0) AS input_audio,"
+                    " COALESCE(SUM(cached_text), 0) AS cached_text, COALESCE(SUM(cached_audio), 0) AS cached_audio,"
+                    " COALESCE(SUM(output_text), 0) AS output_text, COALESCE(SUM(output_audio), 0) AS output_audio,"
+                    " COALESCE(SUM(cost_micros), 0) AS micros FROM usage WHERE call_id = ?",
+                    (call_id,),
+                )
+                .fetchone()
+            )
+        micros = int(row.pop("micros"))
+        return Usage(**{name: int(value) for name, value in row.items()}), Decimal(micros) / _MICROS
+
     # -- audit log of router writes ----------------------------------------------------------------------
 
     def add_audit(
@@ -393,13 +555,15 @@ class CallRecords(SharedDatabase):
         caller: str | None = None,
         router: str | None = None,
         customer: str | None = None,
+        customer_id: str | None = None,
     ) -> int:
-        """Record a write the assistant asked for; its audit id.
+        """Record a write (or a privileged action) the assistant asked for; its audit id.
 
         ``action`` says what the write is (e.g. ``address-list add list=promesa-pago address=10.20.0.14
         timeout=3d``), ``result`` is an ``AuditResult`` and ``reason`` why it was refused or failed. A write
         about to be sent is recorded as ``attempted`` first and finished with ``finish_audit``, so a crash in
-        between leaves a trace. Never put passwords in ``action`` or ``reason``.
+        between leaves a trace. ``customer`` is the service (PPPoE user), ``customer_id`` the holder (the DNI)
+        whose actions are counted across services. Never put passwords in ``action`` or ``reason``.
         """
         if result not in tuple(AuditResult):
             raise ValueError(f"result must be one of {', '.join(AuditResult)}, got {result!r}")
@@ -408,17 +572,88 @@ class CallRecords(SharedDatabase):
         at = self._now()
         done_at = at if result != AuditResult.ATTEMPTED else None
         with self._lock:
-            cursor = self._connection().execute(
-                "INSERT INTO audit_log (at, call_id, caller, tool, action, router, customer, result, reason, done_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (at, call_id, caller, tool, action, router, customer, str(result), reason, done_at),
+            return self._insert_audit(
+                self._connection(),
+                (at, call_id, caller, tool, action, router, customer, customer_id, result, reason, done_at),
             )
-            return int(cursor.lastrowid or 0)
+
+    @staticmethod
+    def _insert_audit(db: sqlite3.Connection, values: tuple[Any, ...]) -> int:
+        cursor = db.execute(
+            "INSERT INTO audit_log"
+            " (at, call_id, caller, tool, action, router, customer, customer_id, result, reason, done_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            tuple(str(value) if isinstance(value, AuditResult) else value for value in values),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def count_audit(
+        self, tool: str, customer_id: str, window: timedelta, results: Collection[str] = (AuditResult.DONE,)
+    ) -> int:
+        """How many ``tool`` rows of holder ``customer_id`` with one of ``results`` are within ``window`` of now."""
+        marks = ", ".join("?" for _ in results)
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT count(*) AS n FROM audit_log WHERE customer_id = ? AND tool = ? AND at >= ?"
+                    f" AND result IN ({marks})",
+                    (customer_id, tool, self._since(window), *map(str, results)),
+                )
+                .fetchone()
+            )
+        return int(row["n"])
+
+    def reserve_audit(
+        self,
+        call_id: str,
+        tool: str,
+        action: str,
+        *,
+        customer_id: str,
+        limit: int,
+        window: timedelta,
+        caller: str | None = None,
+        router: str | None = None,
+        customer: str | None = None,
+    ) -> int | None:
+        """Record an ``attempted`` write only if the holder has fewer than ``limit`` ``done`` or ``attempted``
+        ``tool`` rows within ``window``: its audit id, or None when the limit is reached (nothing is written).
+
+        Count and insert are one transaction (``BEGIN IMMEDIATE``), so two calls for the same holder at once
+        cannot both get the last one, even from two processes.
+        """
+        if not call_id or not tool or not action or not customer_id:
+            raise ValueError("call_id, tool, action and customer_id must not be empty")
+        at = self._now()
+        since = self._since(window)
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT count(*) AS n FROM audit_log WHERE customer_id = ? AND tool = ? AND at >= ?"
+                    " AND result IN ('done', 'attempted')",
+                    (customer_id, tool, since),
+                ).fetchone()
+                if int(row["n"]) >= limit:
+                    db.execute("COMMIT")
+                    return None
+                audit_id = self._insert_audit(
+                    db,
+                    (at, call_id, caller, tool, action, router, customer, customer_id, AuditResult.ATTEMPTED, "", None),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return audit_id
 
     def finish_audit(self, audit_id: int, result: str, reason: str = "") -> bool:
-        """Record how an ``attempted`` write ended (``done`` or ``failed``); False if it was not pending."""
-        if result not in (AuditResult.DONE, AuditResult.FAILED):
-            raise ValueError(f"an attempted write ends 'done' or 'failed', got {result!r}")
+        """Record how an ``attempted`` write ended (``done``, ``failed``, or ``refused`` by a check made just
+        before sending it); False if it was not pending."""
+        if result not in (AuditResult.DONE, AuditResult.FAILED, AuditResult.REFUSED):
+            raise ValueError(f"an attempted write ends 'done', 'failed' or 'refused', got {result!r}")
         at = self._now()
         with self._lock:
             cursor = self._connection().execute(
@@ -430,6 +665,51 @@ class CallRecords(SharedDatabase):
     def audit_entries(self, call_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Audit rows, oldest first: those of ``call_id``, or (``None``) the last ``limit`` of all calls."""
         return self._rows("audit_log", call_id, limit)
+
+    # -- caller events (limits across calls) -----------------------------------------------------------
+
+    def add_caller_event(
+        self, call_id: str, kind: str, caller: str, *, customer: str | None = None, detail: str = ""
+    ) -> None:
+        """Record that ``caller`` (a number, or ``anonymous``) made the service do ``kind`` (a ``CallerEvent``)."""
+        if kind not in tuple(CallerEvent):
+            raise ValueError(f"kind must be one of {', '.join(CallerEvent)}, got {kind!r}")
+        if not call_id or not caller:
+            raise ValueError("call_id and caller must not be empty")
+        at = self._now()
+        with self._lock:
+            self._connection().execute(
+                "INSERT INTO caller_events (at, call_id, caller, customer, kind, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (at, call_id, caller, customer, str(kind), detail),
+            )
+
+    def count_caller_events(
+        self, kind: str, window: timedelta, *, caller: str | None = None, customer: str | None = None
+    ) -> int:
+        """How many ``kind`` events within ``window`` of now: of ``caller``, or of ``customer`` (exactly one)."""
+        if (caller is None) == (customer is None):
+            raise ValueError("count the events of a caller or of a customer, not both and not neither")
+        column, value = ("caller", caller) if caller is not None else ("customer", customer)
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    f"SELECT count(*) AS n FROM caller_events WHERE kind = ? AND {column} = ? AND at >= ?",
+                    (str(kind), value, self._since(window)),
+                )
+                .fetchone()
+            )
+        return int(row["n"])
+
+    def caller_events(self, call_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Caller events, oldest first: those of ``call_id``, or (``None``) the last ``limit`` of all."""
+        return self._rows("caller_events", call_id, limit)
+
+    def prune_caller_events(self, older_than: timedelta) -> int:
+        """Delete caller events older than ``older_than`` (no limit counts that far back); how many went."""
+        with self._lock:
+            cursor = self._connection().execute("DELETE FROM caller_events WHERE at < ?", (self._since(older_than),))
+            return cursor.rowcount
 
     # -- outage tickets --------------------------------------------------------------------------------
 
@@ -476,7 +756,8 @@ class CallRecords(SharedDatabase):
         return rows
 
     def _rows(self, table: str, call_id: str | None, limit: int) -> list[dict[str, Any]]:
-        """Rows of ``table`` (audit_log or tickets), oldest first: those of ``call_id``, or the last ``limit``."""
+        """Rows of ``table`` (audit_log, tickets or caller_events), oldest first: those of ``call_id``, or the last
+        ``limit``."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         with self._lock:

@@ -102,6 +102,10 @@ class AriRest:
     def answer(self, channel_id: str) -> None:
         self.request("POST", f"/channels/{channel_id}/answer")
 
+    def ring(self, channel_id: str) -> None:
+        """Indicate ringing to the caller (a channel not yet answered hears ringback meanwhile)."""
+        self.request("POST", f"/channels/{channel_id}/ring")
+
     def hangup(self, channel_id: str, reason: str = "normal") -> None:
         self.request("DELETE", f"/channels/{channel_id}", {"reason": reason})
 
@@ -148,6 +152,13 @@ class AriRest:
 
     def list_channels(self) -> list[Event]:
         return list(self.request("GET", "/channels"))
+
+    # Endpoints ------------------------------------------------------------------------------------
+
+    def endpoint_channels(self, technology: str, resource: str) -> list[str]:
+        """The ids of the channels on an endpoint now (``PJSIP``, ``provider``: the calls on the trunk)."""
+        endpoint = self.request("GET", f"/endpoints/{technology}/{resource}")
+        return [str(channel_id) for channel_id in (endpoint or {}).get("channel_ids", [])]
 
 
 class AriEvents:

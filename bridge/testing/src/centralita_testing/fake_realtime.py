@@ -349,6 +349,8 @@ class Faults:
         session goes on, as it does after most errors of the real API.
     close_after_s: after this many seconds send ``session_expired`` and close with code 1001.
     ignore_output_format: report and send audio/pcm 24 kHz whatever output format the client asked for.
+    silent_after_responses: a model that stops answering: the responses after this many start
+        (``response.created``) and then send nothing until cancelled (0: not even the greeting).
     """
 
     refuse: bool = False
@@ -358,6 +360,7 @@ class Faults:
     error_code: str = "server_error"
     close_after_s: float | None = None
     ignore_output_format: bool = False
+    silent_after_responses: int | None = None
 
     @classmethod
     def parse(cls, specs: Sequence[str]) -> Faults:
@@ -874,6 +877,7 @@ class _Session:
         self._response: _Response | None = None
         self._voice_locked = False
         self._deltas_sent = 0
+        self._responses_started = 0
         self._timers: list[asyncio.Task[None]] = []
 
     # -- plumbing --
@@ -923,6 +927,11 @@ class _Session:
             self._timers.append(asyncio.create_task(self._error_later(self._faults.error_after_ms / 1000)))
         if self._faults.close_after_s is not None:
             self._timers.append(asyncio.create_task(self._expire_later(self._faults.close_after_s)))
+
+    def abort(self) -> None:
+        """Cut the TCP connection at once, without a close frame (on the server's loop)."""
+        self._record._set_closed(None)
+        self._ws.transport.abort()
 
     async def _error_later(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -1252,6 +1261,15 @@ class _Session:
             await self._send(
                 {"type": "response.created", "response": self._response_object(response, "in_progress", [])}
             )
+            self._responses_started += 1
+            silent_after = self._faults.silent_after_responses
+            if silent_after is not None and self._responses_started > silent_after:
+                await response.cancel.wait()  # stuck: nothing until the client (or a barge-in) cancels it
+                final = self._response_object(response, "cancelled", [])
+                final["status_details"] = {"type": "cancelled", "reason": response.cancel_reason}
+                self._response = None
+                await self._send({"type": "response.done", "response": final})
+                return
             await self._send(
                 {
                     "type": "rate_limits.updated",
@@ -1681,6 +1699,24 @@ class FakeRealtimeServer:
 
         asyncio.run_coroutine_threadsafe(run_all(), loop).result(timeout=10)
 
+    def drop_sessions(self) -> int:
+        """Abort every open session's TCP connection (no close frame), as a network fault does; how many."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the server is not running")
+        return int(asyncio.run_coroutine_threadsafe(self._drop_async(), loop).result(timeout=10))
+
+    async def _drop_async(self) -> int:
+        return self._drop_all()
+
+    def _drop_all(self) -> int:
+        """On the server's loop: abort every live connection."""
+        with self._lock:
+            sessions = list(self._live.values())
+        for session in sessions:
+            session.abort()
+        return len(sessions)
+
     def _thread_main(self) -> None:
         async def main() -> None:
             self._stop = asyncio.Event()
@@ -1726,7 +1762,7 @@ class FakeRealtimeServer:
         """The HTTP side of the handshake: availability, path, key and model, like the real endpoint."""
         faults = self.faults
         parts = urlsplit(request.path)
-        if faults.refuse:
+        if faults.refuse and not parts.path.startswith("/fake/"):  # the control paths answer whatever the faults
             return self._reject(
                 connection,
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
@@ -1738,7 +1774,7 @@ class FakeRealtimeServer:
                 },
             )
         path = parts.path.rstrip("/")
-        if path not in ("/v1/realtime", "/v1/models"):
+        if path not in ("/v1/realtime", "/v1/models", "/fake/drop", "/fake/faults"):
             return self._reject(
                 connection,
                 http.HTTPStatus.NOT_FOUND,
@@ -1775,6 +1811,15 @@ class FakeRealtimeServer:
                     "code": "invalid_api_key",
                 },
             )
+        if path == "/fake/drop":  # fault injection from outside the process (make soak): cut every session now
+            return _http_json(connection, http.HTTPStatus.OK, {"dropped": self._drop_all()})
+        if path == "/fake/faults":  # ...or change the faults of the connections to come (?set=refuse,delay_ms=900)
+            specs = [spec for spec in parse_qs(parts.query).get("set", [""])[0].split(",") if spec.strip()]
+            try:
+                self.faults = Faults.parse(specs)
+            except ValueError as error:
+                return _http_json(connection, http.HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            return _http_json(connection, http.HTTPStatus.OK, {"faults": dataclasses.asdict(self.faults)})
         if path == "/v1/models":  # plain HTTP GET, as `centralita doctor` uses it to test the key
             models_list = [
                 {"id": name, "object": "model", "created": when, "owned_by": "system"} for name, when in _MODELS
@@ -1839,7 +1884,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="FAULT",
         help="refuse | delay_ms=N | drop_after_deltas=K | error_after_ms=N | error_code=CODE | close_after_s=T | "
-        "ignore_output_format (repeatable)",
+        "ignore_output_format | silent_after_responses=N (repeatable); at run time, GET /fake/faults?set=... with "
+        "the API key changes them for new connections and GET /fake/drop cuts every open session",
     )
     parser.add_argument("--pace", type=float, default=4.0, help="audio sent at this many times real time; 0: no pause")
     parser.add_argument("--chunk-ms", type=int, default=40, help="ms of audio per output_audio.delta (default 40)")

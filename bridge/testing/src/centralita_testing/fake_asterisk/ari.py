@@ -7,7 +7,9 @@ bridge service, its calls and the dialer use:
   it (StasisStart with its args, StasisEnd) and of the channels it subscribed to (ChannelStateChange,
   ChannelVarset, Dial, ChannelDestroyed with its Q.850 cause);
 * channels: ``POST /ari/channels`` (originate: 400 without ``endpoint`` or with both ``app`` and ``context``,
-  409 when ``channelId`` is taken), ``GET /ari/channels`` and ``/ari/channels/{id}``, ``POST .../answer``,
+  409 when ``channelId`` is taken), ``GET /ari/channels`` and ``/ari/channels/{id}`` (a channel in Stasis shows
+  ``dialplan.app_name`` ``Stasis`` and ``app_data`` ``<app>,<args>``, as Asterisk 16+ does), ``POST .../answer``,
+  ``POST .../ring`` (the channel rings: 409 outside Stasis),
   ``POST .../continue`` (the channel leaves Stasis for the dialplan: StasisEnd), ``POST`` and ``GET
   .../variable``, ``DELETE /ari/channels/{id}`` (hang-up: StasisEnd, then ChannelDestroyed);
 * ``POST /ari/channels/externalMedia``: a channel with a real RTP leg (``RtpLeg``) on its own UDP port, named
@@ -15,13 +17,17 @@ bridge service, its calls and the dialer use:
   bridge and records what it receives;
 * bridges: ``POST /ari/bridges``, ``GET /ari/bridges`` and ``/ari/bridges/{id}``, ``POST .../addChannel`` and
   ``.../removeChannel``, ``DELETE /ari/bridges/{id}``;
-* ``POST /ari/applications/{app}/subscription?eventSource=channel:{id}``.
+* ``POST /ari/applications/{app}/subscription?eventSource=channel:{id}``;
+* ``GET /ari/endpoints/{tech}/{resource}``: the ids of the channels named ``{tech}/{resource}-...`` (404 for
+  an endpoint not in ``endpoints``, by default only ``PJSIP/provider``).
 
 Every request is recorded (``Recorded``: method, path, query, JSON body, arrival time). Basic auth is
 checked (401 otherwise). The test plays the other side: ``incoming_call`` sends a caller into a Stasis app
 as the dialplan does, ``hang_up`` is the customer hanging up, ``answer``, ``set_var``, ``dial_status`` and
 ``vanish`` drive the dialer's originated channels, ``leg_of`` gives the RTP leg bridged with a channel, and
-``fail`` / ``slow`` make chosen requests fail or answer late.
+``fail`` / ``slow`` make chosen requests fail or answer late. Faults of Asterisk itself: ``drop_events`` (the
+events connections break, Asterisk stays), ``restart`` (every channel and bridge gone, no event said so),
+``mute`` (a leg stops sending RTP).
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ class Channel:
     leg: RtpLeg | None = None
     continued: list[tuple[str, str, int]] = field(default_factory=list)  # where POST .../continue sent it
     creationtime: str = field(default_factory=_stamp)
+    stasis_args: tuple[str, ...] = ()  # the arguments of the Stasis() it runs (with app)
+    rang: bool = False  # POST .../ring was asked for
 
     def snapshot(self) -> JsonObject:
         return {
@@ -90,7 +98,11 @@ class Channel:
             "caller": dict(self.caller),
             "connected": {"name": "", "number": ""},
             "accountcode": "",
-            "dialplan": dict(self.dialplan),
+            "dialplan": {
+                **self.dialplan,
+                "app_name": "Stasis" if self.app else "",
+                "app_data": ",".join((self.app, *self.stasis_args)) if self.app else "",
+            },
             "creationtime": self.creationtime,
             "language": "es",
             "channelvars": dict(self.channelvars),
@@ -159,6 +171,7 @@ class FakeAsterisk:
         self.channels: dict[str, Channel] = {}
         self.bridges: dict[str, Bridge] = {}
         self.subscriptions: dict[str, set[str]] = {}  # app -> channel ids it subscribed to (besides its own)
+        self.endpoints: set[str] = {"PJSIP/provider"}  # what GET /ari/endpoints/{tech}/{resource} knows
         self._sockets: list[websocket.EventSocket] = []
         self._rules: list[_Rule] = []
         self._lock = threading.RLock()
@@ -313,11 +326,16 @@ class FakeAsterisk:
         self.enter_stasis(channel_id, app, args)
         return channel_id
 
-    def enter_stasis(self, channel_id: str, app: str, args: Sequence[str] = ()) -> None:
-        """The channel runs ``Stasis(app, args...)``: the app gets StasisStart."""
+    def enter_stasis(self, channel_id: str, app: str, args: Sequence[str] = (), *, announce: bool = True) -> None:
+        """The channel runs ``Stasis(app, args...)``: the app gets StasisStart (not with ``announce`` False: a
+        channel left in the app by a client that died, which a new client does not hear about)."""
         with self._lock:
             channel = self.channels[channel_id]
             channel.app = app
+            channel.stasis_args = tuple(args)
+            if not announce:
+                self._touch()
+                return
             outgoing: Outgoing = [({"type": "StasisStart", "args": list(args), "channel": channel.snapshot()}, {app})]
         self._emit(outgoing)
 
@@ -343,6 +361,60 @@ class FakeAsterisk:
     def hang_up(self, channel_id: str, cause: int = 16, cause_txt: str = "Normal Clearing") -> None:
         """The far end hangs up: StasisEnd if the channel is in an app, then ChannelDestroyed."""
         self._destroy(channel_id, cause, cause_txt)
+
+    def leftover_call(
+        self, app: str, args: Sequence[str], *, caller: str = "", channel_id: str
+    ) -> tuple[str, str, str]:
+        """What a client that died mid-call leaves in Asterisk: the customer's channel in ``Stasis(app, args)``
+        (answered), its ExternalMedia channel ``<channel_id>-media`` in the app and the mixing bridge
+        ``centralita-<channel_id>`` holding both; no event is sent. The ids (customer, media, bridge)."""
+        media_id = f"{channel_id}-media"
+        with self._lock:
+            number = next(self._counter)
+            customer = Channel(
+                id=channel_id,
+                name=f"PJSIP/provider-{number:08x}",
+                state="Up",
+                caller={"name": "", "number": caller},
+                app=app,
+                stasis_args=tuple(args),
+            )
+            media = Channel(id=media_id, name=f"UnicastRTP/127.0.0.1:9-{number:08x}", state="Up", app=app)
+            bridge = Bridge(
+                f"bridge-{next(self._counter)}", f"centralita-{channel_id}", channels=[channel_id, media_id]
+            )
+            customer.bridge = media.bridge = bridge.id
+            self.channels[channel_id] = customer
+            self.channels[media_id] = media
+            self.bridges[bridge.id] = bridge
+            self._touch()
+        return channel_id, media_id, bridge.id
+
+    def drop_events(self) -> None:
+        """Every events connection breaks (a network fault, Asterisk's HTTP server restarting): the clients
+        reconnect; channels and bridges stay as they are."""
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            sock.close()
+
+    def restart(self) -> None:
+        """Asterisk restarts: the events connections break and every channel and bridge is gone, without an
+        event (nobody is connected to hear one)."""
+        self.drop_events()
+        with self._lock:
+            channels = list(self.channels.values())
+            self.channels.clear()
+            self.bridges.clear()
+            self.subscriptions.clear()
+            self._touch()
+        for channel in channels:
+            if channel.leg is not None:
+                self._media.close_leg(channel.leg)
+
+    def mute(self, channel_id: str) -> None:
+        """The RTP leg bridged with ``channel_id`` stops sending (its packets no longer reach the bridge)."""
+        self._media.pause(self.leg_of(channel_id))
 
     def vanish(self, channel_id: str) -> None:
         """The channel disappears and no event says so (a lost WebSocket)."""
@@ -389,6 +461,7 @@ class FakeAsterisk:
     def _leave_stasis(self, channel: Channel) -> Outgoing:
         """The channel leaves its app (a hang-up, or on to the dialplan): StasisEnd to the app."""
         app, channel.app = channel.app, ""
+        channel.stasis_args = ()
         if not app:
             return []
         self._leave_bridge(channel)
@@ -502,6 +575,16 @@ class FakeAsterisk:
                     outgoing = self._answer(self._channel(channel_id))
                 self._emit(outgoing)
                 return 204, None
+            case "POST", ["channels", channel_id, "ring"]:
+                with self._lock:
+                    ringing = self._channel(channel_id)
+                    if not ringing.app:
+                        raise _Reply(409, "Channel not in a Stasis application")
+                    ringing.rang = True
+                    self._touch()
+                return 204, None
+            case "GET", ["endpoints", technology, resource]:
+                return self._endpoint(technology, resource)
             case "POST", ["channels", channel_id, "continue"]:
                 return self._continue(channel_id, query)
             case "POST", ["channels", channel_id, "variable"]:
@@ -650,6 +733,15 @@ class FakeAsterisk:
                 self._media.play(channel.leg)
             self._touch()
         return 204, None
+
+    def _endpoint(self, technology: str, resource: str) -> tuple[int, Any]:
+        with self._lock:
+            if f"{technology}/{resource}" not in self.endpoints:
+                raise _Reply(404, "Endpoint not found")
+            prefix = f"{technology}/{resource}-"
+            ids = [channel.id for channel in self.channels.values() if channel.name.startswith(prefix)]
+        state = "online"
+        return 200, {"technology": technology, "resource": resource, "state": state, "channel_ids": ids}
 
     def _subscribe(self, app: str, source: str) -> tuple[int, Any]:
         if not source:
