@@ -6,11 +6,12 @@ PYTHON ?= python3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv host lint unit molecule test demo lab-up lab-provision lab-call lab-down requirements clean bench
+.PHONY: help venv host lint unit molecule test-cluster test demo lab-up lab-provision lab-call lab-down requirements clean bench
 
 help:
 	@echo "make demo      provision the lab box (podman container centralita-lab) and call it"
 	@echo "make test      lint, unit tests and molecule test: everything CI runs"
+	@echo "make test-cluster  the SIP front scenario: two boxes behind Kamailio (molecule/cluster)"
 	@echo "make lab-down  remove the lab box"
 	@echo "make bench     media-path benchmark: concurrent calls through the bridge (docs/PERFORMANCE.md)"
 
@@ -36,6 +37,10 @@ unit: venv
 
 molecule: host venv
 	@bash files/host/test.sh molecule
+
+# Two light boxes behind a Kamailio SIP front, SIPp as the provider (molecule/cluster, docs/SCALE_OUT.md).
+test-cluster: host venv
+	@bash files/host/test.sh cluster
 
 test: host venv
 	@bash files/host/test.sh all

@@ -349,3 +349,28 @@ def test_someone_who_cannot_read_the_settings_is_told_to_use_sudo(
     err = capsys.readouterr().err
     assert f"{env} holds the dialer's settings and secrets, readable only by root and the service user" in err
     assert "sudo centralita campaign" in err
+
+
+def test_a_box_imports_and_starts_only_its_own_campaigns(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "morosos.csv"
+    data.write_text(HEADER + ROWS, encoding="utf-8")
+    assert run(env, "import", str(data), "--campaign", "sur-marzo") == 1
+    assert run(env, "start", "sur-marzo") == 0
+    capsys.readouterr()
+    # The box is given the campaigns starting with norte- (a cluster: another box dials the others).
+    env.write_text(env.read_text() + "DIALER_CAMPAIGNS=norte-\n")
+    assert run(env, "import", str(data), "--campaign", "sur-abril") == 2
+    err = capsys.readouterr().err
+    assert "campaign 'sur-abril' is not one of this box's" in err
+    assert "starts with 'norte-' (DIALER_CAMPAIGNS, from bridge_dialer_campaigns)" in err
+    assert "Nothing was changed." in err
+    assert run(env, "pause", "sur-marzo") == 0
+    assert run(env, "start", "sur-marzo") == 2
+    assert "campaign 'sur-marzo' is not one of this box's" in capsys.readouterr().err
+    assert run(env, "import", str(data), "--campaign", "norte-abril") == 1
+    assert run(env, "start", "norte-abril") == 0
+    with CampaignStore(tmp_path / "dialer.db") as store:
+        states = {campaign.name: campaign.state.value for campaign in store.campaigns()}
+    assert states == {"sur-marzo": "paused", "norte-abril": "running"}

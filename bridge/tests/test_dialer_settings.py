@@ -180,3 +180,21 @@ def test_a_country_code_no_country_has_is_refused() -> None:
     """The code sets the region phone numbers are read in: 999 (unassigned) would read none of them."""
     [problem] = problems({**MINIMAL, "DIALER_COUNTRY_CODE": "999"})
     assert problem.startswith("DIALER_COUNTRY_CODE is '999', not the country calling code of any country")
+
+
+def test_campaigns_of_this_box_by_prefix() -> None:
+    assert DialerSettings.from_values(MINIMAL).campaigns == ()
+    assert DialerSettings.from_values(MINIMAL).owns("cualquiera")
+    settings = DialerSettings.from_values({**MINIMAL, "DIALER_CAMPAIGNS": " norte-, cortados-2026 ,"})
+    assert settings.campaigns == ("norte-", "cortados-2026")
+    assert settings.owns("norte-2026-03")
+    assert settings.owns("cortados-2026-04")
+    assert not settings.owns("sur-2026-03")
+    assert not settings.owns("cortados-2025-12")
+
+
+def test_a_campaign_prefix_that_no_campaign_name_can_start_with_is_refused() -> None:
+    found = problems({**MINIMAL, "DIALER_CAMPAIGNS": "norte-,sur/*"})
+    assert len(found) == 1
+    assert found[0].startswith("DIALER_CAMPAIGNS is 'norte-,sur/*', with 'sur/*', not the start of a campaign name")
+    assert "set e.g. DIALER_CAMPAIGNS=norte-,cortados-" in found[0]

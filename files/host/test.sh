@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run Centralita's checks and print one summary at the end.
-#   test.sh lint | unit | molecule | all
+#   test.sh lint | unit | molecule | cluster | all
 # Every step runs even when an earlier one failed, so one run shows everything that is wrong.
 # The last line is "N passed, N failed" over the steps; the exit code is non-zero if any failed.
 set -uo pipefail
@@ -43,6 +43,10 @@ if [[ $what == unit || $what == all ]]; then
 fi
 if [[ $what == molecule || $what == all ]]; then
     step molecule molecule test
+fi
+# Two light boxes behind the SIP front (docs/SCALE_OUT.md): its own containers and podman network.
+if [[ $what == cluster ]]; then
+    step cluster molecule test -s cluster
 fi
 
 passed=0 failed=0

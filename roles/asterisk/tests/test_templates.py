@@ -297,3 +297,66 @@ def test_logger_writes_full_and_security(pjsip):
     assert logfiles["full"] == "notice,warning,error,verbose(3),dtmf"
     assert logfiles["security"] == "security"
     assert "security" in logfiles["messages"].split(",")
+
+
+def test_alone_the_box_has_no_trace_of_a_sip_front_and_never_refuses_with_503(pjsip):
+    trunk = pjsip["pjsip_trunk.conf"]
+    assert "outbound_proxy" not in trunk
+    assert dict(section(parse_asterisk_conf(trunk), "[provider]"))["rewrite_contact"] == "yes"
+    assert "Hangup(34)" not in pjsip["extensions.conf"]
+    assert "refused with 503" not in pjsip["extensions.conf"]
+
+
+SIP_FRONT = {"asterisk_sip_front": ["10.0.0.10", "10.0.0.9"], "asterisk_sip_trunk": {**TRUNK, "register": False}}
+
+
+def test_behind_a_sip_front_the_trunk_trusts_the_proxies_and_calls_out_through_the_first(tmp_path):
+    files = render(tmp_path, "pjsip", asterisk_sip_front_port=5070, **SIP_FRONT)
+    conf = parse_asterisk_conf(files["pjsip_trunk.conf"])
+    assert values(section(conf, "[provider-identify]"), "match") == ["10.0.0.10", "10.0.0.9"]
+    assert values(section(conf, "[provider-acl]"), "permit") == ["10.0.0.10", "10.0.0.9"]
+    endpoint = next(dict(pairs) for name, pairs in conf if name == "[provider]" and ("type", "endpoint") in pairs)
+    assert endpoint["rewrite_contact"] == "no"
+    assert endpoint["outbound_proxy"] == "sip:10.0.0.10:5070\\;lr"
+    aor = next(dict(pairs) for name, pairs in conf if name == "[provider]" and ("type", "aor") in pairs)
+    assert aor["outbound_proxy"] == "sip:10.0.0.10:5070\\;lr"
+    assert aor["contact"] == "sip:198.51.100.7:5080"
+
+
+def test_behind_a_sip_front_outbound_calls_can_go_straight_to_the_trunk(tmp_path):
+    files = render(tmp_path, "pjsip", asterisk_outbound_via_sip_front=False, **SIP_FRONT)
+    assert "outbound_proxy" not in files["pjsip_trunk.conf"]
+    conf = parse_asterisk_conf(files["pjsip_trunk.conf"])
+    assert values(section(conf, "[provider-identify]"), "match") == ["10.0.0.10", "10.0.0.9"]
+
+
+@pytest.mark.parametrize(
+    ("front", "when_full", "refuses"),
+    [([], "auto", False), (["10.0.0.10"], "auto", True), ([], "refuse", True), (["10.0.0.10"], "failover", False)],
+)
+def test_a_full_box_refuses_with_503_behind_a_front_and_fails_over_alone(tmp_path, front, when_full, refuses):
+    trunk = {**TRUNK, "register": False}
+    files = render(
+        tmp_path,
+        "pjsip",
+        asterisk_sip_front=front,
+        asterisk_sip_trunk=trunk,
+        asterisk_max_calls=3,
+        asterisk_when_full=when_full,
+        asterisk_echo_test_extension="6000",
+    )
+    conf = parse_asterisk_conf(files["extensions.conf"])
+    assert dict(section(conf, "[globals]"))["CENTRALITA_MAX_CALLS"] == "3"
+    steps = values(section(conf, "[from-voip]"), "same")
+    check = "${GROUP_COUNT(assistant@centralita)} <= ${CENTRALITA_MAX_CALLS}"
+    # Every entry of the trunk's context (the echo test, any number, no number) counts the call, then checks.
+    counted = [i for i, step in enumerate(steps) if check in step]
+    assert len(counted) == 3
+    for index in counted:
+        assert steps[index - 1] == "n,Set(GROUP(centralita)=assistant)"
+        over = steps[index + 1 : index + 3]
+        if refuses:
+            assert over[0].startswith("n,Log(WARNING,Centralita: box full (${CENTRALITA_MAX_CALLS} calls)")
+            assert over[1] == "n,Hangup(34)"
+        else:
+            assert over == ["n,Set(CENTRALITA_FAILOVER_REASON=box_full)", "n,Goto(centralita-unavailable,s,1)"]

@@ -8,6 +8,7 @@ test_env_validation.py and test_env_template.py.)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,57 @@ def test_good_settings_pass_and_the_api_key_is_not_shown_at_vvv(tmp_path: Path) 
     assert rc == 0, out
     assert "failed=0" in out
     assert key not in out
+
+
+def cluster_validate(tmp_path: Path, localhost: dict[str, Any], pbx2: dict[str, Any]) -> tuple[int, str]:
+    """Validate localhost as one box of a centralita group whose other box, pbx2, has the given variables."""
+    inventory = tmp_path / "cluster.yml"
+    inventory.write_text(
+        json.dumps(
+            {
+                "centralita": {
+                    "hosts": {
+                        "localhost": {"ansible_connection": "local", **localhost},
+                        "pbx2": {"ansible_connection": "local", **pbx2},
+                    }
+                }
+            }
+        )
+    )
+    rc, out = validate(tmp_path, "-i", str(inventory))
+    return rc, " ".join(out.split())
+
+
+def test_two_dialer_boxes_with_their_own_campaigns_are_accepted(tmp_path: Path) -> None:
+    rc, out = cluster_validate(
+        tmp_path,
+        {"bridge_dialer_enabled": True, "bridge_dialer_campaigns": ["norte-"]},
+        {"bridge_dialer_enabled": True, "bridge_dialer_campaigns": ["sur-", "cortados-"]},
+    )
+    assert rc == 0, out
+    # A box without the dialer needs no list.
+    rc, out = cluster_validate(tmp_path, {"bridge_dialer_enabled": True}, {"bridge_dialer_campaigns": []})
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "named"),
+    [
+        (["norte-"], ["norte-2026"], "pbx2 ('norte-2026' overlaps 'norte-')"),
+        (["sur-"], ["cortados-", "s"], "pbx2 ('s' overlaps 'sur-')"),
+        (["norte-"], [], "pbx2 (no bridge_dialer_campaigns: any campaign)"),
+        ([], ["sur-"], "this box has no bridge_dialer_campaigns (any campaign)"),
+    ],
+)
+def test_two_dialer_boxes_that_could_dial_one_campaign_are_refused(
+    tmp_path: Path, mine: list[str], theirs: list[str], named: str
+) -> None:
+    rc, out = cluster_validate(
+        tmp_path,
+        {"bridge_dialer_enabled": True, "bridge_dialer_campaigns": mine},
+        {"bridge_dialer_enabled": True, "bridge_dialer_campaigns": theirs},
+    )
+    assert rc != 0
+    assert "localhost and pbx2 all run the dialer (bridge_dialer_enabled), and two boxes could dial the same" in out
+    assert named in out
+    assert "Give each dialer box its own campaign name prefixes in bridge_dialer_campaigns" in out

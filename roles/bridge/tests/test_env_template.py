@@ -130,6 +130,8 @@ def hostile_inventory() -> tuple[dict[str, Any], dict[str, str]]:
     expected["ROUTEROS_ROUTERS"] = "nucleo,norte"
     variables["bridge_dialer_holidays"] = [next(values)]
     expected["DIALER_HOLIDAYS"] = variables["bridge_dialer_holidays"][0]
+    variables["bridge_dialer_campaigns"] = [next(values)]
+    expected["DIALER_CAMPAIGNS"] = variables["bridge_dialer_campaigns"][0]
     variables["bridge_routeros_writes"] = True
     expected["ROUTEROS_WRITES"] = "true"
     variables["bridge_identity_caller_id"] = False
@@ -192,6 +194,7 @@ VALID = {
     "bridge_dialer_caller_id": '"ISP Demo #1" <+525550000000>',
     "bridge_dialer_windows": "lun-vie 08:00-19:00; sab 08:00-15:00",
     "bridge_dialer_holidays": ["2026-12-25", "01-01"],
+    "bridge_dialer_campaigns": ["norte-", "cortados 2026"],
     "bridge_routers": [{"name": "nucleo", "host": "10.0.0.1", "user": "api #1", "password": ROUTER_PASSWORD}],
 }
 
@@ -206,6 +209,7 @@ def test_a_hostile_but_valid_inventory_loads_with_its_exact_values(tmp_path: Pat
     assert box.dialer is not None
     assert box.dialer.caller_id == '"ISP Demo #1" <+525550000000>'
     assert len(box.dialer.policy.windows) == 2
+    assert box.dialer.campaigns == ("norte-", "cortados 2026")
 
 
 def test_config_check_accepts_it_and_refuses_a_bad_dialer_setting_by_name(

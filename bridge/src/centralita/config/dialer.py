@@ -26,6 +26,8 @@ Variables, with their defaults (docs/DIALER.md explains each rule)::
     DIALER_EXTENSION=s                      the extension in DIALER_CONTEXT
     DIALER_RING_TIMEOUT=30                  seconds the phone rings before the attempt is "no-answer"
     DIALER_EVENTS_APP=centralita-dialer     the ARI application the dialer follows its calls with
+    DIALER_CAMPAIGNS=                       the campaigns this box may import and start, by name prefix, comma
+                                            separated (boxes of a cluster split the campaigns); empty: any
     ARI_URL, ARI_USER, ARI_PASSWORD, ARI_APP  as for openai-inbound-calls (ARI_PASSWORD only for the service)
 
 Read with the shared ``EnvReader`` (``config/env.py``). The dialer's settings matter only where the dialer
@@ -95,6 +97,12 @@ class DialerSettings:
     ari_user: str
     ari_password: Secret
     ari_app: str
+    # Campaign name prefixes this box owns (DIALER_CAMPAIGNS); empty: every campaign.
+    campaigns: tuple[str, ...] = ()
+
+    def owns(self, campaign: str) -> bool:
+        """Whether this box may import and start ``campaign``: two boxes of a cluster never dial one campaign."""
+        return not self.campaigns or any(campaign.strip().startswith(prefix) for prefix in self.campaigns)
 
     def dial_string(self, number: str) -> str:
         """The ARI ``endpoint`` for an E.164 number, e.g. ``PJSIP/+5215550001111@provider``."""
@@ -128,6 +136,7 @@ class DialerSettings:
         extension = reader.identifier("DIALER_EXTENSION", "s")
         ring_timeout = reader.integer("DIALER_RING_TIMEOUT", 30, 5, 120)
         events_app = reader.identifier("DIALER_EVENTS_APP", "centralita-dialer")
+        campaigns = _read_campaigns(reader)
         ari = read_ari(reader, require_password=require_ari)
         settings = cls(
             timezone=timezone or ZoneInfo("UTC"),
@@ -149,6 +158,7 @@ class DialerSettings:
             ari_user=ari.user,
             ari_password=ari.password,
             ari_app=ari.app,
+            campaigns=campaigns,
         )
         if settings.events_app == settings.ari_app and reader.valid("DIALER_EVENTS_APP", "ARI_APP"):
             reader.fail(
@@ -218,6 +228,22 @@ def _read_policy(reader: EnvReader) -> CallingPolicy:
             f"DIALER_WINDOWS ({error}): set e.g. DIALER_WINDOW_END_MARGIN=10m, or widen the windows.",
         )
         return stand_in
+
+
+def _read_campaigns(reader: EnvReader) -> tuple[str, ...]:
+    raw = reader.raw("DIALER_CAMPAIGNS") or ""
+    prefixes = tuple(part.strip() for part in raw.split(",") if part.strip())
+    bad = [p for p in prefixes if len(p) > 64 or any(not (ch.isalnum() or ch in " ._-") for ch in p)]
+    if bad:
+        reader.invalid(
+            "DIALER_CAMPAIGNS",
+            raw,
+            f"with {', '.join(repr(p) for p in bad)}, not the start of a campaign name (letters, digits, spaces, "
+            "'.', '_' or '-')",
+            "norte-,cortados-",
+        )
+        return ()
+    return prefixes
 
 
 def _read_endpoint(reader: EnvReader) -> str:

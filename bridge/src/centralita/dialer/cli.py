@@ -200,6 +200,17 @@ def _summary(campaign: str, source: str, summary: UpsertSummary, skipped: int) -
     return text + (f"; {skipped} skipped (below)." if skipped else ".")
 
 
+def _check_owned(settings: DialerSettings, campaign: str) -> None:
+    """Refuse a campaign this box was not given (DIALER_CAMPAIGNS): another box of the cluster dials it."""
+    if not settings.owns(campaign):
+        raise _Fail(
+            f"campaign {campaign!r} is not one of this box's: it dials only campaigns whose name starts with "
+            f"{', '.join(repr(p) for p in settings.campaigns)} (DIALER_CAMPAIGNS, from bridge_dialer_campaigns), so "
+            "two boxes never call the same customers. Import it on the box that owns it, or rename it, or give "
+            "this box the prefix in the inventory (bridge_dialer_campaigns) and run site.yml. Nothing was changed."
+        )
+
+
 def _store_rows(
     settings: DialerSettings, campaign: str, result: ImportResult, source: str, remove_missing: bool
 ) -> int:
@@ -219,6 +230,7 @@ def _store_rows(
 
 def _import_csv(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _check_owned(settings, args.campaign)
     today = _now().astimezone(settings.timezone).date()
     result = read_csv(args.file, region=_region(settings), today=today, encoding=args.encoding)
     return _store_rows(settings, args.campaign, result, str(args.file), args.remove_missing)
@@ -239,6 +251,7 @@ def _router_client(config: RouterConfig, timeout: float) -> RouterClient:
 
 def _import_routers(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _check_owned(settings, args.campaign)
     env = _env(args)
     network = NetworkSettings.from_values(env.values, source=env.source)
     routers = list(network.routers)
@@ -271,6 +284,7 @@ def _import_routers(args: argparse.Namespace) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _check_owned(settings, args.name)
     with _open_store(settings) as store:
         campaign, changed = store.start_campaign(args.name)
         pending = store.status(args.name).targets.get("pending", 0)
