@@ -6,11 +6,11 @@ PYTHON ?= python3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv host lint unit molecule test demo lab-up lab-provision lab-call lab-down requirements clean bench
+.PHONY: help venv host lint unit molecule chan-sip test demo lab-up lab-provision lab-call lab-down requirements clean bench
 
 help:
 	@echo "make demo      provision the lab box (podman container centralita-lab) and call it"
-	@echo "make test      lint, unit tests and molecule test: everything CI runs"
+	@echo "make test      lint, unit tests and both molecule scenarios: everything CI runs"
 	@echo "make lab-down  remove the lab box"
 	@echo "make bench     media-path benchmark: concurrent calls through the bridge (docs/PERFORMANCE.md)"
 
@@ -36,6 +36,11 @@ unit: venv
 
 molecule: host venv
 	@bash files/host/test.sh molecule
+
+# Only the chan_sip scenario (Debian 12, Asterisk 20 built from source): needs CENTRALITA_ASTERISK_SOURCE or
+# ../shared/asterisk/asterisk-20.20.1.tar.xz.
+chan-sip: host venv
+	@bash files/host/test.sh chan_sip
 
 test: host venv
 	@bash files/host/test.sh all
