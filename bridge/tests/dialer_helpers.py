@@ -47,7 +47,7 @@ def target(number: int, **overrides: object) -> TargetData:
     values: dict[str, object] = {
         "customer_id": f"C{number:03d}",
         "name": f"Cliente {number}",
-        "phone": f"+52155500{number:05d}",
+        "phone": f"+5255500{number:05d}",
         "amount_due": Decimal("350.00"),
         "due_date": date(2026, 2, 28),
         "router_user": None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sqlite3
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from centralita import cli
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import Verdict
 from centralita.dialer.store import CampaignStore
+from centralita.isp.routeros.client import RouterClient
 from centralita_testing.fake_routeros.server import FakeRouterOS
 
 HEADER = "id_cliente;nombre;telefono;monto;vencimiento\n"
@@ -56,7 +58,7 @@ def test_import_reports_bad_rows_and_keeps_the_good_ones(
     out, err = capsys.readouterr()
     assert "Imported" in out
     assert "3 new, 0 updated, 0 unchanged; 1 skipped" in out
-    assert "skipped line 4: phone '55-12' has 6 digits" in err
+    assert "skipped line 4: phone '55-12' has too few digits" in err
     assert run(env, "import", str(data), "--campaign", "marzo") == 1
     out, _ = capsys.readouterr()
     assert "0 new, 0 updated, 3 unchanged" in out
@@ -150,8 +152,28 @@ def test_optout(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "was already" in capsys.readouterr().out
     assert run(env, "status", "marzo") == 0
     assert "opted_out 1, pending 2" in capsys.readouterr().out
+    assert run(env, "optout", "+52 1 55 5000 1111") == 0  # Mexico's retired mobile 1: the same line as C001's
+    assert "+525550001111 is now on the opt-out list: never called again (1 pending customer(s) stopped)" in (
+        capsys.readouterr().out
+    )
     assert run(env, "optout", "12") == 2
-    assert "digits" in capsys.readouterr().err
+    assert "too few digits (2 after +52)" in capsys.readouterr().err
+
+
+def test_a_number_shared_by_two_customers_is_a_warning(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "morosos.csv"
+    data.write_text(HEADER + "C001;Ana;55 5000 1111;1;31/01/2024\nC002;Eva;525550001111;1;31/01/2024\n")
+    assert run(env, "import", str(data), "--campaign", "marzo") == 0
+    out, err = capsys.readouterr()
+    assert "1 new, 0 updated, 0 unchanged." in out
+    assert "warning line 3: phone +525550001111 of customer 'C002' already belongs to customer 'C001'" in err
+    data.write_text(HEADER + "C003;Rosa;+52 1 55 5000 1111;1;31/01/2024\n")
+    assert run(env, "import", str(data), "--campaign", "marzo") == 0
+    out, err = capsys.readouterr()
+    assert "0 new, 0 updated, 0 unchanged, 1 with the number of a customer already in the campaign" in out
+    assert "warning csv:morosos.csv:2: phone +525550001111 of customer 'C003' is already pending for customer" in err
 
 
 def test_a_bad_env_file_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,6 +205,35 @@ def test_import_routers(env: Path, router: FakeRouterOS, capsys: pytest.CaptureF
     router.stop()
     assert run(env, "import-routers", "--campaign", "cortados") == 2
     assert "router nucleo could not be read, nothing was imported" in capsys.readouterr().err
+
+
+def test_import_routers_reads_two_phones_and_dotted_dnis(
+    env: Path, router: FakeRouterOS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The comment format docs/MIKROTIK_INTEGRATION.md documents, as the assistant's tools read it."""
+    with RouterClient(router.host, "api-dialer", "s3creto", port=router.port, timeout=2) as client:
+        [luis] = client.print("/ppp/secret", where={"name": "luis.hernandez"})
+        comment = "tel=+52 1 555 000 4444 | 55 4000 4444;dni=45.678.901;nombre=Luis Hernández;plan=10M"
+        client.set("/ppp/secret", str(luis[".id"]), comment=comment)
+        [carmen] = client.print("/ppp/secret", where={"name": "carmen.nunez"})
+        comment = "tel=5550005555/5540005555;dni=56.789.012;nombre=Carmen Núñez Ortiz;plan=20M"
+        client.set("/ppp/secret", str(carmen[".id"]), comment=comment)
+    with env.open("a") as extra:
+        extra.write(
+            "ROUTEROS_ROUTERS=nucleo\n"
+            f"ROUTEROS_NUCLEO_HOST={router.host}\nROUTEROS_NUCLEO_PORT={router.port}\n"
+            "ROUTEROS_NUCLEO_USER=api-dialer\nROUTEROS_NUCLEO_PASSWORD=s3creto\n"
+        )
+    assert run(env, "import-routers", "--campaign", "cortados") == 0
+    out, err = capsys.readouterr()
+    assert "Imported router(s) nucleo into campaign 'cortados': 2 new, 0 updated, 0 unchanged." in out
+    assert err == ""
+    connection = sqlite3.connect(tmp_path / "dialer.db")
+    try:
+        targets = connection.execute("SELECT customer_id, phone, status FROM targets ORDER BY id").fetchall()
+    finally:
+        connection.close()
+    assert targets == [("45678901", "+525550004444", "pending"), ("56789012", "+525550005555", "pending")]
 
 
 def _allow(_candidate: object) -> Verdict:

@@ -11,8 +11,10 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from dialer_helpers import MEXICO, TUESDAY_10, Clock, RecordingOriginator, config, policy, target
@@ -21,7 +23,7 @@ from centralita.dialer.originator import DialUncertain, Presence
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import Reason
 from centralita.dialer.runner import Runner, RunnerConfig
-from centralita.dialer.store import CampaignStore
+from centralita.dialer.store import CampaignStore, Candidate, TargetData
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -119,6 +121,113 @@ def test_nobody_is_called_outside_the_window(store: CampaignStore, clock: Clock)
     clock.now = datetime(2026, 3, 16, 14, 0, tzinfo=UTC)
     tick_for(dialer, clock, 5)
     assert len(originator.placed) == 2, "two at once (max_concurrent), one a second at most"
+
+
+def one_target(store: CampaignStore, phone: str, timezone: str | None = None) -> None:
+    store.ensure_campaign("marzo")
+    store.upsert_targets("marzo", [target(1, phone=phone, timezone=timezone)])
+    store.start_campaign("marzo")
+
+
+def test_a_customer_in_another_zone_is_not_called_at_six_in_the_morning(store: CampaignStore, clock: Clock) -> None:
+    """A router import has no zone per customer: the number's own zone (Tijuana) is checked, not only the
+    campaign's (Mexico City), so 08:00 in the campaign's zone is not 06:00 for the customer."""
+    one_target(store, "+52 664 123 4567")
+    originator = RecordingOriginator()
+    clock.now = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)  # Tuesday 08:00 Mexico City, 07:00 Tijuana (US DST)
+    dialer = runner(store, originator, clock)
+    zones = dialer.zones(candidate_of(target(1, phone="+526641234567")))
+    assert [zone.key for zone in zones] == ["America/Mexico_City", "America/Tijuana"]
+    dialer.tick()
+    assert originator.placed == []
+    status = store.status("marzo")
+    assert status.waiting == {str(Reason.OUTSIDE_WINDOW): 1}
+    assert status.next_at == datetime(2026, 3, 10, 15, 0, tzinfo=UTC)  # 08:00 in Tijuana
+    clock.now = datetime(2026, 3, 10, 14, 59, tzinfo=UTC)
+    dialer.tick()
+    assert originator.placed == []
+    clock.now = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
+    dialer.tick()
+    assert originator.numbers == ["+526641234567"]
+
+
+def test_six_in_the_morning_in_winter_too(store: CampaignStore, clock: Clock) -> None:
+    one_target(store, "+526641234567")
+    originator = RecordingOriginator()
+    clock.now = datetime(2026, 2, 3, 14, 0, tzinfo=UTC)  # Tuesday 08:00 Mexico City, 06:00 Tijuana
+    dialer = runner(store, originator, clock)
+    dialer.tick()
+    assert originator.placed == []
+    assert store.status("marzo").next_at == datetime(2026, 2, 3, 16, 0, tzinfo=UTC)
+
+
+def test_a_number_with_several_zones_is_called_only_inside_all_of_them(store: CampaignStore, clock: Clock) -> None:
+    """+52 649 may be in Mazatlán or in Mexico City (libphonenumber's data): both windows must be open."""
+    one_target(store, "+52 649 123 4567")
+    originator = RecordingOriginator()
+    dialer = runner(store, originator, clock)
+    assert [zone.key for zone in dialer.zones(candidate_of(target(1, phone="+526491234567")))] == [
+        "America/Mexico_City",
+        "America/Mazatlan",
+    ]
+    clock.now = datetime(2026, 3, 10, 14, 30, tzinfo=UTC)  # 08:30 Mexico City, 07:30 Mazatlán
+    dialer.tick()
+    assert originator.placed == []
+    assert store.status("marzo").next_at == datetime(2026, 3, 10, 15, 0, tzinfo=UTC)  # 08:00 in Mazatlán
+    clock.now = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
+    dialer.tick()
+    assert originator.numbers == ["+526491234567"]
+
+
+def test_the_latest_zone_of_a_number_closes_the_window(store: CampaignStore, clock: Clock) -> None:
+    """A Spanish mobile may be in Madrid or in the Canaries; the campaign runs on Canary time, so the evening
+    end is Madrid's, an hour earlier."""
+    one_target(store, "+34 612 345 678")
+    originator = RecordingOriginator()
+    clock.now = datetime(2026, 2, 3, 18, 0, tzinfo=UTC)  # Tuesday 19:00 Madrid, 18:00 Canaries
+    dialer = runner(store, originator, clock, timezone=ZoneInfo("Atlantic/Canary"))
+    dialer.tick()
+    assert originator.placed == []
+    assert store.status("marzo").next_at == datetime(2026, 2, 4, 8, 0, tzinfo=UTC)  # 09:00 Madrid, 08:00 islands
+    clock.now = datetime(2026, 2, 4, 8, 0, tzinfo=UTC)
+    dialer.tick()
+    assert originator.numbers == ["+34612345678"]
+
+
+def test_a_customers_own_zone_wins_over_the_numbers(store: CampaignStore, clock: Clock) -> None:
+    """A CSV that gives the customer's zone is believed: a Tijuana mobile whose owner lives in Mexico City."""
+    one_target(store, "+526641234567", timezone="America/Mexico_City")
+    originator = RecordingOriginator()
+    clock.now = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)  # 08:00 Mexico City
+    dialer = runner(store, originator, clock)
+    own = candidate_of(target(1, phone="+526641234567", timezone="America/Mexico_City"))
+    assert [zone.key for zone in dialer.zones(own)] == ["America/Mexico_City"]
+    dialer.tick()
+    assert originator.numbers == ["+526641234567"]
+
+
+def test_a_number_without_a_known_zone_uses_the_campaigns(store: CampaignStore, clock: Clock) -> None:
+    dialer = runner(store, RecordingOriginator(), clock)
+    candidate = candidate_of(target(1, phone="+80012345678"))  # a universal freephone number: no zone
+    assert [zone.key for zone in dialer.zones(candidate)] == ["America/Mexico_City"]
+    unknown = replace(candidate, timezone="Mars/Olympus_Mons")
+    assert [zone.key for zone in dialer.zones(unknown)] == ["America/Mexico_City"]
+
+
+def candidate_of(data: TargetData) -> Candidate:
+    """The target as the rules see it, for the zones alone."""
+    return Candidate(
+        target_id=1,
+        campaign="marzo",
+        customer_id=data.customer_id,
+        name=data.name,
+        phone=data.phone,
+        timezone=data.timezone,
+        promise_date=None,
+        history=(),
+        attempts_in_campaign=0,
+        opted_out=False,
+    )
 
 
 def test_a_busy_customer_is_not_called_again_the_same_day(store: CampaignStore, clock: Clock) -> None:

@@ -29,6 +29,28 @@ def test_a_bad_configuration_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert err.startswith("openai-outbound-calls: Invalid Centralita configuration")
     assert "ARI_PASSWORD is missing" in err
+    assert err.count("ARI_PASSWORD is missing") == 1  # the bridge's and the dialer's: one problem
+    assert "OPENAI_API_KEY is missing" in err  # the whole file, as openai-inbound-calls reads it
+
+
+def test_the_dialer_is_required_and_the_file_read_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from centralita.config import box
+
+    reads: list[Path] = []
+    real = box.read_env_file
+
+    def counting(path: Path) -> box.EnvFile:
+        reads.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(box, "read_env_file", counting)
+    env = tmp_path / ".env"
+    env.write_text("OPENAI_API_KEY=sk-test\nARI_PASSWORD=secreto\nDIALER_MAX_CONCURRENT=3\n")
+    assert service.main(["--env-file", str(env)]) == 2
+    assert "DIALER_TIMEZONE is missing" in capsys.readouterr().err
+    assert reads == [env]
 
 
 @pytest.fixture
@@ -47,6 +69,7 @@ def env(tmp_path: Path, ari: FakeAri) -> Path:
         f"DIALER_DB_PATH={tmp_path / 'dialer.db'}\n"
         f"DIALER_LOG_FILE={tmp_path / 'outbound.log'}\n"
         f"ARI_URL={ari.url}\nARI_USER=centralita\nARI_PASSWORD=secreto\n"
+        "OPENAI_API_KEY=sk-not-used-by-the-dialer\n"  # the file is the box's: openai-inbound-calls takes its calls
     )
     with CampaignStore(tmp_path / "dialer.db") as store:
         store.ensure_campaign("marzo")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from centralita.config.bridge import ConfigError
+from centralita.config.box import load_all
 from centralita.config.dialer import DialerSettings, MachinePolicy
+from centralita.config.env import ConfigError, EnvReader
 from centralita.dialer.policy import parse_windows
 
 MINIMAL = {"DIALER_TIMEZONE": "America/Mexico_City"}
@@ -98,7 +99,7 @@ def test_every_problem_at_once() -> None:
         "DIALER_TIMEZONE",
         "DIALER_WINDOWS",
         "DIALER_MAX_PER_DAY",
-        "DIALER_RETRY_INTERVAL:",
+        "DIALER_RETRY_INTERVAL",
         "DIALER_ENDPOINT",
         "DIALER_CALLER_ID",
         "DIALER_COUNTRY_CODE",
@@ -111,16 +112,20 @@ def test_every_problem_at_once() -> None:
     assert "hidden or private caller ID is not allowed" in text
     assert "ends before it starts" in text
     assert "a number with a unit s, m, h or d" in text
+    assert "ARI_URL is '127.0.0.1:8088', not a https:// or http:// URL with a host" in text
 
 
 def test_the_week_cap_cannot_be_below_the_day_cap() -> None:
     [problem] = problems({**MINIMAL, "DIALER_MAX_PER_DAY": "3", "DIALER_MAX_PER_WEEK": "2"})
-    assert problem.startswith("DIALER_MAX_PER_WEEK (2) is below DIALER_MAX_PER_DAY (3)")
+    assert problem == (
+        "DIALER_MAX_PER_WEEK is 2, below DIALER_MAX_PER_DAY (3): set e.g. DIALER_MAX_PER_WEEK=7, "
+        "or lower DIALER_MAX_PER_DAY."
+    )
 
 
 def test_a_margin_that_swallows_a_window() -> None:
     [problem] = problems({**MINIMAL, "DIALER_WINDOWS": "sat 09:00-09:30", "DIALER_WINDOW_END_MARGIN": "30m"})
-    assert problem.startswith("DIALER_WINDOW_END_MARGIN does not fit DIALER_WINDOWS")
+    assert problem.startswith("DIALER_WINDOW_END_MARGIN is '30m', which does not fit DIALER_WINDOWS (")
 
 
 def test_the_dialer_needs_its_own_events_application() -> None:
@@ -128,12 +133,50 @@ def test_the_dialer_needs_its_own_events_application() -> None:
     assert "openai-inbound-calls" in problem
 
 
-def test_load_reads_the_env_file_and_names_it(tmp_path: Path) -> None:
+def test_a_bad_windows_value_names_the_variable_the_value_and_an_example() -> None:
+    [problem] = problems({**MINIMAL, "DIALER_WINDOWS": "someday 25:00"})
+    assert problem == (
+        "DIALER_WINDOWS is 'someday 25:00', which is wrong ('someday' is not a day: use mon, tue, wed, thu, fri, "
+        "sat, sun (or lun ... dom)): set e.g. DIALER_WINDOWS=mon-fri 08:00-19:00; sat 08:00-15:00."
+    )
+
+
+def test_without_a_time_zone_there_is_no_dialer_unless_it_is_required() -> None:
+    reader = EnvReader({"DIALER_MAX_CONCURRENT": "3"})
+    assert DialerSettings.read(reader, required=False) is None
+    assert reader.problems == []
+    reader = EnvReader({})
+    assert DialerSettings.read(reader, required=True) is None
+    assert reader.variables == ["DIALER_TIMEZONE"]
+
+
+def test_a_set_but_wrong_value_is_a_problem_even_without_a_dialer() -> None:
+    reader = EnvReader({"DIALER_MAX_CONCURRENT": "0", "DIALER_CALLER_ID": "private"})
+    assert DialerSettings.read(reader, required=False) is None
+    assert reader.variables == ["DIALER_MAX_CONCURRENT", "DIALER_CALLER_ID"]
+    assert reader.problems[0] == (
+        "DIALER_MAX_CONCURRENT is '0', not a whole number from 1 to 50: set e.g. DIALER_MAX_CONCURRENT=2."
+    )
+
+
+def test_the_file_is_read_with_the_others_and_named(tmp_path: Path) -> None:
     env = tmp_path / ".env"
-    env.write_text("DIALER_TIMEZONE=America/Lima\nDIALER_MAX_CONCURRENT=0\nOPENAI_API_KEY=sk-not-needed\n")
+    env.write_text(
+        "DIALER_TIMEZONE=America/Lima\nDIALER_MAX_CONCURRENT=0\nOPENAI_API_KEY=sk-test\nARI_PASSWORD=ari-test\n"
+    )
     with pytest.raises(ConfigError) as caught:
-        DialerSettings.load(env)
+        load_all(env)
     assert str(env) in str(caught.value)
-    assert caught.value.problems[0].startswith("DIALER_MAX_CONCURRENT is '0'")
-    with pytest.raises(ConfigError, match="does not exist"):
-        DialerSettings.load(tmp_path / "missing.env")
+    assert caught.value.problems == (
+        "DIALER_MAX_CONCURRENT is '0', not a whole number from 1 to 50: set e.g. DIALER_MAX_CONCURRENT=2.",
+    )
+    env.write_text("DIALER_TIMEZONE=America/Lima\nOPENAI_API_KEY=sk-test\nARI_PASSWORD=ari-test\n")
+    dialer = load_all(env).dialer
+    assert dialer is not None
+    assert dialer.timezone.key == "America/Lima"
+
+
+def test_a_country_code_no_country_has_is_refused() -> None:
+    """The code sets the region phone numbers are read in: 999 (unassigned) would read none of them."""
+    [problem] = problems({**MINIMAL, "DIALER_COUNTRY_CODE": "999"})
+    assert problem.startswith("DIALER_COUNTRY_CODE is '999', not the country calling code of any country")

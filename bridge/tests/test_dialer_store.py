@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from dialer_helpers import MEXICO, TUESDAY_10, Clock, RecordingOriginator, config, target
 
+import centralita.dialer.store as store_module
+from centralita.dialer.importer import read_csv
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import Reason, Verdict
 from centralita.dialer.runner import Runner
@@ -74,7 +76,7 @@ def test_a_newer_schema_is_refused(path: Path) -> None:
     connection = sqlite3.connect(path)
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     connection.close()
-    with pytest.raises(DialerStoreError, match="newer than the 1 this Centralita knows"):
+    with pytest.raises(DialerStoreError, match=f"newer than the {SCHEMA_VERSION} this Centralita knows"):
         CampaignStore(path)
 
 
@@ -323,6 +325,97 @@ def test_unknown_amounts_from_the_routers_keep_the_csv_ones(store: CampaignStore
     assert query(path, "SELECT amount_due, due_date, router_user FROM targets WHERE customer_id = 'C001'") == [
         ("350.00", "2026-02-28", "maria.pena")
     ]
+
+
+# ---- phone numbers ----------------------------------------------------------------------------------
+
+
+def test_an_opt_out_stops_the_number_whatever_its_format(path: Path, clock: Clock, tmp_path: Path) -> None:
+    """An opt-out written +52 1 55... stops a customer imported as 55 5000 1111, and the other way round."""
+    csv_file = tmp_path / "morosos.csv"
+    csv_file.write_text(
+        "id,nombre,telefono,monto,vencimiento\nC001,Ana,55 5000 1111,1,2026-01-01\nC002,Luis,5550002222,1,2026-01-01\n"
+    )
+    with CampaignStore(path, clock=clock) as store:
+        assert store.add_optout("+52 1 55 5000 1111", source="operator") == 0
+        assert store.is_opted_out("+52 55 5000 1111")
+        assert store.is_opted_out("+525550001111")
+        store.ensure_campaign("marzo")
+        summary = store.upsert_targets("marzo", read_csv(csv_file, region="MX").rows)
+        assert (summary.added, summary.opted_out) == (2, 1)
+        store.start_campaign("marzo")
+        assert store.add_optout("0052 (55) 5000-2222", source="operator") == 1
+        assert store.lease_next(clock.now, "a", LEASE, allow) is None
+        assert store.status("marzo").targets == {"opted_out": 2}
+        with pytest.raises(ValueError, match="international numbers only"):
+            store.add_optout("55 5000 3333", source="operator")  # the store has no region: the CLI reads these
+    assert query(path, "SELECT phone FROM optouts ORDER BY phone") == [("+525550001111",), ("+525550002222",)]
+
+
+def test_one_number_is_one_target_in_a_campaign(store: CampaignStore, path: Path) -> None:
+    summary = store.upsert_targets("marzo", [target(3, phone="+52 1 55 5000 0001")])  # C001's number
+    [duplicate] = summary.duplicates
+    assert duplicate.startswith("test: phone +525550000001 of customer 'C003' is already pending for customer 'C001'")
+    assert summary.added == 0
+    assert store.status("marzo").targets == {"pending": 2}
+    moved = store.upsert_targets("marzo", [target(2, phone=target(1).phone)])  # C002 may not take it either
+    assert len(moved.duplicates) == 1
+    assert query(path, "SELECT customer_id, phone FROM targets ORDER BY id") == [
+        ("C001", "+525550000001"),
+        ("C002", "+525550000002"),
+    ]
+    # C001 is gone from this import (paid): the number is free for C003, whose row is applied.
+    handed = store.upsert_targets("marzo", [target(2), target(3, phone=target(1).phone)], remove_missing=True)
+    assert (handed.removed, handed.added, handed.duplicates) == (1, 1, ())
+    assert store.status("marzo").targets == {"pending": 2, "removed": 1}
+
+
+def test_a_campaign_can_hold_a_number_whose_customer_is_done(store: CampaignStore, clock: Clock) -> None:
+    lease = store.lease_next(clock.now, "a", LEASE, allow)
+    assert lease is not None
+    store.finish_attempt(lease.attempt_id, Outcome.WRONG_NUMBER, cause=1)  # C001 closed: not C001's line
+    summary = store.upsert_targets("marzo", [target(3, phone=target(1).phone)])
+    assert (summary.added, summary.duplicates) == (1, ())
+
+
+def test_version_1_numbers_become_e164(path: Path) -> None:
+    at = "2026-01-01T00:00:00.000+00:00"
+    db = sqlite3.connect(path)
+    store_module._migrate_to_1(db)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO campaigns VALUES (1, 'marzo', 'running', ?, ?)", (at, at))
+    db.execute(
+        "INSERT INTO targets (id, campaign_id, customer_id, name, phone, source, status, created_at, updated_at)"
+        " VALUES (1, 1, 'C001', 'Ana', '+5215550001111', 'csv', 'pending', ?, ?)",
+        (at, at),
+    )
+    db.execute(
+        "INSERT INTO attempts (id, target_id, phone, channel_id, state, created_at)"
+        " VALUES (1, 1, '+5215550001111', 'centralita-out-1-aa', 'ended', ?)",
+        (at,),
+    )
+    db.executemany(
+        "INSERT INTO optouts (phone, at, source, note) VALUES (?, ?, ?, ?)",
+        [
+            ("+525550001111", "2026-02-01T00:00:00.000+00:00", "operator", "later"),
+            ("+5215550001111", "2026-01-01T00:00:00.000+00:00", "assistant", "first"),
+            ("+5215550002222", "2026-01-05T00:00:00.000+00:00", "assistant", None),
+            ("not a number", "2026-01-06T00:00:00.000+00:00", "operator", None),
+        ],
+    )
+    db.commit()
+    db.close()
+    with CampaignStore(path) as store:
+        assert store.is_opted_out("+525550001111")
+        assert store.status("marzo").targets == {"pending": 1}
+    assert query(path, "SELECT phone FROM targets") == [("+525550001111",)]
+    assert query(path, "SELECT phone FROM attempts") == [("+525550001111",)]
+    assert query(path, "SELECT phone, source, note FROM optouts ORDER BY phone") == [
+        ("+525550001111", "assistant", "first"),  # two opt-outs of one number: the first is kept
+        ("+525550002222", "assistant", None),
+        ("not a number", "operator", None),
+    ]
+    assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 # ---- the assistant's tools --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ fake RouterOS server."""
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -77,6 +78,28 @@ def test_a_wrong_key_fails_with_where_to_put_a_good_one(tmp_path: Path, realtime
     assert "bridge_openai_api_key" in result.fix
     assert "systemctl restart openai-inbound-calls" in result.fix
     assert "sk-wrong" not in result.seen + result.fix
+
+
+@pytest.mark.parametrize("quote", ['"', ""])
+def test_the_key_test_command_works_and_keeps_the_key_off_the_command_line(
+    tmp_path: Path, realtime: FakeRealtimeServer, quote: str
+) -> None:
+    """The ``test:`` command of the fixes, run by a real shell: sed reads the key from the .env (quoted, as the
+    role writes it, or bare) and hands it to curl on a pipe."""
+    env = tmp_path / ".env"
+    env.write_text(f"OPENAI_MODEL=gpt-realtime\nOPENAI_API_KEY={quote}{realtime.api_key}{quote}\n", encoding="utf-8")
+    url = f"http://127.0.0.1:{realtime.port}/v1/models"
+    command = apis.models_curl(url, env)
+    assert realtime.api_key not in command
+    answer = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False)
+    assert answer.returncode == 0, answer.stderr
+    assert "gpt-realtime" in [model["id"] for model in json.loads(answer.stdout)["data"]]
+
+
+def test_a_wrong_key_fix_names_the_test_command(tmp_path: Path, realtime: FakeRealtimeServer) -> None:
+    ctx = _ctx(tmp_path, OPENAI_BASE_URL=realtime.base_url, OPENAI_API_KEY="sk-wrong-0123456789")
+    result = _one(apis.check_openai_key(ctx))
+    assert f"test: {apis.models_curl(f'http://127.0.0.1:{realtime.port}/v1/models', ctx.env.path)}" in result.fix
 
 
 def test_a_model_the_key_cannot_use_is_a_warning(tmp_path: Path, realtime: FakeRealtimeServer) -> None:

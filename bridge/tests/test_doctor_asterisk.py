@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from doctor_support import (
+    ARI_PASSWORD,
     MODULE_PJSIP_MISSING,
     MODULE_SIP_RUNNING,
     NO_CONTEXT,
@@ -255,8 +258,36 @@ def test_ari_wrong_password_fails_with_the_secret_file_fix(tmp_path: Path, ari_u
     assert "refused user centralita" in result.seen
     assert "(401)" in result.seen
     assert "ARI_PASSWORD=<the content of /etc/centralita/ari-password>" in result.fix
-    assert f"curl -u centralita:$(cat /etc/centralita/ari-password) {ari_url}/ari/asterisk/info" in result.fix
+    test = f"""sed 's/^/user = "centralita:/; s/$/"/' /etc/centralita/ari-password | curl -s -K - {ari_url}/ari/"""
+    assert test in result.fix
     assert "old" not in result.seen + result.fix
+
+
+def test_the_ari_test_command_works_and_keeps_the_password_off_the_command_line(tmp_path: Path, ari_url: str) -> None:
+    secret_file = tmp_path / "ari-password"
+    secret_file.write_text(ARI_PASSWORD + "\n")  # as the asterisk role writes it
+    command = asterisk.ari_curl("centralita", secret_file, f"{ari_url}/ari/asterisk/info")
+    assert ARI_PASSWORD not in command
+    answer = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False)
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["system"]["version"] == "22.5.2"
+    secret_file.write_text("wrong\n")
+    answer = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False)
+    assert "version" not in answer.stdout
+
+
+def test_an_odd_ari_user_is_quoted_for_sed_and_curl(tmp_path: Path) -> None:
+    command = asterisk.ari_curl('a/b&c"d', tmp_path / "secret", "http://127.0.0.1:9/ari/asterisk/info")
+    (tmp_path / "secret").write_text("pw\n")
+    script = command.split(" | ", 1)[0]
+    produced = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert produced == 'user = "a/b&c\\"d:pw"\n'
+
+
+def test_credentials_in_the_ari_url_are_not_repeated(tmp_path: Path) -> None:
+    command = asterisk.ari_curl("centralita", tmp_path / "secret", "http://admin:hunter2@127.0.0.1:9/ari/asterisk/info")
+    assert "hunter2" not in command
+    assert "http://admin:**********@127.0.0.1:9/ari/asterisk/info" in command
 
 
 def test_ari_refused_points_at_http_conf(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -263,3 +264,53 @@ def test_centralita_doctor_runs_the_real_probes_against_temp_paths(
     assert statuses["env.settings"] == "OK"
     assert statuses["asterisk.ari"] == "FAIL"  # nothing listens on 127.0.0.1:9
     assert statuses["network.openai"] == "OK"  # the real kernel route to 127.0.0.1
+
+
+def test_url_credentials_and_secrets_never_reach_the_report(healthy: Options, ari_url: str) -> None:
+    """A URL with user:password@ is repeated in many lines (seen, fixes, test commands): the password never
+    is, in text or JSON; nor is a secret a server or a check might echo."""
+    text = healthy.env_file.read_text(encoding="utf-8")
+    port = ari_url.rsplit(":", 1)[1]
+    text = text.replace(f"ARI_URL={ari_url}", f"ARI_URL=http://admin:ari-url-pass@127.0.0.1:{port}")
+    text = text.replace("OPENAI_BASE_URL=ws://", "OPENAI_BASE_URL=ws://proxy:openai-url-pass@")
+    healthy.env_file.write_text(text, encoding="utf-8")
+
+    def echoing(ctx: Context) -> list[Result]:
+        key, password = ctx.env.get("OPENAI_API_KEY"), ctx.env.get("ARI_PASSWORD")
+        return [Result.fail("echo", f"the server said: bad key {key}", f"try https://u:{password}@example.net/")]
+
+    for as_json in (False, True):
+        _code, report = _execute(healthy, as_json=as_json)
+        assert "ari-url-pass" not in report
+        assert "openai-url-pass" not in report
+        assert "admin:**********@127.0.0.1" in report
+        assert "proxy:**********@127.0.0.1" in report
+    echoed = diagnose(healthy, checks=(CheckSpec("echo", echoing),))
+    (result,) = echoed.results
+    assert result.seen == "the server said: bad key **********"
+    assert result.fix == "try https://u:**********@example.net/"
+
+
+def test_no_fix_puts_a_secret_on_a_command_line(tmp_path: Path, box: FakeBox, realtime: FakeRealtimeServer) -> None:
+    """The test commands in the fixes of a wrong key and a wrong ARI password, run by a real shell with a curl
+    that records its arguments: the secrets reach it on stdin, never in its argv (which ps shows anyone)."""
+    make_asterisk_dir(tmp_path)
+    secret_file = tmp_path / "ari-password"
+    secret_file.write_text("the-ari-secret-0123\n")
+    with ari_server() as url:
+        text = env_text(OPENAI_BASE_URL=realtime.base_url, OPENAI_API_KEY="sk-wrong-key-0123456789", ARI_URL=url)
+        app = make_app_dir(tmp_path, text.replace("ARI_PASSWORD=", "ARI_PASSWORD=wrong-"))
+        report = diagnose(options(tmp_path, box, app / ".env", ari_secret_file=secret_file)).by_name()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    recorder = bin_dir / "curl"
+    recorder.write_text('#!/bin/sh\nprintf "%s\\n" "$@" >> "$RECORD.argv"\ncat >> "$RECORD.stdin"\n')
+    recorder.chmod(0o755)
+    for name, secret in (("openai.api_key", "sk-wrong-key-0123456789"), ("asterisk.ari", "the-ari-secret-0123")):
+        fix = report[name].fix
+        command = fix.split("test: ", 1)[1]
+        record = tmp_path / name
+        environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record)}
+        subprocess.run(["bash", "-c", command], env=environment, timeout=30, check=True)
+        assert secret not in Path(f"{record}.argv").read_text(), fix
+        assert secret in Path(f"{record}.stdin").read_text(), fix

@@ -20,8 +20,10 @@ import librouteros
 import pytest
 from certs import self_signed
 
-from centralita.calls.service import load_network_settings, log_secrets, service_tools
-from centralita.config.bridge import ConfigError, Settings
+from centralita.calls.service import log_secrets, service_tools
+from centralita.config.box import load_all
+from centralita.config.bridge import Settings
+from centralita.config.env import ConfigError
 from centralita.config.network import NetworkSettings
 from centralita.isp.routeros.client import RouterClient
 from centralita.isp.routeros.pool import Deadline, RouterLate, RouterPool
@@ -74,7 +76,11 @@ def router_values(name: str, host: str, port: int, **extra: str) -> dict[str, st
 
 def settings_for(*routers: tuple[str, FakeRouterOS | int], **values: str) -> NetworkSettings:
     """Settings for the given (name, fake router or port) pairs, plus other variables."""
-    raw: dict[str, str] = {"ROUTEROS_ROUTERS": ",".join(name for name, _ in routers), "ROUTEROS_TIMEOUT": str(TIMEOUT)}
+    raw: dict[str, str] = {
+        "ROUTEROS_ROUTERS": ",".join(name for name, _ in routers),
+        "ROUTEROS_TIMEOUT": str(TIMEOUT),
+        "DIALER_COUNTRY_CODE": "52",
+    }
     for name, target in routers:
         port = target.port if isinstance(target, FakeRouterOS) else target
         raw.update(router_values(name, "127.0.0.1", port))
@@ -170,8 +176,9 @@ def test_tools_follow_the_configuration(router: FakeRouterOS, make_service: Any,
 def test_the_service_wires_network_tools_beside_the_builtin_ones(router: FakeRouterOS, tmp_path: Path) -> None:
     env = tmp_path / ".env"
     lines = [f"{key}={value}" for key, value in router_values("nucleo", router.host, router.port).items()]
-    env.write_text("\n".join(["OPENAI_API_KEY=sk-test", "ROUTEROS_ROUTERS=nucleo", *lines]) + "\n", encoding="utf-8")
-    network = load_network_settings(env)
+    required = ["OPENAI_API_KEY=sk-test", "ARI_PASSWORD=ari-test", "DIALER_COUNTRY_CODE=52"]
+    env.write_text("\n".join([*required, "ROUTEROS_ROUTERS=nucleo", *lines]) + "\n", encoding="utf-8")
+    network = load_all(env).network
     assert network.router("nucleo").password.reveal() == PASSWORD
     assert not network.writes_enabled
     with CallRecords(tmp_path / "db.sqlite") as records, RouterPool(network) as pool:
@@ -187,9 +194,9 @@ def test_the_service_wires_network_tools_beside_the_builtin_ones(router: FakeRou
         result = registry.run(CONSULTAR_CLIENTE, "{}", ToolContext(CALL_ID, MARIA_PHONE, ""))
         assert result.output["nombre"] == "María Peña"
     empty = tmp_path / "empty.env"
-    empty.write_text("OPENAI_API_KEY=sk-test\n", encoding="utf-8")
+    empty.write_text("\n".join(required) + "\n", encoding="utf-8")
     with CallRecords(tmp_path / "db2.sqlite") as records:
-        network = load_network_settings(empty)
+        network = load_all(empty).network
         with RouterPool(network) as pool:
             assert list(service_tools(network, records, pool).tools)[2:] == [REPORTAR_FALLA]
 
@@ -646,6 +653,7 @@ def test_wrong_password_is_a_speakable_error_and_a_logged_one(
             "ROUTEROS_ROUTERS": "nucleo",
             **router_values("nucleo", router.host, router.port, PASSWORD="mala-clave-123"),
             "ROUTEROS_TIMEOUT": str(TIMEOUT),
+            "DIALER_COUNTRY_CODE": "52",
         }
     )
     service: Service = make_service(settings)
@@ -707,6 +715,7 @@ def test_tools_over_api_ssl_with_a_ca_file(make_service: Any, tmp_path: Path) ->
                 {
                     "ROUTEROS_ROUTERS": "nucleo",
                     **router_values("nucleo", "127.0.0.1", secure.port, TLS="true", CA_FILE=str(cert)),
+                    "DIALER_COUNTRY_CODE": "52",
                 }
             )
         )
@@ -716,6 +725,7 @@ def test_tools_over_api_ssl_with_a_ca_file(make_service: Any, tmp_path: Path) ->
                 {
                     "ROUTEROS_ROUTERS": "nucleo",
                     **router_values("nucleo", "127.0.0.1", secure.port, TLS="true", CA_FILE=str(other_ca)),
+                    "DIALER_COUNTRY_CODE": "52",
                 }
             )
         )
@@ -731,19 +741,19 @@ def test_tools_over_api_ssl_with_a_ca_file(make_service: Any, tmp_path: Path) ->
     [
         (CONSULTAR_CLIENTE, {"dni": 45678901}, "debe ser texto"),
         (CONSULTAR_CLIENTE, {"cedula": "45678901"}, "no se reconoce"),
-        (CONSULTAR_CLIENTE, {"telefono": "12"}, "al menos 8 dígitos"),
+        (CONSULTAR_CLIENTE, {"telefono": "12"}, "no es válido"),
         (CONSULTAR_CLIENTE, {"usuario": "luis hernandez"}, "espacios"),
         (CONSULTAR_CLIENTE, {"dni": "9" * 21}, "demasiado largo"),
         (CONSULTAR_CLIENTE, "[1, 2]", "objeto"),
         (CONSULTAR_CLIENTE, "{no es json", "JSON"),
-        (ESTADO_CONEXION, {"telefono": "llámame"}, "al menos 8 dígitos"),
+        (ESTADO_CONEXION, {"telefono": "llámame"}, "solo puede tener dígitos"),
         (REACTIVAR_SERVICIO, {"dni": "45678901", "nombre": "Luis Hernández"}, "Falta el dato confirmado"),
         (REACTIVAR_SERVICIO, {**GOOD, "confirmado": "sí"}, "verdadero o falso"),
         (REACTIVAR_SERVICIO, {**GOOD, "dni": "1"}, "entre 4 y 20"),
-        (REACTIVAR_SERVICIO, {**GOOD, "telefono": "555"}, "al menos 8 dígitos"),
+        (REACTIVAR_SERVICIO, {**GOOD, "telefono": "555"}, "no es válido"),
         (REPORTAR_FALLA, {}, "Falta el dato sintoma"),
         (REPORTAR_FALLA, {"sintoma": "  "}, "Describa la falla"),
-        (REPORTAR_FALLA, {"sintoma": "lento", "telefono": "123"}, "al menos 8 dígitos"),
+        (REPORTAR_FALLA, {"sintoma": "lento", "telefono": "123"}, "no es válido"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_router_traffic(
@@ -758,10 +768,34 @@ def test_bad_arguments_are_refused_before_any_router_traffic(
 
 
 def test_no_caller_number_asks_for_another_key(service: Service, router: FakeRouterOS) -> None:
-    for caller in ("", "anonymous", "123"):
+    # "50001111" once matched María (the last 8 digits of her number): a stranger must not be taken for her.
+    for caller in ("", "anonymous", "123", "50001111", "+52 55 5000 111"):
         result = service.run(CONSULTAR_CLIENTE, {}, caller=caller)
         assert result.output == {"ok": False, "error": NO_CALLER}
     assert router.received() == []
+
+
+@pytest.mark.parametrize("caller", ["5550001111", "+52 1 55 5000 1111", "525550001111", "044 55 5000 1111"])
+def test_the_callers_number_in_any_format(service: Service, caller: str) -> None:
+    assert service.run(CONSULTAR_CLIENTE, {}, caller=caller).output["servicio"] == "maria.pena"
+
+
+def test_without_a_country_code_only_international_caller_ids_match(
+    router: FakeRouterOS, make_service: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """National caller IDs cannot be read without DIALER_COUNTRY_CODE: they find nobody, and the log says why."""
+    with caplog.at_level(logging.WARNING, logger="centralita"):
+        service: Service = make_service(settings_for(("nucleo", router), DIALER_COUNTRY_CODE=""))
+    assert "DIALER_COUNTRY_CODE is not set" in caplog.text
+    assert service.run(CONSULTAR_CLIENTE, {}, caller="5550001111").output == {"ok": False, "error": NO_CALLER}
+    assert service.run(CONSULTAR_CLIENTE, {}, caller="+52 55 5000 1111").output["servicio"] == "maria.pena"
+    refused = service.run(CONSULTAR_CLIENTE, {"telefono": "55 5000 1111"})
+    assert "código de país" in refused.output["error"]
+
+
+def test_a_bad_country_code_stops_the_start() -> None:
+    with pytest.raises(ConfigError, match="DIALER_COUNTRY_CODE is '999', not the country calling code of any country"):
+        NetworkSettings.from_values({"DIALER_COUNTRY_CODE": "999"})
 
 
 # -- logs ----------------------------------------------------------------------------------------------------

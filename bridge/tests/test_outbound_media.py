@@ -8,17 +8,17 @@ import pytest
 from dialer_helpers import Clock, RecordingOriginator, config, target
 
 from centralita.calls.outbound import DATA_MARKER, OutboundCalls, default_outbound_instructions
+from centralita.config.dialer import DialerSettings
 from centralita.dialer.runner import Runner
 from centralita.dialer.store import CampaignStore
 from centralita.tools.registry import ToolContext
 
 
 @pytest.fixture
-def dialled(tmp_path: Path) -> tuple[Path, str]:
-    """A .env for the dialer and the channel id of a call the runner placed."""
+def dialled(tmp_path: Path) -> tuple[DialerSettings, str]:
+    """The dialer's settings and the channel id of a call the runner placed."""
     db = tmp_path / "dialer.db"
-    env = tmp_path / ".env"
-    env.write_text(f"DIALER_TIMEZONE=America/Mexico_City\nDIALER_DB_PATH={db}\n", encoding="utf-8")
+    settings = DialerSettings.from_values({"DIALER_TIMEZONE": "America/Mexico_City", "DIALER_DB_PATH": str(db)})
     clock = Clock()
     store = CampaignStore(db, clock=clock)
     store.ensure_campaign("marzo")
@@ -28,10 +28,12 @@ def dialled(tmp_path: Path) -> tuple[Path, str]:
     Runner(store, originator, config(), clock=clock, owner="test").tick()
     store.close()
     assert len(originator.placed) == 1
-    return env, originator.placed[0].channel_id
+    return settings, originator.placed[0].channel_id
 
 
-def test_an_answered_dialer_call_gets_the_account_as_data_and_the_dialer_tools(dialled: tuple[Path, str]) -> None:
+def test_an_answered_dialer_call_gets_the_account_as_data_and_the_dialer_tools(
+    dialled: tuple[DialerSettings, str],
+) -> None:
     env, channel_id = dialled
     calls = OutboundCalls(env)
     setup = calls.prepare(channel_id)
@@ -54,15 +56,22 @@ def test_an_answered_dialer_call_gets_the_account_as_data_and_the_dialer_tools(d
     calls.close()
 
 
-def test_a_channel_the_dialer_never_placed_is_refused(dialled: tuple[Path, str]) -> None:
+def test_a_channel_the_dialer_never_placed_is_refused(dialled: tuple[DialerSettings, str]) -> None:
     env, _channel_id = dialled
     assert OutboundCalls(env).prepare("1795000000.99") is None
 
 
-def test_without_dialer_settings_outbound_calls_are_refused(tmp_path: Path) -> None:
-    env = tmp_path / ".env"
-    env.write_text("OPENAI_API_KEY=x\n", encoding="utf-8")
-    assert OutboundCalls(env).prepare("anything") is None
+def test_without_dialer_settings_outbound_calls_are_refused(caplog: pytest.LogCaptureFixture) -> None:
+    assert OutboundCalls(None).prepare("anything") is None
+    assert "refused: the dialer is not configured here (DIALER_TIMEZONE is unset)" in caplog.text
+
+
+def test_a_store_that_cannot_be_opened_refuses_the_call(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = DialerSettings.from_values(
+        {"DIALER_TIMEZONE": "America/Mexico_City", "DIALER_DB_PATH": str(tmp_path / "missing" / "dir" / "dialer.db")}
+    )
+    assert OutboundCalls(settings).prepare("anything") is None
+    assert "the dialer's store cannot be opened" in caplog.text
 
 
 def test_the_packaged_prompts_are_the_ones_the_role_deploys() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 # Modules that register subcommands, in the order ``centralita --help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "centralita.doctor.cli",
+    "centralita.config.cli",
     "centralita.dialer.cli",
 )
 
@@ -23,7 +24,8 @@ Handler = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="centralita",
-        description="Operate the Centralita phone assistant: diagnose the box, run dialer campaigns.",
+        description="Operate the Centralita phone assistant: diagnose the box, check its settings, run dialer "
+        "campaigns.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:

@@ -34,8 +34,8 @@ def test_service_is_enabled_running_and_sandboxed(host):
 def test_env_is_readable_only_by_the_service_user(host):
     env = host.file("/usr/local/asterisk/.env")
     assert (env.user, env.group, env.mode) == ("centralita", "centralita", 0o600)
-    assert env.contains("^WS_PING_INTERVAL=20$")
-    assert env.contains("^WS_PING_TIMEOUT=10$")
+    assert env.contains('^WS_PING_INTERVAL="20"$')  # every value quoted (roles/bridge/tests/test_env_template.py)
+    assert env.contains('^WS_PING_TIMEOUT="10"$')
 
 
 def test_app_directory_belongs_to_the_operator(host):

@@ -6,7 +6,9 @@ once the customer answers (and AMD heard a person) the channel enters the Stasis
 campaign store and gives the call its own instructions (the collections prompt plus the account, as data)
 and tools (the built-in ones and the dialer's ``registrar_resultado`` / ``no_volver_a_llamar``).
 
-The store is opened on the first outbound call, so a box without the dialer never needs its settings.
+The dialer's settings come from the service's one read of the .env (None when DIALER_TIMEZONE is unset: no
+dialer on this box, and any outbound channel is refused); the store is opened on the first outbound call, so
+a box without the dialer never opens it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
-from centralita.config.bridge import ConfigError
 from centralita.config.dialer import DialerSettings
 from centralita.dialer.store import CallInfo, CampaignStore
 from centralita.tools.call_control import builtin_tools
@@ -66,28 +66,31 @@ class OutboundSetup:
 class OutboundCalls:
     """Opens the dialer's store when first needed and prepares each answered outbound call. Thread-safe."""
 
-    def __init__(self, env_file: str | Path, instructions: str | None = None) -> None:
-        self._env_file = Path(env_file)
+    def __init__(self, settings: DialerSettings | None, instructions: str | None = None) -> None:
+        self._settings = settings
         self._instructions = instructions or default_outbound_instructions()
         self._lock = threading.Lock()
         self._store: CampaignStore | None = None
-        self._settings: DialerSettings | None = None
 
-    def _open(self) -> tuple[CampaignStore, DialerSettings]:
+    def _open(self, settings: DialerSettings) -> CampaignStore:
         with self._lock:
-            if self._store is None or self._settings is None:
-                settings = DialerSettings.load(self._env_file, require_ari=False)
+            if self._store is None:
                 self._store = CampaignStore(settings.db_path)
-                self._settings = settings
                 log.info("dialer store %s opened for outbound calls", settings.db_path)
-            return self._store, self._settings
+            return self._store
 
     def prepare(self, channel_id: str) -> OutboundSetup | None:
         """The call's setup, or None (logged) when the channel is not a dialer call this box knows."""
+        settings = self._settings
+        if settings is None:
+            log.error(
+                "outbound call %s refused: the dialer is not configured here (DIALER_TIMEZONE is unset)", channel_id
+            )
+            return None
         try:
-            store, settings = self._open()
-        except (ConfigError, OSError) as error:
-            log.error("outbound call %s refused: the dialer is not configured here (%s)", channel_id, error)
+            store = self._open(settings)
+        except OSError as error:  # DialerStoreError too
+            log.error("outbound call %s refused: the dialer's store cannot be opened (%s)", channel_id, error)
             return None
         info = store.call_info(channel_id)
         if info is None:

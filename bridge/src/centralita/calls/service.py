@@ -6,9 +6,10 @@ up. Calls are independent: one failing call never touches another, and stopping 
 still on the line to the operator context instead of dropping them.
 
 Tools: the call-control ones (``builtin_tools``) and the network ones (``network_tools``), configured by the
-``ROUTEROS_*`` and ``CUSTOMER_DIRECTORY`` variables of the same .env file (``routeros/settings.py``). With no
+``ROUTEROS_*`` and ``CUSTOMER_DIRECTORY`` variables of the same .env file (``config/network.py``). With no
 router and no directory only ``reportar_falla`` is added; the service owns the routers' ``RouterPool`` and
-closes it when it stops.
+closes it when it stops. The .env is read once, at start, all of it (``config.box.load_all``): a bad dialer
+setting stops this service too, since the dialer's answered calls come here.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from dotenv import dotenv_values
-
 from centralita.calls.call import InboundCall
 from centralita.calls.outbound import OutboundCalls
-from centralita.config.bridge import ConfigError, Settings
+from centralita.config.box import load_all
+from centralita.config.bridge import Settings
+from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
 from centralita.config.network import NetworkSettings
 from centralita.isp.customers import CustomerDirectory, DirectoryError
 from centralita.isp.routeros.pool import RouterPool
@@ -44,25 +45,10 @@ from centralita.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENV_FILE = "/usr/local/asterisk/.env"
-
 
 def default_instructions() -> str:
     """The Spanish system prompt shipped with the package."""
     return resources.files("centralita").joinpath("data/prompt_inbound.es.txt").read_text(encoding="utf-8")
-
-
-def load_network_settings(env_file: str | Path) -> NetworkSettings:
-    """The routers and write rules from the bridge's .env file (read after ``Settings.load`` accepted it).
-
-    Read with ``dotenv_values`` and no interpolation, like ``Settings.load``, so the router passwords never
-    enter the process environment.
-    """
-    try:
-        values = dotenv_values(env_file, interpolate=False)
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError([f"The configuration file {env_file} cannot be read again: {error}"]) from None
-    return NetworkSettings.from_values(values, source=str(env_file))
 
 
 def log_secrets(settings: Settings, network: NetworkSettings) -> list[str]:
@@ -126,7 +112,7 @@ class InboundService:
             return len(self._calls)
 
     def start(self) -> None:
-        log.info("starting: ARI %s app %s", self._settings.ari_url, self._settings.ari_app)
+        log.info("starting: ARI %s app %s", redact_url(self._settings.ari_url), self._settings.ari_app)
         self._events.start()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -231,11 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        settings = Settings.load(args.env_file)
-        network = load_network_settings(args.env_file)
+        box = load_all(args.env_file)
     except ConfigError as error:
         print(f"openai-inbound-calls: {error}", file=sys.stderr)
         return 2
+    settings, network = box.bridge, box.network
     try:
         setup_logging(settings.log_file, secrets=log_secrets(settings, network))
         instructions = args.prompt.read_text(encoding="utf-8") if args.prompt else default_instructions()
@@ -252,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ", ".join(pool.names) or "none",
         "on" if network.writes_enabled else "off",
     )
-    outbound = OutboundCalls(args.env_file, collections)
+    outbound = OutboundCalls(box.dialer, collections)
     service = InboundService(settings, records, tools, instructions, outbound)
     stop = threading.Event()
 

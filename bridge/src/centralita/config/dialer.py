@@ -2,7 +2,7 @@
 
 Variables, with their defaults (docs/DIALER.md explains each rule)::
 
-    DIALER_TIMEZONE=America/Mexico_City     required: the customers' time zone (IANA name)
+    DIALER_TIMEZONE=America/Mexico_City     the customers' time zone (IANA name); unset: no dialer here
     DIALER_WINDOWS=mon-fri 08:00-19:00; sat 08:00-15:00
     DIALER_WINDOW_END_MARGIN=10m            no call starts this close to the end of a window
     DIALER_HOLIDAYS=                        YYYY-MM-DD (that day) or MM-DD (every year), comma separated
@@ -14,7 +14,7 @@ Variables, with their defaults (docs/DIALER.md explains each rule)::
     DIALER_MAX_CONCURRENT=2                 calls at once, all campaigns together
     DIALER_CALLS_PER_MINUTE=4               new calls per minute, all campaigns together
     DIALER_CALLER_ID=                       e.g. "ISP Demo" <+525550000000>; empty: the trunk's own number
-    DIALER_COUNTRY_CODE=                    e.g. 52: turns national numbers in imports into +52...
+    DIALER_COUNTRY_CODE=                    e.g. 52: national numbers (imports, opt-outs, caller IDs) are +52...
     DIALER_DB_PATH=/var/lib/centralita/dialer.db
     DIALER_LOG_FILE=/var/log/asterisk/outbound_openai.log
     DIALER_ON_MACHINE=nothing               nothing | message (a short message without any debt detail)
@@ -28,35 +28,41 @@ Variables, with their defaults (docs/DIALER.md explains each rule)::
     DIALER_EVENTS_APP=centralita-dialer     the ARI application the dialer follows its calls with
     ARI_URL, ARI_USER, ARI_PASSWORD, ARI_APP  as for openai-inbound-calls (ARI_PASSWORD only for the service)
 
-The file is read with ``dotenv_values`` (never into ``os.environ``), like the bridge's own settings.
+Read with the shared ``EnvReader`` (``config/env.py``). The dialer's settings matter only where the dialer
+runs: with DIALER_TIMEZONE unset ``read`` gives None unless they are ``required`` (openai-outbound-calls and
+``centralita campaign`` require them); every other DIALER_* variable has a default, and one that is set but
+wrong is always a problem.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Final, TypeVar
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Final
+from zoneinfo import ZoneInfo
 
-from dotenv import dotenv_values
-
-from centralita.config.bridge import ConfigError, Secret
+from centralita.config.bridge import read_ari
+from centralita.config.env import ConfigError, EnvReader, Secret
 from centralita.dialer.policy import CallingPolicy, Window, parse_duration, parse_holidays, parse_windows
+from centralita.isp.phones import region_for_country_code
 
-__all__ = ["DEFAULT_ENV_FILE", "DEFAULT_WINDOWS", "DialerSettings", "MachinePolicy", "read_env_file"]
+__all__ = ["DEFAULT_WINDOWS", "DialerSettings", "MachinePolicy"]
 
-DEFAULT_ENV_FILE: Final = "/usr/local/asterisk/.env"
 DEFAULT_WINDOWS: Final = "mon-fri 08:00-19:00; sat 08:00-15:00"
 _HIDDEN_CALLER_IDS: Final = frozenset({"anonymous", "private", "privado", "restricted", "unknown", "unavailable"})
 _CALLER_ID = re.compile(r'^(?:"?(?P<name>[^"<>]{1,40})"?\s*)?<?(?P<number>\+?[0-9]{3,15})>?$')
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")
-T = TypeVar("T")
+_TIMEZONE_EXAMPLE: Final = "America/Mexico_City"
+
+
+def _is_country_code(code: str) -> bool:
+    try:
+        return region_for_country_code(code) is not None
+    except ValueError:
+        return False
 
 
 class MachinePolicy(StrEnum):
@@ -68,7 +74,7 @@ class MachinePolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DialerSettings:
-    """Validated dialer settings. Build with ``load`` or ``from_values``; the constructor checks nothing."""
+    """Validated dialer settings. Build with ``read`` or ``from_values``; the constructor checks nothing."""
 
     timezone: ZoneInfo
     policy: CallingPolicy
@@ -95,274 +101,163 @@ class DialerSettings:
         return self.endpoint.format(number=number, digits=number.lstrip("+"), trunk=self.trunk)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, require_ari: bool = False) -> DialerSettings:
-        """Read the .env file at ``path``; ``require_ari``: the service needs ARI_PASSWORD, the CLI does not."""
-        return cls.from_values(read_env_file(path), source=str(path), require_ari=require_ari)
+    def read(cls, reader: EnvReader, *, require_ari: bool = False, required: bool = True) -> DialerSettings | None:
+        """Read every DIALER_* variable (and ARI's) with ``reader``, which records the problems.
+
+        ``require_ari``: the service needs ARI_PASSWORD, the CLI does not. Without DIALER_TIMEZONE the result
+        is None, a problem too when ``required``; the other variables are checked all the same.
+        """
+        timezone = reader.timezone(
+            "DIALER_TIMEZONE",
+            required=required,
+            what="the customers' IANA time zone, e.g. America/Mexico_City; calling windows are local times and "
+            "the dialer does not guess them from the server's clock",
+            example=_TIMEZONE_EXAMPLE,
+        )
+        policy = _read_policy(reader)
+        endpoint = _read_endpoint(reader)
+        max_concurrent = reader.integer("DIALER_MAX_CONCURRENT", 2, 1, 50)
+        calls_per_minute = reader.integer("DIALER_CALLS_PER_MINUTE", 4, 1, 120)
+        caller_id = _read_caller_id(reader, "DIALER_CALLER_ID")
+        country_code = _read_country_code(reader, "DIALER_COUNTRY_CODE")
+        db_path = reader.path("DIALER_DB_PATH", "/var/lib/centralita/dialer.db")
+        log_file = reader.path("DIALER_LOG_FILE", "/var/log/asterisk/outbound_openai.log")
+        on_machine = reader.choice("DIALER_ON_MACHINE", MachinePolicy.NOTHING)
+        trunk = reader.identifier("DIALER_TRUNK", "provider")
+        context = reader.identifier("DIALER_CONTEXT", "", example="centralita-outbound-amd")
+        extension = reader.identifier("DIALER_EXTENSION", "s")
+        ring_timeout = reader.integer("DIALER_RING_TIMEOUT", 30, 5, 120)
+        events_app = reader.identifier("DIALER_EVENTS_APP", "centralita-dialer")
+        ari = read_ari(reader, require_password=require_ari)
+        settings = cls(
+            timezone=timezone or ZoneInfo("UTC"),
+            policy=policy,
+            max_concurrent=max_concurrent,
+            calls_per_minute=calls_per_minute,
+            caller_id=caller_id,
+            country_code=country_code,
+            db_path=db_path,
+            log_file=log_file,
+            on_machine=on_machine,
+            trunk=trunk,
+            endpoint=endpoint,
+            context=context,
+            extension=extension,
+            ring_timeout=ring_timeout,
+            events_app=events_app,
+            ari_url=ari.url,
+            ari_user=ari.user,
+            ari_password=ari.password,
+            ari_app=ari.app,
+        )
+        if settings.events_app == settings.ari_app and reader.valid("DIALER_EVENTS_APP", "ARI_APP"):
+            reader.fail(
+                "DIALER_EVENTS_APP",
+                f"DIALER_EVENTS_APP is {settings.events_app!r}, the same as ARI_APP, but the dialer needs an ARI "
+                "application of its own (a second connection would take the calls from openai-inbound-calls): "
+                "set e.g. DIALER_EVENTS_APP=centralita-dialer.",
+            )
+        return settings if timezone is not None else None
 
     @classmethod
     def from_values(
         cls, values: Mapping[str, str | None], *, source: str | None = None, require_ari: bool = False
     ) -> DialerSettings:
-        """Validate raw values (name -> text); every problem goes into one ``ConfigError``."""
-        read = _Reader(values)
-        timezone = read.timezone("DIALER_TIMEZONE")
-        windows = read.parsed(
-            "DIALER_WINDOWS", DEFAULT_WINDOWS, parse_windows, "e.g. DIALER_WINDOWS=" + DEFAULT_WINDOWS
-        )
-        holidays = read.parsed("DIALER_HOLIDAYS", "", parse_holidays, "e.g. DIALER_HOLIDAYS=2026-12-25,01-01")
-        max_per_day = read.integer("DIALER_MAX_PER_DAY", 1, 1, 10)
-        max_per_week = read.integer("DIALER_MAX_PER_WEEK", 7, 1, 70)
-        max_attempts = read.integer("DIALER_MAX_ATTEMPTS", 10, 1, 1000)
-        retry = read.duration("DIALER_RETRY_INTERVAL", "4h", timedelta(minutes=5))
-        cooldown = read.duration("DIALER_COOLDOWN", "7d", timedelta(0))
-        margin = read.duration("DIALER_WINDOW_END_MARGIN", "10m", timedelta(0))
-        if max_per_week < max_per_day and read.valid("DIALER_MAX_PER_DAY", "DIALER_MAX_PER_WEEK"):
-            read.fail(
-                "DIALER_MAX_PER_WEEK",
-                f"DIALER_MAX_PER_WEEK ({max_per_week}) is below DIALER_MAX_PER_DAY ({max_per_day}): "
-                "raise DIALER_MAX_PER_WEEK or lower DIALER_MAX_PER_DAY.",
-            )
-        policy = CallingPolicy((Window(frozenset({0}), 0, 60),))
-        if read.valid("DIALER_WINDOWS", "DIALER_WINDOW_END_MARGIN"):
-            try:
-                policy = CallingPolicy(
-                    windows=windows,
-                    holidays=holidays,
-                    max_per_day=max_per_day,
-                    max_per_week=max_per_week,
-                    max_attempts=max_attempts,
-                    retry_interval=retry,
-                    cooldown=cooldown,
-                    end_margin=margin,
-                )
-            except ValueError as error:
-                read.fail(
-                    "DIALER_WINDOW_END_MARGIN",
-                    f"DIALER_WINDOW_END_MARGIN does not fit DIALER_WINDOWS ({error}): lower the margin, "
-                    "e.g. DIALER_WINDOW_END_MARGIN=10m, or widen the windows.",
-                )
-        endpoint = read.text("DIALER_ENDPOINT", "PJSIP/{number}@{trunk}")
-        if "{number}" not in endpoint and "{digits}" not in endpoint:
-            read.fail(
-                "DIALER_ENDPOINT",
-                f"DIALER_ENDPOINT is {endpoint!r}, without {{number}} or {{digits}}: "
-                "set e.g. DIALER_ENDPOINT=PJSIP/{number}@{trunk}.",
-            )
-        else:
-            try:
-                endpoint.format(number="+10000000", digits="10000000", trunk="provider")
-            except (KeyError, IndexError, ValueError):
-                read.fail(
-                    "DIALER_ENDPOINT",
-                    f"DIALER_ENDPOINT is {endpoint!r}: only {{number}}, {{digits}} and {{trunk}} may appear in braces, "
-                    "e.g. DIALER_ENDPOINT=PJSIP/{number}@{trunk}.",
-                )
-        settings = cls(
-            timezone=timezone,
-            policy=policy,
-            max_concurrent=read.integer("DIALER_MAX_CONCURRENT", 2, 1, 50),
-            calls_per_minute=read.integer("DIALER_CALLS_PER_MINUTE", 4, 1, 120),
-            caller_id=read.caller_id("DIALER_CALLER_ID"),
-            country_code=read.country_code("DIALER_COUNTRY_CODE"),
-            db_path=read.path("DIALER_DB_PATH", "/var/lib/centralita/dialer.db"),
-            log_file=read.path("DIALER_LOG_FILE", "/var/log/asterisk/outbound_openai.log"),
-            on_machine=read.machine("DIALER_ON_MACHINE"),
-            trunk=read.name("DIALER_TRUNK", "provider"),
-            endpoint=endpoint,
-            context=read.name("DIALER_CONTEXT", ""),
-            extension=read.name("DIALER_EXTENSION", "s"),
-            ring_timeout=read.integer("DIALER_RING_TIMEOUT", 30, 5, 120),
-            events_app=read.name("DIALER_EVENTS_APP", "centralita-dialer"),
-            ari_url=read.url("ARI_URL", "http://127.0.0.1:8088"),
-            ari_user=read.text("ARI_USER", "centralita"),
-            ari_password=read.secret("ARI_PASSWORD", required=require_ari),
-            ari_app=read.name("ARI_APP", "centralita"),
-        )
-        if settings.events_app == settings.ari_app and read.valid("DIALER_EVENTS_APP", "ARI_APP"):
-            read.fail(
-                "DIALER_EVENTS_APP",
-                f"DIALER_EVENTS_APP is {settings.events_app!r}, the same as ARI_APP: the dialer needs an ARI "
-                "application of its own (a second connection would take the calls from openai-inbound-calls). "
-                "Set DIALER_EVENTS_APP=centralita-dialer.",
-            )
-        if read.problems:
-            raise ConfigError(read.problems, source)
+        """Validate raw values (name -> text), DIALER_TIMEZONE required; every problem in one ``ConfigError``."""
+        reader = EnvReader(values)
+        settings = cls.read(reader, require_ari=require_ari, required=True)
+        error = reader.error(source)
+        if error is not None:
+            raise error
+        if settings is None:  # pragma: no cover - a required time zone that is missing is a problem above
+            raise ConfigError(["DIALER_TIMEZONE is missing."], source, ["DIALER_TIMEZONE"])
         return settings
 
 
-def read_env_file(path: str | os.PathLike[str]) -> dict[str, str | None]:
-    """The variables of a .env file, without interpolation; a missing or unreadable file is a ``ConfigError``."""
-    env_path = Path(path)
-    if not env_path.is_file():
-        what = "is a directory" if env_path.is_dir() else "does not exist"
-        raise ConfigError(
-            [f"The configuration file {env_path} {what}: give the path of the box's .env file (--env-file)."]
+def _read_duration(reader: EnvReader, name: str, default: str, minimum: timedelta) -> timedelta:
+    value = reader.parsed(name, default, parse_duration, default)
+    if value < minimum and reader.valid(name):
+        reader.invalid(name, reader.raw(name) or default, f"shorter than {minimum}", default)
+        return parse_duration(default)
+    return value
+
+
+def _read_policy(reader: EnvReader) -> CallingPolicy:
+    windows = reader.parsed("DIALER_WINDOWS", DEFAULT_WINDOWS, parse_windows, DEFAULT_WINDOWS)
+    holidays = reader.parsed("DIALER_HOLIDAYS", "", parse_holidays, "2026-12-25,01-01")
+    max_per_day = reader.integer("DIALER_MAX_PER_DAY", 1, 1, 10)
+    max_per_week = reader.integer("DIALER_MAX_PER_WEEK", 7, 1, 70)
+    max_attempts = reader.integer("DIALER_MAX_ATTEMPTS", 10, 1, 1000)
+    retry = _read_duration(reader, "DIALER_RETRY_INTERVAL", "4h", timedelta(minutes=5))
+    cooldown = _read_duration(reader, "DIALER_COOLDOWN", "7d", timedelta(0))
+    margin = _read_duration(reader, "DIALER_WINDOW_END_MARGIN", "10m", timedelta(0))
+    if max_per_week < max_per_day and reader.valid("DIALER_MAX_PER_DAY", "DIALER_MAX_PER_WEEK"):
+        reader.fail(
+            "DIALER_MAX_PER_WEEK",
+            f"DIALER_MAX_PER_WEEK is {max_per_week}, below DIALER_MAX_PER_DAY ({max_per_day}): "
+            f"set e.g. DIALER_MAX_PER_WEEK={max(7, max_per_day)}, or lower DIALER_MAX_PER_DAY.",
         )
+    stand_in = CallingPolicy((Window(frozenset({0}), 0, 60),))
+    if not reader.valid("DIALER_WINDOWS", "DIALER_WINDOW_END_MARGIN"):
+        return stand_in
     try:
-        return dict(dotenv_values(env_path, interpolate=False))
-    except OSError as error:
-        raise ConfigError(
-            [f"The configuration file {env_path} cannot be read ({error.strerror}): check its owner and mode."]
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"The configuration file {env_path} is not valid UTF-8: save it as UTF-8 text."]) from None
+        return CallingPolicy(
+            windows=windows,
+            holidays=holidays,
+            max_per_day=max_per_day,
+            max_per_week=max_per_week,
+            max_attempts=max_attempts,
+            retry_interval=retry,
+            cooldown=cooldown,
+            end_margin=margin,
+        )
+    except ValueError as error:
+        reader.fail(
+            "DIALER_WINDOW_END_MARGIN",
+            f"DIALER_WINDOW_END_MARGIN is {reader.raw('DIALER_WINDOW_END_MARGIN') or '10m'!r}, which does not fit "
+            f"DIALER_WINDOWS ({error}): set e.g. DIALER_WINDOW_END_MARGIN=10m, or widen the windows.",
+        )
+        return stand_in
 
 
-class _Reader:
-    """Reads one variable at a time and records every problem; each reader returns a usable stand-in."""
+def _read_endpoint(reader: EnvReader) -> str:
+    name, example = "DIALER_ENDPOINT", "PJSIP/{number}@{trunk}"
+    endpoint = reader.text(name, example)
+    if "{number}" not in endpoint and "{digits}" not in endpoint:
+        reader.invalid(name, endpoint, "without {number} or {digits}", example)
+        return example
+    try:
+        endpoint.format(number="+10000000", digits="10000000", trunk="provider")
+    except (KeyError, IndexError, ValueError):
+        reader.invalid(name, endpoint, "but only {number}, {digits} and {trunk} may appear in braces", example)
+        return example
+    return endpoint
 
-    def __init__(self, values: Mapping[str, str | None]) -> None:
-        self._values = values
-        self._invalid: set[str] = set()
-        self.problems: list[str] = []
 
-    def valid(self, *names: str) -> bool:
-        return self._invalid.isdisjoint(names)
+def _read_caller_id(reader: EnvReader, name: str) -> str:
+    raw = reader.raw(name)
+    if raw is None:
+        return ""
+    match = _CALLER_ID.match(raw)
+    if raw.strip('"<> ').lower() in _HIDDEN_CALLER_IDS or match is None:
+        reader.fail(
+            name,
+            f"{name} is {raw!r}, not a number the customer can call back (a hidden or private caller ID is not "
+            f'allowed for collection calls): set e.g. {name}="ISP Demo" <+525550000000>, or leave it empty to '
+            "use the trunk's number.",
+        )
+        return ""
+    number = match.group("number")
+    caller_name = (match.group("name") or "").strip()
+    return f'"{caller_name}" <{number}>' if caller_name else number
 
-    def fail(self, name: str, message: str) -> None:
-        self._invalid.add(name)
-        self.problems.append(message)
 
-    def raw(self, name: str) -> str | None:
-        value = self._values.get(name)
-        if value is None or not value.strip():
-            return None
-        return value.strip()
-
-    def text(self, name: str, default: str) -> str:
-        return self.raw(name) or default
-
-    def timezone(self, name: str) -> ZoneInfo:
-        raw = self.raw(name)
-        if raw is None:
-            self.fail(
-                name,
-                f"{name} is missing: set the customers' time zone, e.g. {name}=America/Mexico_City "
-                "(calling windows are local times; the dialer does not guess them from the server's clock).",
-            )
-            return ZoneInfo("UTC")
-        try:
-            return ZoneInfo(raw)
-        except (ZoneInfoNotFoundError, ValueError):
-            self.fail(
-                name,
-                f"{name} is {raw!r}, which is not a time zone name: use an IANA name such as America/Mexico_City, "
-                "America/Bogota or America/Lima (and install the tzdata package if it is missing).",
-            )
-            return ZoneInfo("UTC")
-
-    def parsed(self, name: str, default: str, parse: Callable[[str], T], example: str) -> T:
-        raw = self.raw(name) or default
-        try:
-            return parse(raw)
-        except ValueError as error:
-            self.fail(name, f"{name} is {raw!r}: {error}; {example}.")
-            return parse(default)
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.raw(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            self.fail(
-                name, f"{name} is {raw!r}: it must be a whole number from {low} to {high}, e.g. {name}={default}."
-            )
-            return default
-        return value
-
-    def duration(self, name: str, default: str, minimum: timedelta) -> timedelta:
-        raw = self.raw(name) or default
-        try:
-            value = parse_duration(raw)
-        except ValueError as error:
-            self.fail(name, f"{name}: {error} (e.g. {name}={default}).")
-            return parse_duration(default)
-        if value < minimum:
-            self.fail(name, f"{name} is {raw!r}: it must be at least {minimum}, e.g. {name}={default}.")
-            return parse_duration(default)
-        return value
-
-    def caller_id(self, name: str) -> str:
-        raw = self.raw(name)
-        if raw is None:
-            return ""
-        match = _CALLER_ID.match(raw)
-        if raw.strip('"<> ').lower() in _HIDDEN_CALLER_IDS or match is None:
-            self.fail(
-                name,
-                f"{name} is {raw!r}: it must show a number the customer can call back, e.g. "
-                f'{name}="ISP Demo" <+525550000000>, or be empty to use the trunk\'s number. '
-                "A hidden or private caller ID is not allowed for collection calls.",
-            )
-            return ""
-        number = match.group("number")
-        caller_name = (match.group("name") or "").strip()
-        return f'"{caller_name}" <{number}>' if caller_name else number
-
-    def country_code(self, name: str) -> str:
-        raw = self.raw(name)
-        if raw is None:
-            return ""
-        code = raw.lstrip("+")
-        if not re.fullmatch(r"[1-9][0-9]{0,2}", code):
-            self.fail(name, f"{name} is {raw!r}: give the country calling code, 1 to 3 digits, e.g. {name}=52.")
-            return ""
-        return code
-
-    def path(self, name: str, default: str) -> Path:
-        raw = self.raw(name)
-        if raw is None:
-            return Path(default)
-        if not os.path.isabs(raw):
-            self.fail(name, f"{name} is {raw!r}, a relative path: set an absolute path, e.g. {name}={default}.")
-            return Path(default)
-        return Path(raw)
-
-    def machine(self, name: str) -> MachinePolicy:
-        raw = self.raw(name)
-        if raw is None:
-            return MachinePolicy.NOTHING
-        try:
-            return MachinePolicy(raw.lower())
-        except ValueError:
-            self.fail(name, f"{name} is {raw!r}: it must be nothing or message, e.g. {name}=nothing.")
-            return MachinePolicy.NOTHING
-
-    def name(self, name: str, default: str) -> str:
-        raw = self.raw(name)
-        if raw is None:
-            return default
-        if not _NAME.match(raw):
-            self.fail(
-                name,
-                f"{name} is {raw!r}: use letters, digits, '.', '_' or '-' only"
-                + (f", e.g. {name}={default}." if default else "."),
-            )
-            return default
-        return raw
-
-    def url(self, name: str, default: str) -> str:
-        raw = self.raw(name)
-        if raw is None:
-            return default
-        try:
-            parts = urlsplit(raw)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            self.fail(name, f"{name} is {raw!r}, which is not an http:// URL with a host: set e.g. {name}={default}.")
-            return default
-        return raw
-
-    def secret(self, name: str, *, required: bool) -> Secret:
-        raw = self.raw(name)
-        if raw is None:
-            if required:
-                self.fail(name, f"{name} is missing: set {name}=<the password of ARI_USER in Asterisk's ari.conf>.")
-            return Secret("")
-        return Secret(raw)
+def _read_country_code(reader: EnvReader, name: str) -> str:
+    raw = reader.raw(name)
+    if raw is None:
+        return ""
+    code = raw.lstrip("+")
+    if not re.fullmatch(r"[1-9][0-9]{0,2}", code) or not _is_country_code(code):
+        reader.invalid(name, raw, "not the country calling code of any country (1 to 3 digits)", "52")
+        return ""
+    return code

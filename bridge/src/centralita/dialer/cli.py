@@ -8,8 +8,12 @@
     centralita campaign report NAME --output FILE.csv
     centralita campaign optout PHONE [--note TEXT]
 
-Every subcommand takes ``--env-file`` (default /usr/local/asterisk/.env) for DIALER_* settings. Exit codes: 0
-done; 1 done, but some rows were skipped (listed on stderr); 2 nothing done (the message says why).
+Every subcommand takes ``--env-file`` (default /usr/local/asterisk/.env) for DIALER_* settings, read once per
+command; only the dialer's settings (and, for import-routers, the routers') must be valid, so a campaign can
+be paused whatever else is wrong in the file. Exit codes: 0 done (warnings, such as a phone number merged into
+another customer's, are listed on stderr); 1 done, but some rows were skipped (listed on stderr); 2 nothing
+done (the message says why). Phone numbers, in files and on the command line, are read in the region of
+DIALER_COUNTRY_CODE (``centralita.isp.phones``).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from centralita.config.bridge import ConfigError
-from centralita.config.dialer import DEFAULT_ENV_FILE, DialerSettings, read_env_file
+from centralita.config.dialer import DialerSettings
+from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, EnvFile, read_env_file
 from centralita.config.network import NetworkSettings, RouterConfig
-from centralita.dialer.importer import ImportFileError, ImportResult, from_router, merge, normalize_phone, read_csv
+from centralita.dialer.importer import ImportFileError, ImportResult, from_router, merge, read_csv
 from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreError, UpsertSummary
+from centralita.isp.phones import PhoneError, region_for_country_code, to_e164
 from centralita.isp.routeros.client import RouterClient, RouterError, tls_wrapper
 
 __all__ = ["REPORT_COLUMNS", "register"]
@@ -121,12 +126,13 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 def _give_back_store(args: argparse.Namespace) -> None:
     """Run as root, the command may have created the database (or its -wal/-shm files) as root: give them to
     the owner of the database's directory (the service user), or openai-outbound-calls could not open them."""
-    if os.geteuid() != 0:
+    settings: DialerSettings | None = getattr(args, "dialer_settings", None)
+    if os.geteuid() != 0 or settings is None:  # without valid settings the command opened no database
         return
+    db_path = settings.db_path
     try:
-        db_path = DialerSettings.load(args.env_file).db_path
         owner = db_path.parent.stat()
-    except (ConfigError, OSError):
+    except OSError:
         return
     for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
         with contextlib.suppress(FileNotFoundError):
@@ -134,17 +140,43 @@ def _give_back_store(args: argparse.Namespace) -> None:
                 os.chown(path, owner.st_uid, owner.st_gid)
 
 
+def _env(args: argparse.Namespace) -> EnvFile:
+    """The .env, read once for the whole command; a line that does not parse stops it (its setting is lost)."""
+    env: EnvFile | None = getattr(args, "loaded_env", None)
+    if env is None:
+        env = read_env_file(args.env_file)
+        if env.unparsed_lines:
+            raise ConfigError(env.problems(), env.source)
+        args.loaded_env = env
+    return env
+
+
 def _settings(args: argparse.Namespace) -> DialerSettings:
-    return DialerSettings.load(args.env_file)
+    """The dialer's settings (DIALER_TIMEZONE required), kept on ``args`` for ``_give_back_store``."""
+    settings: DialerSettings | None = getattr(args, "dialer_settings", None)
+    if settings is None:
+        env = _env(args)
+        settings = DialerSettings.from_values(env.values, source=env.source)
+        args.dialer_settings = settings
+    return settings
+
+
+def _region(settings: DialerSettings) -> str | None:
+    """The region national numbers are read in (DIALER_COUNTRY_CODE; the settings checked it)."""
+    return region_for_country_code(settings.country_code)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _print_problems(result: ImportResult) -> None:
+def _print_problems(result: ImportResult, summary: UpsertSummary) -> None:
     for problem in result.problems:
         print(f"  skipped {problem}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"  warning {warning}", file=sys.stderr)
+    for duplicate in summary.duplicates:
+        print(f"  warning {duplicate}", file=sys.stderr)
 
 
 def _summary(campaign: str, source: str, summary: UpsertSummary, skipped: int) -> str:
@@ -155,6 +187,8 @@ def _summary(campaign: str, source: str, summary: UpsertSummary, skipped: int) -
         parts.append(f"{summary.removed} removed")
     if summary.opted_out:
         parts.append(f"{summary.opted_out} on the opt-out list (not called)")
+    if summary.duplicates:
+        parts.append(f"{len(summary.duplicates)} with the number of a customer already in the campaign (not added)")
     text = f"Imported {source} into campaign {campaign!r}: {', '.join(parts)}"
     return text + (f"; {skipped} skipped (below)." if skipped else ".")
 
@@ -172,14 +206,14 @@ def _store_rows(
         store.ensure_campaign(campaign)
         summary = store.upsert_targets(campaign, result.rows, remove_missing=remove_missing)
     print(_summary(campaign, source, summary, len(result.problems)))
-    _print_problems(result)
+    _print_problems(result, summary)
     return PARTIAL if result.problems else OK
 
 
 def _import_csv(args: argparse.Namespace) -> int:
     settings = _settings(args)
     today = _now().astimezone(settings.timezone).date()
-    result = read_csv(args.file, country_code=settings.country_code, today=today, encoding=args.encoding)
+    result = read_csv(args.file, region=_region(settings), today=today, encoding=args.encoding)
     return _store_rows(settings, args.campaign, result, str(args.file), args.remove_missing)
 
 
@@ -198,7 +232,8 @@ def _router_client(config: RouterConfig, timeout: float) -> RouterClient:
 
 def _import_routers(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    network = NetworkSettings.from_values(read_env_file(args.env_file), source=str(args.env_file))
+    env = _env(args)
+    network = NetworkSettings.from_values(env.values, source=env.source)
     routers = list(network.routers)
     if args.router:
         unknown = sorted(set(args.router) - {router.name for router in routers})
@@ -218,7 +253,7 @@ def _import_routers(args: argparse.Namespace) -> int:
                         router.name,
                         debtors_list=network.debtors_list,
                         exception_list=network.exception_list,
-                        country_code=settings.country_code,
+                        region=_region(settings),
                     )
                 )
             except RouterError as error:
@@ -329,9 +364,9 @@ def _report(args: argparse.Namespace) -> int:
 def _optout(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
-        phone = normalize_phone(args.phone, settings.country_code)
-    except ValueError as error:
-        raise _Fail(str(error)) from None
+        phone = to_e164(args.phone, _region(settings))
+    except PhoneError as error:
+        raise _Fail(f"{error}; nothing was added to the opt-out list") from None
     with CampaignStore(settings.db_path) as store:
         already = store.is_opted_out(phone)
         stopped = store.add_optout(phone, source="operator", note=args.note)

@@ -5,7 +5,9 @@ case- and accent-insensitive and may be English or Spanish:
 
     customer_id   id_cliente, numero_cliente, dni, id        required  unique per campaign
     name          nombre                                     required
-    phone         telefono, tel, celular                     required  national (needs DIALER_COUNTRY_CODE) or +E.164
+    phone         telefono, tel, celular                     required  national (needs DIALER_COUNTRY_CODE) or +E.164;
+                                                                       several: ``|`` or ``/`` between them, the
+                                                                       first valid one is called
     amount_due    monto, adeudo, saldo, importe, deuda       required  1234.50, 1234,50, 1.234,50 or 1,234.50
     due_date      vencimiento, fecha_vencimiento             required  YYYY-MM-DD or DD/MM/YYYY; not in the future
     router_user   usuario, usuario_pppoe, pppoe              optional  the PPPoE user on the router
@@ -16,10 +18,18 @@ be UTF-8 (a BOM is fine; UTF-16 with a BOM too); another encoding is refused wit
 character that is not UTF-8, unless it is named explicitly (``encoding="latin-1"``). A missing required column
 refuses the whole file. A bad row is reported with its line number and skipped; every good row is imported.
 
-**Routers.** Entries of the debtors address-list (``ROUTEROS_DEBTORS_LIST``, comment ``dni=<id>``) are joined
-with the PPP secrets (comment ``tel=...;dni=...;nombre=...;plan=...``) by ``dni``, or else by the entry's
-address and the secret's ``remote-address``. Customers also on the exception list (``ROUTEROS_EXCEPTION_LIST``,
-a promise to pay in force) are left out. The routers know no amount or due date: those stay empty.
+**Routers.** The customers are those of ``centralita.isp.customers``, read the way the assistant's tools read
+them: PPP secrets, and address-list entries naming a customer without PPPoE. Each enabled entry of the debtors
+address-list (``ROUTEROS_DEBTORS_LIST``, comment ``dni=<id>``) is joined with its customer by the normalised
+``dni``, or else by the entry's address and the customer's. A customer whose promise to pay is in force (an
+enabled exception-list entry of theirs, ``ROUTEROS_EXCEPTION_LIST``) is left out. The customer id is the DNI
+(else the PPPoE user). The routers know no amount or due date: those stay empty.
+
+**Phones** are read with ``centralita.isp.phones`` in the default region and stored as E.164. A number that
+cannot be read skips its row (naming the line, or the router and entry); when a customer has several numbers,
+the first valid one is called and a bad one is a warning. **One number is one target**: a phone that already
+belongs to another customer earlier in the same import (an earlier line, an earlier entry, an earlier router)
+is not imported again, with a warning naming both; the first customer listed keeps it.
 """
 
 from __future__ import annotations
@@ -38,6 +48,15 @@ from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from centralita.dialer.store import TargetData
+from centralita.isp.customers import (
+    SECRET_FIELDS,
+    Customer,
+    comment_dni,
+    debt_standing,
+    is_disabled,
+    read_phones,
+    router_address,
+)
 from centralita.isp.routeros.client import RouterClient
 
 __all__ = [
@@ -48,15 +67,11 @@ __all__ = [
     "Problem",
     "from_router",
     "merge",
-    "normalize_phone",
     "parse_amount",
-    "parse_comment",
     "parse_date",
     "read_csv",
 ]
 
-MIN_E164_DIGITS: Final = 8
-MAX_E164_DIGITS: Final = 15
 MAX_AMOUNT: Final = Decimal("1000000000")
 
 # Field -> accepted header names (already folded: lower case, no accents, '_' for spaces and dashes).
@@ -78,7 +93,7 @@ class ImportFileError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A row that was skipped: where (``line 7``, ``router nucleo, address-list *3``) and why."""
+    """A row skipped, or imported with a warning: where (``line 7``, ``router nucleo, morosos entry *3``), why."""
 
     where: str
     reason: str
@@ -89,8 +104,41 @@ class Problem:
 
 @dataclass(slots=True)
 class ImportResult:
+    """The rows to import; ``problems``: rows skipped (errors); ``warnings``: rows merged or imported with a note."""
+
     rows: list[TargetData] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+class _Targets:
+    """What one import has taken so far, so that a customer, and a phone number, is one target: the first one."""
+
+    def __init__(self, result: ImportResult) -> None:
+        self._result = result
+        self._ids: dict[str, str] = {}
+        self._phones: dict[str, tuple[str, str]] = {}
+
+    def add(self, row: TargetData, where: str, *, again: str = "already appears on") -> None:
+        """Take ``row`` (found at ``where``), unless its customer or its phone was taken before."""
+        first = self._ids.get(row.customer_id)
+        if first is not None:
+            self._result.problems.append(Problem(where, f"customer {row.customer_id!r} {again} {first}"))
+            return
+        owner = self._phones.get(row.phone)
+        if owner is not None:
+            self._result.warnings.append(
+                Problem(
+                    where,
+                    f"phone {row.phone} of customer {row.customer_id!r} already belongs to customer {owner[0]!r} "
+                    f"({owner[1]}): one number is called once, for the customer listed first; "
+                    "this one is not imported",
+                )
+            )
+            return
+        self._ids[row.customer_id] = where
+        self._phones[row.phone] = (row.customer_id, where)
+        self._result.rows.append(row)
 
 
 # ---- values ----------------------------------------------------------------------------------------------
@@ -108,39 +156,13 @@ def _clean(text: str) -> str:
     return " ".join(printable.split())
 
 
-def normalize_phone(raw: str, country_code: str = "") -> str:
-    """``raw`` as E.164 (``+5215550001111``); ValueError with the reason when it cannot be one.
-
-    ``+`` or ``00`` starts an international number; anything else is national and gets ``+<country_code>``.
-    Spaces, dashes, dots and parentheses are ignored.
-    """
-    text = raw.strip()
-    if not text:
-        raise ValueError("the phone number is empty")
-    compact = re.sub(r"[\s\-.()/]", "", text)
-    if compact.startswith("+"):
-        digits = compact[1:]
-    elif compact.startswith("00"):
-        digits = compact[2:]
-    else:
-        digits = ""
-    if not re.fullmatch(r"\+?[0-9]+", compact):
-        raise ValueError(f"phone {raw!r} has characters other than digits, spaces, dashes and a leading +")
-    if not digits:
-        if not country_code:
-            raise ValueError(
-                f"phone {raw!r} has no country code: write it as +<country><number> or set DIALER_COUNTRY_CODE "
-                "(e.g. 52) so national numbers can be completed"
-            )
-        digits = country_code + compact
-    if digits.startswith("0"):
-        raise ValueError(f"phone {raw!r}: a country code cannot start with 0")
-    if not MIN_E164_DIGITS <= len(digits) <= MAX_E164_DIGITS:
-        raise ValueError(
-            f"phone {raw!r} has {len(digits)} digits with the country code: a phone number has "
-            f"{MIN_E164_DIGITS} to {MAX_E164_DIGITS}"
-        )
-    return "+" + digits
+def _number_to_call(numbers: Sequence[str], problems: Sequence[str]) -> tuple[str, str]:
+    """Of a customer's phones (``read_phones``), the one to call (the first valid one) and a warning about the
+    numbers that are not valid ("" when all are). ValueError with the reason when none is valid."""
+    if not numbers:
+        raise ValueError("; ".join(problems) or "no phone number is given")
+    warning = f"{'; '.join(problems)}; calling {numbers[0]}" if problems else ""
+    return numbers[0], warning
 
 
 def _grouped(integer: str, separator: str) -> str | None:
@@ -211,16 +233,6 @@ def parse_date(raw: str) -> date:
     raise ValueError(f"date {raw!r} is not YYYY-MM-DD or DD/MM/YYYY")
 
 
-def parse_comment(comment: object) -> dict[str, str]:
-    """``tel=...;dni=...;nombre=...`` as a dict (keys lower case; split on ';', then on the first '=')."""
-    pairs: dict[str, str] = {}
-    for part in str(comment or "").split(";"):
-        key, equals, value = part.partition("=")
-        if equals and key.strip():
-            pairs[key.strip().lower()] = value.strip()
-    return pairs
-
-
 # ---- CSV -------------------------------------------------------------------------------------------------
 
 
@@ -283,14 +295,16 @@ def _columns(header: Sequence[str], path: Path) -> dict[str, int]:
 def read_csv(
     path: str | Path,
     *,
-    country_code: str = "",
+    region: str | None = None,
     today: date | None = None,
     encoding: str | None = None,
 ) -> ImportResult:
     """Read a customers CSV. File-level problems raise ``ImportFileError``; bad rows go to ``problems``.
 
-    ``today`` (the campaign's local date) refuses due dates after it: those bills are not overdue.
-    A customer id that appears again is reported and the later row skipped.
+    ``region`` reads national phone numbers (``region_for_country_code(DIALER_COUNTRY_CODE)``). ``today`` (the
+    campaign's local date) refuses due dates after it: those bills are not overdue. A customer id that appears
+    again is reported and the later row skipped; a phone that appears again under another customer id is a
+    warning, and the later row is not imported (the first row's customer keeps the number).
     """
     file = Path(path)
     try:
@@ -313,7 +327,7 @@ def read_csv(
         raise ImportFileError(f"{file}: the header row is not valid CSV ({error}).") from None
     positions = _columns(header, file)
     result = ImportResult()
-    first_seen: dict[str, int] = {}
+    taken = _Targets(result)
     while True:
         line = reader.line_num + 1
         try:
@@ -336,24 +350,17 @@ def read_csv(
             continue
         values = {name: cells[index].strip() for name, index in positions.items()}
         try:
-            row = _row(values, country_code, today, f"csv:{file.name}:{line}")
+            row, warning = _row(values, region, today, f"csv:{file.name}:{line}")
         except ValueError as error:
             result.problems.append(Problem(f"line {line}", str(error)))
             continue
-        if row.customer_id in first_seen:
-            result.problems.append(
-                Problem(
-                    f"line {line}",
-                    f"customer {row.customer_id!r} already appears on line {first_seen[row.customer_id]}",
-                )
-            )
-            continue
-        first_seen[row.customer_id] = line
-        result.rows.append(row)
+        if warning:
+            result.warnings.append(Problem(f"line {line}", warning))
+        taken.add(row, f"line {line}")
     return result
 
 
-def _row(values: Mapping[str, str], country_code: str, today: date | None, source: str) -> TargetData:
+def _row(values: Mapping[str, str], region: str | None, today: date | None, source: str) -> tuple[TargetData, str]:
     customer_id = _clean(values["customer_id"])
     if not customer_id:
         raise ValueError("the customer id is empty")
@@ -364,7 +371,7 @@ def _row(values: Mapping[str, str], country_code: str, today: date | None, sourc
         raise ValueError("the name is empty")
     if len(name) > 120:
         raise ValueError("the name is longer than 120 characters")
-    phone = normalize_phone(values["phone"], country_code)
+    phone, warning = _number_to_call(*read_phones(values["phone"], region))
     amount = parse_amount(values["amount_due"])
     due = parse_date(values["due_date"])
     if today is not None and due > today:
@@ -375,7 +382,7 @@ def _row(values: Mapping[str, str], country_code: str, today: date | None, sourc
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"time zone {timezone!r} is not an IANA name such as America/Mexico_City") from None
-    return TargetData(
+    target = TargetData(
         customer_id=customer_id,
         name=name,
         phone=phone,
@@ -385,18 +392,32 @@ def _row(values: Mapping[str, str], country_code: str, today: date | None, sourc
         timezone=timezone,
         source=source,
     )
+    return target, warning
 
 
 # ---- routers ---------------------------------------------------------------------------------------------
 
-
-def _entry_dni(comment: object) -> str:
-    value = parse_comment(comment).get("dni", "")
-    return value.split()[0] if value.split() else ""
+_ENTRY_FIELDS: Final = (".id", "list", "address", "comment", "disabled", "timeout")
 
 
-def _address(value: object) -> str:
-    return str(value or "").split("/")[0].strip()
+class _Holders:
+    """The customers of one router, found by the DNI or the address an address-list entry carries."""
+
+    def __init__(self, customers: Iterable[Customer]) -> None:
+        self._by_dni: dict[str, list[Customer]] = {}
+        self._by_address: dict[str, Customer] = {}
+        for customer in customers:
+            if customer.dni:
+                self._by_dni.setdefault(customer.dni, []).append(customer)
+            if customer.address:
+                self._by_address.setdefault(customer.address, customer)
+
+    def of(self, dni: str, address: str) -> Customer | None:
+        """The customer with ``dni`` (the service at ``address`` if they have several), else the one at ``address``."""
+        same_dni = self._by_dni.get(dni, []) if dni else []
+        if same_dni:
+            return next((customer for customer in same_dni if customer.address == address), same_dni[0])
+        return self._by_address.get(address) if address else None
 
 
 def from_router(
@@ -405,83 +426,75 @@ def from_router(
     *,
     debtors_list: str,
     exception_list: str = "",
-    country_code: str = "",
+    region: str | None = None,
 ) -> ImportResult:
-    """The customers on ``router``'s debtors address-list, joined with its PPP secrets.
+    """The customers on ``router``'s debtors address-list whose service is cut (no promise to pay in force).
 
-    Router errors (``RouterError``) propagate: a router that cannot be read imports nothing.
+    ``region`` reads phones written without a country code. Router errors (``RouterError``) propagate: a router
+    that cannot be read imports nothing.
     """
-    listed_debtors = client.print("/ip/firewall/address-list", where={"list": debtors_list})
-    entries = [entry for entry in listed_debtors if not _off(entry)]
-    excepted: set[str] = set()
-    if exception_list:
-        for listed in client.print("/ip/firewall/address-list", where={"list": exception_list}):
-            if not _off(listed):
-                excepted.update(filter(None, (_address(listed.get("address")), _entry_dni(listed.get("comment")))))
-    ppp_secrets = client.print("/ppp/secret", proplist=[".id", "name", "comment", "remote-address", "disabled"])
-    by_dni: dict[str, Mapping[str, object]] = {}
-    by_address: dict[str, Mapping[str, object]] = {}
-    for item in ppp_secrets:
-        dni = parse_comment(item.get("comment")).get("dni", "")
-        if dni:
-            by_dni.setdefault(dni, item)
-        address = _address(item.get("remote-address"))
-        if address:
-            by_address.setdefault(address, item)
+    entries = client.print("/ip/firewall/address-list", proplist=list(_ENTRY_FIELDS))
+    rows = client.print("/ppp/secret", proplist=list(SECRET_FIELDS))
+    with_pppoe = _Holders(Customer.from_secret(row, router, region=region) for row in rows)
+    listed = (Customer.from_address_entry(entry, router, region=region) for entry in entries)
+    without_pppoe = _Holders(customer for customer in listed if customer is not None)
     result = ImportResult()
-    seen: set[str] = set()
+    taken = _Targets(result)
     for entry in entries:
-        where = f"router {router}, {debtors_list} entry {entry.get('.id', '?')} ({_address(entry.get('address'))})"
-        dni = _entry_dni(entry.get("comment"))
-        address = _address(entry.get("address"))
-        if (dni and dni in excepted) or address in excepted:
+        if entry.get("list") != debtors_list or is_disabled(entry):
+            continue
+        address = router_address(entry.get("address"))
+        dni = comment_dni(entry)
+        where = f"router {router}, {debtors_list} entry {entry.get('.id', '?')} ({address})"
+        customer = with_pppoe.of(dni, address) or without_pppoe.of(dni, address)
+        standing = debt_standing(
+            entries,
+            address=address,
+            dni=customer.dni if customer and customer.dni else dni,
+            debtors_list=debtors_list,
+            exception_list=exception_list,
+        )
+        if standing.exception is not None:
             result.problems.append(Problem(where, f"also on {exception_list} (a promise to pay in force): not called"))
             continue
-        secret = by_dni.get(dni) if dni else None
-        secret = secret or by_address.get(address)
-        if secret is None:
+        if customer is None:
             result.problems.append(
-                Problem(where, f"no PPP secret has dni={dni or '?'} in its comment or remote-address {address}")
+                Problem(
+                    where,
+                    f"no PPP secret (nor address-list entry with nombre=) has dni={dni or '?'} in its comment "
+                    f"or the address {address}",
+                )
             )
             continue
-        fields = parse_comment(secret.get("comment"))
-        customer_id = fields.get("dni") or dni or str(secret.get("name", ""))
+        record = f"PPP secret {customer.service}" if customer.pppoe else f"address-list entry {customer.service}"
         try:
-            row = TargetData(
-                customer_id=customer_id,
-                name=_clean(fields.get("nombre", "")) or str(secret.get("name", "")),
-                phone=normalize_phone(fields.get("tel", ""), country_code),
-                amount_due=None,
-                due_date=None,
-                router_user=str(secret.get("name", "")) or None,
-                timezone=None,
-                source=f"router:{router}:{entry.get('.id', '')}",
-            )
+            phone, warning = _number_to_call(customer.phones, customer.phone_problems)
         except ValueError as error:
-            result.problems.append(Problem(where, f"PPP secret {secret.get('name', '?')}: {error}"))
+            result.problems.append(Problem(where, f"{record}: {error}"))
             continue
-        if row.customer_id in seen:
-            result.problems.append(Problem(where, f"customer {row.customer_id!r} is already listed"))
-            continue
-        seen.add(row.customer_id)
-        result.rows.append(row)
+        if warning:
+            result.warnings.append(Problem(where, f"{record}: {warning}"))
+        row = TargetData(
+            customer_id=customer.customer_id,
+            name=_clean(customer.name) or customer.service,
+            phone=phone,
+            amount_due=None,
+            due_date=None,
+            router_user=customer.service if customer.pppoe else None,
+            timezone=None,
+            source=f"router:{router}:{entry.get('.id', '')}",
+        )
+        taken.add(row, where)
     return result
 
 
-def _off(row: Mapping[str, object]) -> bool:
-    return row.get("disabled") in (True, "true", "yes")
-
-
 def merge(results: Iterable[ImportResult]) -> ImportResult:
-    """Several routers' results as one; a customer listed by two routers is kept once."""
+    """Several routers' results as one: a customer, or a phone, listed by two routers is kept once (the first)."""
     merged = ImportResult()
-    seen: set[str] = set()
+    taken = _Targets(merged)
     for result in results:
         merged.problems.extend(result.problems)
+        merged.warnings.extend(result.warnings)
         for row in result.rows:
-            if row.customer_id in seen:
-                merged.problems.append(Problem(row.source, f"customer {row.customer_id!r} is listed by another router"))
-                continue
-            seen.add(row.customer_id)
-            merged.rows.append(row)
+            taken.add(row, row.source, again="is listed by another router too:")
     return merged

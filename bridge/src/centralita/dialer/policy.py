@@ -6,9 +6,12 @@ it knows, so every rule can be tested at any instant in any time zone.
 The rules, checked together (a call is allowed only when all of them allow it):
 
 * **Calling windows** (``Window``): weekdays and local times, e.g. ``mon-fri 08:00-19:00; sat 08:00-15:00``.
-  Local means the wall clock of the campaign's time zone and, when the customer has another one, of the
-  customer's as well: the call must be inside a window in both. No call starts in the last ``end_margin``
-  of a window, so the conversation ends inside it. Days not listed (Sunday by default) have no window.
+  Local means the wall clock of every zone given to ``evaluate``: the campaign's, and the customer's own when
+  the import gave one, else every zone the phone number may be in (the runner asks ``phones.time_zones``; a
+  Spanish mobile may be in Madrid or in the Canaries). The call must be inside a window in all of them, and
+  the next allowed moment is the first one inside a window in all of them. No call starts in the last
+  ``end_margin`` of a window, so the conversation ends inside it. Days not listed (Sunday by default) have no
+  window.
 * **Holidays**: no call on a listed date (a full date, or a month and day that repeats every year).
 * **Daily cap**: at most ``max_per_day`` dials per local calendar day.
 * **Weekly cap**: at most ``max_per_week`` dials in any 7 consecutive days (a rolling 168 hours).
@@ -443,7 +446,8 @@ def evaluate(
     opted_out: bool = False,
     promise_date: date | None = None,
 ) -> Verdict:
-    """May the customer be called at ``now``? ``zones``: the campaign's zone first, then the customer's if other.
+    """May the customer be called at ``now``? ``zones``: the campaign's zone first, then the customer's (their own,
+    or those of their number); a call must be inside a window in every one.
 
     ``history`` is every earlier dial of the customer or of the number, in any campaign;
     ``attempts_in_campaign`` how many of them this campaign made (for ``max_attempts``).

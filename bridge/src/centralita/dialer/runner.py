@@ -44,6 +44,7 @@ from centralita.dialer.originator import (
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import CallingPolicy, Verdict, evaluate
 from centralita.dialer.store import CampaignStore, Candidate, Lease
+from centralita.isp.phones import time_zones
 from centralita.logs import call_logger
 
 __all__ = ["Runner", "RunnerConfig", "TickReport"]
@@ -117,16 +118,24 @@ class Runner:
     # ---- the rules ---------------------------------------------------------------------------------------
 
     def zones(self, candidate: Candidate) -> tuple[ZoneInfo, ...]:
+        """Where the calling windows are checked: the campaign's zone, and the customer's own zone if the import
+        gave one, else every zone the number may be in (``phones.time_zones``: a country or an area code can span
+        several). A zone name this system's time zone database does not know is left out, with a warning."""
+        own = (candidate.timezone,) if candidate.timezone else time_zones(candidate.phone)
         zones = [self._config.timezone]
-        if candidate.timezone and candidate.timezone != self._config.timezone.key:
+        for name in own:
             try:
-                zones.append(ZoneInfo(candidate.timezone))
+                zone = ZoneInfo(name)
             except (ZoneInfoNotFoundError, ValueError):
                 log.warning(
-                    "customer %s has an unknown time zone %r; using the campaign's",
+                    "customer %s: time zone %r is unknown to this system's time zone database; not checked "
+                    "(install or update the tzdata package)",
                     candidate.customer_id,
-                    candidate.timezone,
+                    name,
                 )
+                continue
+            if all(zone.key != known.key for known in zones):
+                zones.append(zone)
         return tuple(zones)
 
     def decide(self, candidate: Candidate, now: datetime) -> Verdict:

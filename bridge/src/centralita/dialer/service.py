@@ -1,9 +1,11 @@
 """openai-outbound-calls: the dialer service; places the running campaigns' calls until it is stopped.
 
-It reads the box's .env (``--env-file``), opens the campaign database, connects to ARI as its own events
-application and ticks the ``Runner`` once a second. SIGTERM (``systemctl stop``) or SIGINT stops it gracefully:
-no new calls, the open ones followed for up to ``--drain-timeout`` seconds, the leases of any still open
-released so the next start takes them over at once. Exit codes: 0 stopped, 2 configuration or start-up error.
+It reads the box's .env (``--env-file``) once and all of it, as openai-inbound-calls does (the calls it places
+are answered by that service: a file it refuses would leave every answered customer without the assistant),
+opens the campaign database, connects to ARI as its own events application and ticks the ``Runner`` once a
+second. SIGTERM (``systemctl stop``) or SIGINT stops it gracefully: no new calls, the open ones followed for
+up to ``--drain-timeout`` seconds, the leases of any still open released so the next start takes them over
+at once. Exit codes: 0 stopped, 2 configuration or start-up error.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from centralita.config.bridge import ConfigError
-from centralita.config.dialer import DEFAULT_ENV_FILE, DialerSettings
+from centralita.config.box import load_all
+from centralita.config.dialer import DialerSettings
+from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
 from centralita.dialer.ari_originator import AriOriginator
 from centralita.dialer.runner import Runner, RunnerConfig
 from centralita.dialer.store import CampaignStore
@@ -51,10 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        settings = DialerSettings.load(args.env_file, require_ari=True)
+        settings = load_all(args.env_file, dialer_required=True).dialer
     except ConfigError as error:
         print(f"openai-outbound-calls: {error}", file=sys.stderr)
         return 2
+    assert settings is not None  # required: its absence is a ConfigError
     try:
         setup_logging(settings.log_file, secrets=[settings.ari_password.reveal()])
         store = CampaignStore(settings.db_path)
@@ -74,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = Runner(store, originator, runner_config(settings))
     log.info(
         "starting: ARI %s, events app %s, calls go to %s; database %s",
-        settings.ari_url,
+        redact_url(settings.ari_url),
         settings.events_app,
         f"context {settings.context}" if settings.context else f"Stasis app {settings.ari_app}",
         settings.db_path,

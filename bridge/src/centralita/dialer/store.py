@@ -23,6 +23,13 @@ already on disk, and:
 An outcome given by the assistant (promise to pay, dispute, wrong number, opt-out) is kept when the call
 ends: the network's view (answered, busy, ...) only fills an attempt that has none.
 
+**Phone numbers are E.164**, as ``centralita.isp.phones`` writes them (``+525550001111``), in every table: the
+store normalises what it is given (a number without ``+`` is refused) and compares numbers as text, so an
+opt-out stops the number whatever format it was written in. Schema version 2 rewrote the numbers stored by
+version 1 the same way (``+52 1`` mobile numbers became ``+52``). **One number is one target per campaign**:
+a customer is not added (or moved) to a number another pending customer of the campaign already has; the
+customer already in the campaign keeps it, and ``UpsertSummary.duplicates`` says so.
+
 Timestamps are ISO-8601 UTC with milliseconds (``2026-03-02T15:04:05.123+00:00``), which sort as text.
 """
 
@@ -33,7 +40,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -42,6 +49,7 @@ from typing import Any, Final
 
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import PastAttempt, Reason, Verdict
+from centralita.isp.phones import PhoneError, e164_or_none, to_e164
 from centralita.storage.sqlite import SharedDatabase, open_database
 
 __all__ = [
@@ -201,8 +209,30 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_to_2(db: sqlite3.Connection) -> None:
+    """Phone numbers in libphonenumber's E.164 (``+5215550001111`` -> ``+525550001111``), so that equal numbers
+    are equal text. A number that cannot be read is left as it was; two opt-outs that become one keep the first."""
+    for table in ("targets", "attempts"):
+        for row_id, phone in db.execute(f"SELECT id, phone FROM {table}").fetchall():
+            canonical = e164_or_none(phone)
+            if canonical is not None and canonical != phone:
+                db.execute(f"UPDATE {table} SET phone = ? WHERE id = ?", (canonical, row_id))
+    for phone, at, source, note in db.execute("SELECT phone, at, source, note FROM optouts ORDER BY at").fetchall():
+        canonical = e164_or_none(phone)
+        if canonical is None or canonical == phone:
+            continue
+        db.execute("DELETE FROM optouts WHERE phone = ?", (phone,))
+        kept = db.execute("SELECT at FROM optouts WHERE phone = ?", (canonical,)).fetchone()
+        if kept is None:
+            db.execute(
+                "INSERT INTO optouts (phone, at, source, note) VALUES (?, ?, ?, ?)", (canonical, at, source, note)
+            )
+        elif at < kept[0]:
+            db.execute("UPDATE optouts SET at = ?, source = ?, note = ? WHERE phone = ?", (at, source, note, canonical))
+
+
 # _MIGRATIONS[n] upgrades user_version n to n + 1. Append only; never edit a released step.
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1,)
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -220,7 +250,7 @@ class Campaign:
 
 @dataclass(frozen=True, slots=True)
 class TargetData:
-    """One customer to call, as an import gives it (phone already E.164)."""
+    """One customer to call, as an import gives it (``phone`` in E.164, as ``centralita.isp.phones`` writes it)."""
 
     customer_id: str
     name: str
@@ -240,6 +270,8 @@ class UpsertSummary:
     reopened: int = 0
     removed: int = 0
     opted_out: int = 0  # added or updated, but their number is on the opt-out list
+    # Rows not applied because another pending customer of the campaign has their number: "<source>: why".
+    duplicates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +367,30 @@ def _amount(value: Decimal | None) -> str | None:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _e164(phone: str) -> str:
+    """``phone`` as the store keeps it; ValueError for a number without its country code, or not one at all."""
+    try:
+        return to_e164(phone)
+    except PhoneError as error:
+        raise ValueError(f"the dialer stores international numbers only: {error}") from None
+
+
+def _canonical(row: TargetData) -> TargetData:
+    try:
+        number = _e164(row.phone)
+    except ValueError as error:
+        raise ValueError(f"{row.source}: {error}") from None
+    return row if number == row.phone else replace(row, phone=number)
+
+
+@dataclass(frozen=True, slots=True)
+class _Duplicate:
+    """An import row whose number another pending customer of the campaign already has."""
+
+    holder: str
+    source: str
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -562,6 +618,8 @@ class CampaignStore(SharedDatabase):
         """
         stamp = _ts(self._now(now))
         counts: Counter[str] = Counter()
+        duplicates: list[str] = []
+        rows = [_canonical(row) for row in rows]
         with self._write() as db:
             found = db.execute("SELECT * FROM campaigns WHERE name = ?", (campaign,)).fetchone()
             if found is None:
@@ -571,18 +629,8 @@ class CampaignStore(SharedDatabase):
                     f"Campaign {campaign!r} is finished: import into a new campaign (--campaign another-name)."
                 )
             campaign_id = found["id"]
-            seen: set[str] = set()
-            for row in rows:
-                seen.add(row.customer_id)
-                counts[self._upsert_one(db, campaign_id, row, stamp)] += 1
-                if db.execute("SELECT 1 FROM optouts WHERE phone = ?", (row.phone,)).fetchone():
-                    counts["opted_out"] += 1
-                    db.execute(
-                        "UPDATE targets SET status = 'opted_out', updated_at = ?"
-                        " WHERE campaign_id = ? AND customer_id = ? AND status = 'pending'",
-                        (stamp, campaign_id, row.customer_id),
-                    )
-            if remove_missing:
+            if remove_missing:  # first, so that a number they held is free for the customers of this import
+                seen = {row.customer_id for row in rows}
                 pending = db.execute(
                     "SELECT id, customer_id FROM targets WHERE campaign_id = ? AND status = 'pending'", (campaign_id,)
                 ).fetchall()
@@ -592,10 +640,35 @@ class CampaignStore(SharedDatabase):
                             "UPDATE targets SET status = 'removed', updated_at = ? WHERE id = ?", (stamp, target["id"])
                         )
                         counts["removed"] += 1
-        return UpsertSummary(**{key: counts[key] for key in UpsertSummary.__dataclass_fields__})
+            for row in rows:
+                change = self._upsert_one(db, campaign_id, row, stamp)
+                if isinstance(change, _Duplicate):
+                    duplicates.append(
+                        f"{row.source}: phone {row.phone} of customer {row.customer_id!r} is already pending for "
+                        f"customer {change.holder!r} in campaign {campaign!r} ({change.source}): one number is "
+                        "one target, and the customer already in the campaign keeps it; this row was not applied"
+                    )
+                    continue
+                counts[change] += 1
+                if db.execute("SELECT 1 FROM optouts WHERE phone = ?", (row.phone,)).fetchone():
+                    counts["opted_out"] += 1
+                    db.execute(
+                        "UPDATE targets SET status = 'opted_out', updated_at = ?"
+                        " WHERE campaign_id = ? AND customer_id = ? AND status = 'pending'",
+                        (stamp, campaign_id, row.customer_id),
+                    )
+        return UpsertSummary(
+            added=counts["added"],
+            updated=counts["updated"],
+            unchanged=counts["unchanged"],
+            reopened=counts["reopened"],
+            removed=counts["removed"],
+            opted_out=counts["opted_out"],
+            duplicates=tuple(duplicates),
+        )
 
     @staticmethod
-    def _upsert_one(db: sqlite3.Connection, campaign_id: int, row: TargetData, stamp: str) -> str:
+    def _upsert_one(db: sqlite3.Connection, campaign_id: int, row: TargetData, stamp: str) -> str | _Duplicate:
         values = {
             "name": row.name,
             "phone": row.phone,
@@ -607,6 +680,30 @@ class CampaignStore(SharedDatabase):
         old = db.execute(
             "SELECT * FROM targets WHERE campaign_id = ? AND customer_id = ?", (campaign_id, row.customer_id)
         ).fetchone()
+        merged = dict(values)
+        if old is not None:  # a value the import does not know keeps the stored one
+            merged = {key: value if value is not None else old[key] for key, value in values.items()}
+        status = TargetStatus.PENDING if old is None else TargetStatus(old["status"])
+        phone_changed = old is not None and merged["phone"] != old["phone"]
+        reopen = old is not None and (
+            status == TargetStatus.REMOVED
+            or (
+                phone_changed
+                and (
+                    status == TargetStatus.EXHAUSTED
+                    or (status == TargetStatus.CLOSED and old["result"] == Outcome.WRONG_NUMBER)
+                )
+            )
+        )
+        if (old is None or reopen or phone_changed) and (reopen or status == TargetStatus.PENDING):
+            # The customer takes a number to be called on: unless another pending customer already has it.
+            holder = db.execute(
+                "SELECT customer_id, source FROM targets WHERE campaign_id = ? AND phone = ? AND status = 'pending'"
+                " AND customer_id != ? ORDER BY id LIMIT 1",
+                (campaign_id, merged["phone"], row.customer_id),
+            ).fetchone()
+            if holder is not None:
+                return _Duplicate(holder["customer_id"], holder["source"])
         if old is None:
             db.execute(
                 "INSERT INTO targets (campaign_id, customer_id, name, phone, amount_due, due_date, router_user,"
@@ -615,32 +712,23 @@ class CampaignStore(SharedDatabase):
                 (campaign_id, row.customer_id, *values.values(), row.source, stamp, stamp),
             )
             return "added"
-        merged = {key: value if value is not None else old[key] for key, value in values.items()}
-        status = old["status"]
-        phone_changed = merged["phone"] != old["phone"]
-        reopen = status == TargetStatus.REMOVED or (
-            phone_changed
-            and (
-                status == TargetStatus.EXHAUSTED
-                or (status == TargetStatus.CLOSED and old["result"] == Outcome.WRONG_NUMBER)
-            )
-        )
         if not reopen and all(merged[key] == old[key] for key in merged):
             return "unchanged"
         db.execute(
             "UPDATE targets SET name = ?, phone = ?, amount_due = ?, due_date = ?, router_user = ?, timezone = ?,"
             " source = ?, status = ?, next_at = NULL, wait_reason = NULL, updated_at = ? WHERE id = ?",
-            (*merged.values(), row.source, "pending" if reopen else status, stamp, old["id"]),
+            (*merged.values(), row.source, "pending" if reopen else str(status), stamp, old["id"]),
         )
         return "reopened" if reopen else "updated"
 
     # ---- opt-outs --------------------------------------------------------------------------------------
 
     def add_optout(self, phone: str, *, source: str, note: str = "", now: datetime | None = None) -> int:
-        """Never call ``phone`` again (every campaign); how many pending targets it stopped."""
+        """Never call ``phone`` (E.164, in any spacing) again, in any campaign; how many pending targets it stopped."""
+        number = _e164(phone)
         stamp = _ts(self._now(now))
         with self._write() as db:
-            return self._optout(db, phone, source, note, stamp)
+            return self._optout(db, number, source, note, stamp)
 
     @staticmethod
     def _optout(db: sqlite3.Connection, phone: str, source: str, note: str, stamp: str) -> int:
@@ -655,8 +743,9 @@ class CampaignStore(SharedDatabase):
         return cursor.rowcount
 
     def is_opted_out(self, phone: str) -> bool:
+        number = _e164(phone)
         with self._lock:
-            return self._connection().execute("SELECT 1 FROM optouts WHERE phone = ?", (phone,)).fetchone() is not None
+            return self._connection().execute("SELECT 1 FROM optouts WHERE phone = ?", (number,)).fetchone() is not None
 
     # ---- leasing ---------------------------------------------------------------------------------------
 

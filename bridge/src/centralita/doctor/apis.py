@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shlex
 import ssl
 import urllib.error
 import urllib.request
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from centralita.config.bridge import ConfigError
+from centralita.config.box import Part
+from centralita.config.env import ConfigError, redact_url
 from centralita.config.network import NetworkSettings, RouterConfig
 from centralita.doctor.context import INBOUND_UNIT, Context
 from centralita.doctor.model import Result
@@ -31,6 +34,13 @@ def models_url(base_url: str) -> str:
     index = parts.path.find("/v1")
     prefix = parts.path[:index] if index >= 0 else ""
     return urlunsplit((scheme, parts.netloc, prefix + "/v1/models", "", ""))
+
+
+def models_curl(url: str, env_path: Path) -> str:
+    """A shell command that GETs ``url`` with the key of ``env_path``: sed hands curl its Authorization
+    header on a pipe (``-K -``), so the key is never on a command line, where ``ps`` would show it."""
+    script = r's/^OPENAI_API_KEY="?([^"]*)"?$/header = "Authorization: Bearer \1"/p'
+    return f"sed -nE {shlex.quote(script)} {shlex.quote(str(env_path))} | curl -s -K - {shlex.quote(redact_url(url))}"
 
 
 def _error_body(raw: bytes) -> tuple[str, str]:
@@ -62,7 +72,7 @@ def check_openai_key(ctx: Context) -> list[Result]:
     base = env.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
     model = env.get("OPENAI_MODEL", "gpt-realtime")
     url = models_url(base)
-    curl = f"curl -s {url} -H \"Authorization: Bearer $(grep '^OPENAI_API_KEY=' {env.path} | cut -d= -f2-)\""
+    curl = models_curl(url, env.path)
     try:
         status, body = _get_models(url, key, ctx.options.timeout)
     except (urllib.error.URLError, OSError, ssl.SSLError) as error:
@@ -129,10 +139,14 @@ def check_openai_key(ctx: Context) -> list[Result]:
 
 
 def _router_settings(ctx: Context) -> NetworkSettings | ConfigError:
-    try:
-        return NetworkSettings.from_values(ctx.env.values, source=str(ctx.env.path))
-    except ConfigError as error:
-        return error
+    """The routers' part of the .env as the service read it, or its problems (none when unreadable)."""
+    check = ctx.env.check
+    if check is None:
+        return NetworkSettings.from_values({})
+    if check.network is not None:
+        return check.network
+    problems = check.problems_of(Part.NETWORK)
+    return ConfigError([problem.message for problem in problems], str(ctx.env.path))
 
 
 def routers(ctx: Context) -> list[RouterConfig]:

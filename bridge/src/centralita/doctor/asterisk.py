@@ -7,10 +7,12 @@ import functools
 import grp
 import pwd
 import re
+import shlex
 import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from centralita.config.env import redact_url
 from centralita.doctor.commands import asterisk_down, asterisk_rx
 from centralita.doctor.context import ASTERISK_UNIT, Context
 from centralita.doctor.fixes import owner_of, set_owner_and_mode, start_service, walk
@@ -324,7 +326,7 @@ def check_ari(ctx: Context) -> list[Result]:
                     f"put the ARI secret into {env.path}: ARI_PASSWORD=<the content of {secret_file}> "
                     "(or re-run the playbook: ansible-playbook site.yml --tags bridge), then: "
                     "systemctl restart openai-inbound-calls; test: "
-                    f"curl -u {user}:$(cat {secret_file}) {url.rstrip('/')}/ari/asterisk/info",
+                    + ari_curl(user, secret_file, f"{url.rstrip('/')}/ari/asterisk/info"),
                 )
             ]
         if error.status is None:
@@ -351,6 +353,16 @@ def check_ari(ctx: Context) -> list[Result]:
     if isinstance(info, dict):
         version = str((info.get("system") or {}).get("version") or "")
     return [Result.ok(name, f"{url} answers 200 for user {user}" + (f" (Asterisk {version})" if version else ""))]
+
+
+def ari_curl(user: str, secret_file: Path, url: str) -> str:
+    """A shell command that GETs ``url`` as ``user`` with the password in ``secret_file``: sed hands curl the
+    credentials on a pipe (``-K -``), so the password is never on a command line, where ``ps`` would show it."""
+    quoted = user.replace("\\", "\\\\").replace('"', '\\"')  # curl's config syntax
+    for special in ("\\", "/", "&"):  # sed's replacement syntax
+        quoted = quoted.replace(special, "\\" + special)
+    script = f's/^/user = "{quoted}:/; s/$/"/'
+    return f"sed {shlex.quote(script)} {shlex.quote(str(secret_file))} | curl -s -K - {shlex.quote(redact_url(url))}"
 
 
 def app_registered(output: str, app: str) -> bool:

@@ -15,9 +15,10 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
-from dotenv import dotenv_values
-
-from centralita.config.bridge import ConfigError, Settings
+from centralita.config.box import EnvCheck, check
+from centralita.config.bridge import Settings
+from centralita.config.env import DEFAULT_ENV_FILE as ENV_FILE
+from centralita.config.env import ConfigError, read_env_file
 from centralita.doctor.commands import (
     CommandResult,
     CommandRunner,
@@ -30,8 +31,8 @@ from centralita.doctor.commands import (
 from centralita.doctor.probes import Resolver, RouteLookup, kernel_route, system_resolve
 from centralita.doctor.sipconf import Driver, SipSetup, Trunk, detect_driver, read_trunk
 
-DEFAULT_APP_DIR = Path("/usr/local/asterisk")
-DEFAULT_ENV_FILE = DEFAULT_APP_DIR / ".env"
+DEFAULT_ENV_FILE = Path(ENV_FILE)
+DEFAULT_APP_DIR = DEFAULT_ENV_FILE.parent  # the role keeps the .env in the app directory
 DEFAULT_ASTERISK_DIR = Path("/etc/asterisk")
 DEFAULT_LOG_FILE = Path("/var/log/asterisk/inbound_openai.log")
 DEFAULT_ARI_SECRET_FILE = Path("/etc/centralita/ari-password")
@@ -64,41 +65,39 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class EnvState:
-    """The ``.env`` as read: its raw values (even when they do not validate) and, if they do, the Settings."""
+    """The ``.env`` as read once: its raw values (even when they do not validate) and what validated."""
 
     path: Path
     values: Mapping[str, str]
-    settings: Settings | None
-    error: ConfigError | None
-    read_error: str = ""  # why the raw values could not be read (missing, unreadable, not UTF-8)
+    check: EnvCheck | None  # None when the file could not be read
+    read_error: str = ""  # why the file could not be read (missing, unreadable, not UTF-8)
+
+    @property
+    def settings(self) -> Settings | None:
+        """The bridge's settings, when they validate."""
+        return self.check.bridge if self.check is not None else None
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value in the file, for the report to hide wherever a check might echo one."""
+        names = ["OPENAI_API_KEY", "ARI_PASSWORD"]
+        names += [name for name in self.values if name.startswith("ROUTEROS_") and name.endswith("_PASSWORD")]
+        return [value for name in names if (value := self.get(name))]
 
     def get(self, name: str, default: str = "") -> str:
-        """The stripped raw value, or ``default`` when unset or blank (as Settings treats blanks)."""
+        """The stripped raw value, or ``default`` when unset or blank (as the settings treat blanks)."""
         value = self.values.get(name, "").strip()
         return value or default
 
 
 def load_env(path: Path) -> EnvState:
-    """``Settings.load`` and, whatever it says, the raw values, so the other checks still have them."""
-    settings: Settings | None = None
-    error: ConfigError | None = None
+    """Read the file once: its raw values, so every check has them, and what of them validates."""
     try:
-        settings = Settings.load(path)
-    except ConfigError as caught:
-        error = caught
-    values: dict[str, str] = {}
-    read_error = ""
-    try:
-        if not path.is_file():
-            read_error = "it does not exist" if not path.exists() else "it is not a file"
-        else:
-            raw = dotenv_values(path, interpolate=False)
-            values = {name: value for name, value in raw.items() if value is not None}
-    except OSError as caught:
-        read_error = f"it cannot be read ({caught.strerror})"
-    except UnicodeDecodeError:
-        read_error = "it is not valid UTF-8"
-    return EnvState(path, values, settings, error, read_error)
+        env = read_env_file(path)
+    except ConfigError as error:
+        return EnvState(path, {}, None, error.problems[0])
+    values = {name: value for name, value in env.values.items() if value is not None}
+    return EnvState(path, values, check(env))
 
 
 class Context:

@@ -8,28 +8,25 @@ import pwd
 import re
 import stat
 from pathlib import Path
-from types import MappingProxyType
 
-from centralita.config.bridge import ConfigError, Settings
-from centralita.doctor.context import INBOUND_UNIT, Context
+from centralita.config.box import Part
+from centralita.config.bridge import read_keepalive
+from centralita.config.env import EnvReader
+from centralita.doctor.context import INBOUND_UNIT, OUTBOUND_UNIT, Context
 from centralita.doctor.fixes import owner_of, set_owner_and_mode
 from centralita.doctor.model import Result
 
 _PING = ("WS_PING_INTERVAL", "WS_PING_TIMEOUT")
-# Stand-ins for the two required secrets when only the keepalive is validated: never sent anywhere.
-_PLACEHOLDERS = MappingProxyType({"OPENAI_API_KEY": "placeholder", "ARI_PASSWORD": "placeholder"})
 RESTART = f"systemctl restart {INBOUND_UNIT}"
 
 
 def check_settings(ctx: Context) -> list[Result]:
-    """``Settings.load`` accepts the file (the keepalive pair is left to ``env.ws_ping``)."""
+    """The .env validates as the services read it (the keepalive is ``env.ws_ping``'s, the routers
+    ``routeros``'s)."""
     name = "env.settings"
     env = ctx.env
     path = env.path
-    if env.settings is not None:
-        return [Result.ok(name, f"{path} loads: model {env.settings.openai_model}, ARI user {env.settings.ari_user}")]
-    if env.read_error:
-        problems = env.error.problems if env.error else (f"{path}: {env.read_error}",)
+    if env.check is None:
         hint = (
             "run the doctor as root (sudo centralita doctor), or "
             if "Permission denied" in env.read_error and os.geteuid() != 0
@@ -38,56 +35,53 @@ def check_settings(ctx: Context) -> list[Result]:
         return [
             Result.fail(
                 name,
-                "; ".join(problems),
+                env.read_error,
                 f"{hint}point --env-file at the bridge's .env, or re-create it with the playbook "
                 "(ansible-playbook site.yml --tags bridge)",
             )
         ]
-    # Validate everything but the keepalive, which has its own check (and its own fix).
-    values = {key: value for key, value in env.values.items() if key not in _PING}
-    try:
-        settings = Settings.from_values(values, source=str(path))
-    except ConfigError as error:
+    problems = [
+        problem
+        for problem in env.check.problems_of(Part.FILE, Part.BRIDGE, Part.DIALER)
+        if problem.variable not in _PING
+    ]
+    if problems:
+        units = f"{INBOUND_UNIT} {OUTBOUND_UNIT}" if any(p.part is Part.DIALER for p in problems) else INBOUND_UNIT
         return [
             Result.fail(
                 name,
-                f"{path}: " + " ".join(error.problems),
-                f"edit {path} as each problem says (or fix the inventory and run the playbook again), then: {RESTART}",
+                f"{path}: " + " ".join(problem.message for problem in problems),
+                f"edit {path} as each problem says (or fix the inventory and run the playbook again); "
+                f"centralita config check {path} must say OK; then: systemctl restart {units}",
             )
         ]
-    return [Result.ok(name, f"{path} loads apart from the keepalive: model {settings.openai_model}")]
+    model, user = env.get("OPENAI_MODEL", "gpt-realtime"), env.get("ARI_USER", "centralita")
+    dialer = "the dialer's too" if env.check.dialer is not None else "no dialer (DIALER_TIMEZONE unset)"
+    if env.settings is None:  # only the keepalive is wrong
+        return [Result.ok(name, f"{path} loads apart from the keepalive: model {model}, ARI user {user}; {dialer}")]
+    return [Result.ok(name, f"{path} loads: model {model}, ARI user {user}; {dialer}")]
 
 
 def check_ws_ping(ctx: Context) -> list[Result]:
     """WS_PING_INTERVAL > WS_PING_TIMEOUT, both positive numbers; websocket-client refuses to start otherwise."""
     name = "env.ws_ping"
     env = ctx.env
-    if env.read_error:
-        return [Result.skipped(name, f"{env.path}: {env.read_error}", "env.settings")]
-    values = {**_PLACEHOLDERS, **{key: env.values[key] for key in _PING if key in env.values}}
-    try:
-        settings = Settings.from_values(values)
-    except ConfigError as error:
-        interval, timeout = env.get("WS_PING_INTERVAL", "20 (default)"), env.get("WS_PING_TIMEOUT", "10 (default)")
-        if len(error.problems) == 1 and "must be greater than WS_PING_TIMEOUT" in error.problems[0]:
-            why = "the interval must be greater, or websocket-client refuses to start"
-            why += ' ("Ensure ping_interval > ping_timeout")'
-        else:
-            why = " ".join(error.problems)
+    if env.check is None:
+        return [Result.skipped(name, env.read_error, "env.settings")]
+    reader = EnvReader(env.values)
+    interval, timeout = read_keepalive(reader)
+    if reader.problems:
+        shown = f"WS_PING_INTERVAL={env.get('WS_PING_INTERVAL', '20 (default)')}, "
+        shown += f"WS_PING_TIMEOUT={env.get('WS_PING_TIMEOUT', '10 (default)')}"
         return [
             Result.fail(
                 name,
-                f"WS_PING_INTERVAL={interval}, WS_PING_TIMEOUT={timeout}: {why}",
+                f"{shown}: " + " ".join(reader.problems),
                 f"set WS_PING_INTERVAL=20 and WS_PING_TIMEOUT=10 in {env.path} (the interval must be greater; "
                 f"in the inventory: bridge_ws_ping_interval, bridge_ws_ping_timeout), then: {RESTART}",
             )
         ]
-    return [
-        Result.ok(
-            name,
-            f"ping every {settings.ws_ping_interval:g} s, timeout {settings.ws_ping_timeout:g} s (interval > timeout)",
-        )
-    ]
+    return [Result.ok(name, f"ping every {interval:g} s, timeout {timeout:g} s (interval > timeout)")]
 
 
 def _is_service_env(exec_start: str, path: Path) -> bool:

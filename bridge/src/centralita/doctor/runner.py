@@ -1,14 +1,16 @@
 """The checks in the order the report lists them, one run of them, and the ``--fix`` pass.
 
 A check that crashes becomes a FAIL line of its own instead of ending the run: the operator still gets
-every other answer.
+every other answer. Nothing a check says reaches the report unscrubbed: the password of any URL
+(``user:password@``) and every secret of the .env are hidden, whatever a server or an error echoed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from centralita.config.env import redact_urls
 from centralita.doctor import apis, asterisk, envfile, network, system
 from centralita.doctor.context import Context, Options
 from centralita.doctor.model import Change, RepairError, Report, Result, Status
@@ -51,8 +53,25 @@ CHECKS: tuple[CheckSpec, ...] = (
 )
 
 
+_HIDDEN = "**********"
+_SHORTEST = 4  # a shorter "secret" would blot out words all over the report and hides nothing worth hiding
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` without URL passwords and without any of ``secrets`` (longest first, so none is half-hidden)."""
+    text = redact_urls(text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= _SHORTEST:
+            text = text.replace(secret, _HIDDEN)
+    return text
+
+
+def _scrubbed(result: Result, secrets: Sequence[str]) -> Result:
+    return replace(result, seen=scrub(result.seen, secrets), fix=scrub(result.fix, secrets))
+
+
 def run_checks(options: Options, checks: Sequence[CheckSpec] = CHECKS) -> tuple[Result, ...]:
-    """Every check once, against a fresh Context."""
+    """Every check once, against a fresh Context; what they say is scrubbed of secrets."""
     ctx = Context(options)
     results: list[Result] = []
     for spec in checks:
@@ -66,7 +85,8 @@ def run_checks(options: Options, checks: Sequence[CheckSpec] = CHECKS) -> tuple[
                     "report it as a bug in centralita doctor, with the output of: centralita doctor --json",
                 )
             )
-    return tuple(results)
+    secrets = ctx.env.secrets
+    return tuple(_scrubbed(result, secrets) for result in results)
 
 
 def apply_repairs(results: Sequence[Result]) -> tuple[Change, ...]:
@@ -78,9 +98,9 @@ def apply_repairs(results: Sequence[Result]) -> tuple[Change, ...]:
         try:
             lines = result.repair()
         except (OSError, RepairError) as error:
-            changes.append(Change(result.name, (), str(error)))
+            changes.append(Change(result.name, (), redact_urls(str(error))))
             continue
-        changes.append(Change(result.name, tuple(lines)))
+        changes.append(Change(result.name, tuple(redact_urls(line) for line in lines)))
     return tuple(changes)
 
 

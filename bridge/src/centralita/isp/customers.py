@@ -1,20 +1,31 @@
-"""Who a caller is: customer records from router comments or a CSV directory, and how callers are matched.
+"""The one customer model: who a customer is, read from router comments or a CSV directory, and the rules
+every part of Centralita applies to them (the assistant's tools, the dialer's imports, and whatever checks
+a caller's identity).
 
-A customer is found by one of three keys (``Lookup``):
+**Router comments.** PPP secret comments are ``tel=<phone>;dni=<id>;nombre=<name>;plan=<plan>``:
+``;``-separated ``key=value`` pairs, split on the first ``=``, keys case-insensitive, parts without ``=``
+ignored (``parse_comment``). ``tel`` may hold several numbers separated by ``|`` or ``/``. Address-list entries
+carry the same format for customers without PPPoE (an entry's address is then their service id); other
+address-list entries and simple queues carry ``dni=<id>`` so they can be matched when an address changes.
 
-* ``telefono``: compared on digits only, so ``+52 1 555-000-1111``, ``5215550001111`` and ``555 000 1111``
-  are the same number. Two numbers match when their last ``min(len(a), len(b), 10)`` digits are equal and
-  that is at least ``MIN_PHONE_DIGITS`` (8) digits: country and trunk prefixes (``+52 1``, ``0``) are
-  ignored, a number too short to say anything matches nothing.
-* ``dni``: the national ID, letters and digits only, upper case (``12.345.678-z`` is ``12345678Z``).
-* ``usuario``: the PPPoE user name (the service id), exactly.
+**Phones** are read with libphonenumber (``centralita.isp.phones``) in the default region and kept as E.164;
+a number that cannot be read is kept out of ``phones`` and its problem is in ``phone_problems``. Two numbers
+match only when both are valid and equal as E.164; text that is not a number matches nothing.
 
-Router records are PPP secret comments, ``tel=<phone>;dni=<id>;nombre=<name>;plan=<plan>`` (``;``-separated
-``key=value`` pairs, split on the first ``=``; keys are case-insensitive). Address-list entries may carry the
-same format, for customers without PPPoE; an entry's address is then their service id.
+**The DNI** (national ID) is compared letters and digits only, upper case: ``12.345.678-z`` is ``12345678Z``.
 
-The directory (``CUSTOMER_DIRECTORY``) is a UTF-8 CSV file (a BOM is fine) with a header row; the
-delimiter is ``,`` or ``;`` (whichever the header uses). Columns, in any order, names case-insensitive:
+**Disabled**: a router row whose ``disabled`` is true (``true``/``yes`` as text) is disabled (``is_disabled``);
+a disabled address-list entry or queue is not in force and belongs to nobody.
+
+**Debtor**: a customer is a debtor when an enabled entry of the debtors address-list is theirs (by the address
+in question or by ``dni=`` in its comment); a promise to pay is in force when an enabled entry of the exception
+list is theirs; the service is cut (``DebtStanding.suspended``) when the first holds and the second does not.
+
+**Lookups** (``Lookup``) find a customer by ``telefono`` (E.164 equality), ``dni`` or ``usuario`` (the PPPoE
+user, the service id, exactly).
+
+**The directory** (``CUSTOMER_DIRECTORY``) is a UTF-8 CSV file (a BOM is fine) with a header row; the delimiter
+is ``,`` or ``;`` (whichever the header uses). Columns, in any order, names case-insensitive:
 
     usuario   required  PPPoE user name (service id) as on the router
     nombre    required  the holder's full name
@@ -34,49 +45,89 @@ import csv
 import io
 import threading
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from centralita.isp.phones import PhoneError, same_number, split_numbers, to_e164
+
 __all__ = [
     "DIRECTORY_COLUMNS",
-    "MIN_PHONE_DIGITS",
+    "SECRET_FIELDS",
     "Customer",
     "CustomerDirectory",
+    "DebtStanding",
     "DirectoryError",
     "Lookup",
-    "digits",
+    "LookupKind",
+    "comment_dni",
+    "debt_standing",
+    "is_disabled",
     "names_match",
     "normalize_dni",
     "parse_comment",
     "phones_match",
+    "read_phones",
+    "refers_to",
+    "router_address",
 ]
 
-MIN_PHONE_DIGITS: Final = 8
-_PHONE_COMPARED_DIGITS: Final = 10
 DIRECTORY_COLUMNS: Final = ("usuario", "nombre", "dni", "telefono", "plan", "router", "ip")
+# What a customer is read from in /ppp/secret (a .proplist): never "password".
+SECRET_FIELDS: Final = ("name", "profile", "remote-address", "disabled", "comment")
 _REQUIRED_COLUMNS: Final = ("usuario", "nombre", "dni", "telefono")
 _MIN_NAME_WORDS: Final = 2
+_TRUE_TEXT: Final = frozenset({"true", "yes"})
+_DNI_LENGTHS: Final = range(4, 21)
 
 LookupKind = Literal["telefono", "dni", "usuario"]
 
+# What the assistant's tools say when a phone cannot be read (Spanish: the model reads it).
+_PHONE_MESSAGES: Final = {
+    "empty": "Falta el número de teléfono.",
+    "characters": "El teléfono solo puede tener dígitos, espacios, guiones y el signo más.",
+    "no-country": "Pida el teléfono completo, con el código de país (por ejemplo +52 55 5000 1111).",
+    "invalid": "Ese número de teléfono no es válido. Pida el número completo, con lada.",
+}
 
-def digits(text: str) -> str:
-    """Only the ASCII digits of ``text``."""
-    return "".join(character for character in text if "0" <= character <= "9")
+
+# ---- values --------------------------------------------------------------------------------------------
 
 
-def phones_match(first: str, second: str) -> bool:
-    """Whether two phone numbers, in any format, are the same line (see the module docstring)."""
-    a, b = digits(first), digits(second)
-    compared = min(len(a), len(b), _PHONE_COMPARED_DIGITS)
-    return compared >= MIN_PHONE_DIGITS and a[-compared:] == b[-compared:]
+def parse_comment(comment: object) -> dict[str, str]:
+    """``tel=...;dni=...;nombre=...`` as a dict (keys lower case); parts without ``=`` are ignored."""
+    fields: dict[str, str] = {}
+    for part in str(comment or "").split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            fields[key.strip().lower()] = value.strip()
+    return fields
 
 
 def normalize_dni(text: str) -> str:
     """A national ID without separators, in upper case: ``12.345.678-z`` -> ``12345678Z``."""
     return "".join(character for character in text if character.isalnum()).upper()
+
+
+def read_phones(text: str, region: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The numbers of a ``tel``/``telefono`` value: (E.164 numbers in the order written, problems of the others)."""
+    numbers: list[str] = []
+    problems: list[str] = []
+    for part in split_numbers(text):
+        try:
+            number = to_e164(part, region)
+        except PhoneError as error:
+            problems.append(str(error))
+            continue
+        if number not in numbers:
+            numbers.append(number)
+    return tuple(numbers), tuple(problems)
+
+
+def phones_match(first: str, second: str, *, region: str | None) -> bool:
+    """Whether two numbers, in any format, are the same line: both valid and equal as E.164 (never a guess)."""
+    return same_number(first, second, region)
 
 
 def _name_words(text: str) -> list[str]:
@@ -97,19 +148,76 @@ def names_match(given: str, recorded: str) -> bool:
     return len(said) >= _MIN_NAME_WORDS and all(word in held for word in said)
 
 
-def parse_comment(comment: str) -> dict[str, str]:
-    """``tel=...;dni=...;nombre=...`` as a dict (keys lower case); parts without ``=`` are ignored."""
-    fields: dict[str, str] = {}
-    for part in comment.split(";"):
-        key, sep, value = part.partition("=")
-        if sep and key.strip():
-            fields[key.strip().lower()] = value.strip()
-    return fields
+# ---- router rows ---------------------------------------------------------------------------------------
+
+
+def is_disabled(row: Mapping[str, object]) -> bool:
+    """Whether a router row (PPP secret, address-list entry, queue) is disabled: ``disabled`` true or yes."""
+    value = row.get("disabled")
+    return value is True or (isinstance(value, str) and value.strip().lower() in _TRUE_TEXT)
+
+
+def router_address(value: object) -> str:
+    """An address as the router writes it, without a host mask: ``10.20.0.14/32`` -> ``10.20.0.14``."""
+    return "" if value is None or value is False else str(value).strip().removesuffix("/32")
+
+
+def comment_dni(row: Mapping[str, object]) -> str:
+    """The normalised ``dni=`` of a router row's comment ("" when it has none)."""
+    return normalize_dni(parse_comment(row.get("comment")).get("dni", ""))
+
+
+def refers_to(row: Mapping[str, object], *, address: str | None, dni: str, field: str = "address") -> bool:
+    """Whether an enabled router row is the customer's: ``field`` (``address``, or a queue's ``target``, a list)
+    holds ``address``, or the ``dni=`` of its comment is ``dni``. A disabled row is nobody's."""
+    if is_disabled(row):
+        return False
+    if address:
+        values = [router_address(part) for part in str(row.get(field) or "").split(",")]
+        if router_address(address) in values:
+            return True
+    return bool(dni) and comment_dni(row) == dni
+
+
+@dataclass(frozen=True, slots=True)
+class DebtStanding:
+    """What the debtors and exception address-lists say about one customer."""
+
+    debtor: bool  # an enabled debtors-list entry is theirs
+    exception: Mapping[str, object] | None  # their enabled exception-list entry (a promise to pay in force)
+
+    @property
+    def suspended(self) -> bool:
+        """Cut for debt right now: on the debtors list, with no promise to pay in force."""
+        return self.debtor and self.exception is None
+
+
+def debt_standing(
+    entries: Iterable[Mapping[str, object]], *, address: str | None, dni: str, debtors_list: str, exception_list: str
+) -> DebtStanding:
+    """The customer's standing from address-list ``entries`` (any lists), matched by ``address`` or ``dni``."""
+    debtor = False
+    exception: Mapping[str, object] | None = None
+    for entry in entries:
+        if not refers_to(entry, address=address, dni=dni):
+            continue
+        if entry.get("list") == debtors_list:
+            debtor = True
+        elif exception_list and entry.get("list") == exception_list and exception is None:
+            exception = entry
+    return DebtStanding(debtor=debtor, exception=exception)
+
+
+# ---- customers -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Customer:
-    """One service of one customer. ``service`` is the PPPoE user (or the address, without PPPoE)."""
+    """One service of one customer. ``service`` is the PPPoE user (or the address, without PPPoE).
+
+    ``phones`` are E.164, in the order written (the first is the one the dialer calls); numbers on file that
+    could not be read are not in it, and ``phone_problems`` says what is wrong with each.
+    """
 
     service: str
     name: str
@@ -119,67 +227,85 @@ class Customer:
     router: str | None  # None: not known yet (a directory row without a router)
     address: str | None = None
     pppoe: bool = True
+    disabled: bool = False  # the PPP secret (or the address-list entry) is disabled on the router
+    phone_problems: tuple[str, ...] = ()
+
+    @property
+    def customer_id(self) -> str:
+        """Who the customer is across services and routers: the DNI, else the service id."""
+        return self.dni or self.service
+
+    def has_phone(self, number: str) -> bool:
+        """Whether the E.164 ``number`` is one of the customer's phones."""
+        return number in self.phones
 
     def public(self) -> dict[str, Any]:
         """What the assistant may be told: never the ID, the phone on file or anything secret."""
         return {"nombre": self.name, "plan": self.plan, "servicio": self.service, "router": self.router}
 
     @classmethod
-    def from_secret(cls, row: Mapping[str, object], router: str) -> Customer:
+    def from_secret(cls, row: Mapping[str, object], router: str, *, region: str | None) -> Customer:
         """A customer from a ``/ppp/secret`` row (its ``name``, ``comment``, ``profile``, ``remote-address``)."""
-        fields = parse_comment(str(row.get("comment", "")))
+        fields = parse_comment(row.get("comment"))
+        phones, problems = read_phones(fields.get("tel", ""), region)
         return cls(
             service=str(row.get("name", "")),
             name=fields.get("nombre", ""),
             dni=normalize_dni(fields.get("dni", "")),
-            phones=_phones(fields.get("tel", "")),
-            plan=fields.get("plan", "") or str(row.get("profile", "")),
+            phones=phones,
+            plan=fields.get("plan", "") or str(row.get("profile", "") or ""),
             router=router,
-            address=str(row.get("remote-address", "")) or None,
+            address=router_address(row.get("remote-address")) or None,
+            disabled=is_disabled(row),
+            phone_problems=problems,
         )
 
     @classmethod
-    def from_address_entry(cls, row: Mapping[str, object], router: str) -> Customer:
-        """A customer without PPPoE, from an address-list entry whose comment holds their data."""
-        fields = parse_comment(str(row.get("comment", "")))
-        address = str(row.get("address", ""))
+    def from_address_entry(cls, row: Mapping[str, object], router: str, *, region: str | None) -> Customer | None:
+        """A customer without PPPoE, from an address-list entry whose comment holds their data (``nombre=``);
+        None for an entry that names nobody (a debtors entry with only ``dni=``, say)."""
+        fields = parse_comment(row.get("comment"))
+        name = fields.get("nombre", "")
+        if not name:
+            return None
+        phones, problems = read_phones(fields.get("tel", ""), region)
+        address = router_address(row.get("address"))
         return cls(
             service=address,
-            name=fields.get("nombre", ""),
+            name=name,
             dni=normalize_dni(fields.get("dni", "")),
-            phones=_phones(fields.get("tel", "")),
+            phones=phones,
             plan=fields.get("plan", ""),
             router=router,
             address=address,
             pppoe=False,
+            disabled=is_disabled(row),
+            phone_problems=problems,
         )
-
-
-def _phones(text: str) -> tuple[str, ...]:
-    parts = text.replace("/", "|").split("|")
-    return tuple(part.strip() for part in parts if part.strip())
 
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """What to look a customer up by; ``value`` is already checked (``Lookup.build``)."""
+    """What to look a customer up by; ``value`` is already checked and normalised (``Lookup.build``)."""
 
     kind: LookupKind
     value: str
 
     @classmethod
-    def build(cls, kind: LookupKind, raw: str) -> Lookup | str:
-        """A lookup, or a short Spanish message saying what is wrong with ``raw``."""
+    def build(cls, kind: LookupKind, raw: str, *, region: str | None) -> Lookup | str:
+        """A lookup, or a short Spanish message saying what is wrong with ``raw``.
+
+        A phone is read in ``region`` and kept as E.164; one that cannot be read is refused, never guessed.
+        """
         text = raw.strip()
         if kind == "telefono":
-            if len(digits(text)) < MIN_PHONE_DIGITS:
-                return f"El teléfono debe tener al menos {MIN_PHONE_DIGITS} dígitos."
-            if any(not (character.isdigit() or character in "+-() .") for character in text):
-                return "El teléfono solo puede tener dígitos, espacios, guiones y el signo más."
-            return cls(kind, text)
+            try:
+                return cls(kind, to_e164(text, region))
+            except PhoneError as error:
+                return _PHONE_MESSAGES[error.kind]
         if kind == "dni":
             value = normalize_dni(text)
-            if not 4 <= len(value) <= 20:
+            if len(value) not in _DNI_LENGTHS:
                 return "El DNI debe tener entre 4 y 20 letras o dígitos."
             return cls(kind, value)
         if not text or any(character.isspace() or not character.isprintable() for character in text):
@@ -191,11 +317,14 @@ class Lookup:
             return customer.service == self.value
         if self.kind == "dni":
             return bool(customer.dni) and customer.dni == self.value
-        return any(phones_match(self.value, phone) for phone in customer.phones)
+        return customer.has_phone(self.value)
 
     def describe(self) -> str:
         """For logs: the kind, and the value only when it is a phone or a user name (never an ID)."""
         return "dni" if self.kind == "dni" else f"{self.kind}={self.value}"
+
+
+# ---- the directory -------------------------------------------------------------------------------------
 
 
 class DirectoryError(Exception):
@@ -203,10 +332,14 @@ class DirectoryError(Exception):
 
 
 class CustomerDirectory:
-    """The CSV customer directory at ``path``; thread-safe, reread when the file changes."""
+    """The CSV customer directory at ``path``; thread-safe, reread when the file changes.
 
-    def __init__(self, path: Path) -> None:
+    ``region`` reads numbers written without a country code (``region_for_country_code(DIALER_COUNTRY_CODE)``).
+    """
+
+    def __init__(self, path: Path, region: str | None = None) -> None:
         self.path = path
+        self.region = region
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._customers: tuple[Customer, ...] = ()
@@ -252,15 +385,17 @@ class CustomerDirectory:
             cells = {column: _cell(row, columns.get(column)) for column in DIRECTORY_COLUMNS}
             if not cells["usuario"]:
                 continue
+            phones, problems = read_phones(cells["telefono"], self.region)
             customers.append(
                 Customer(
                     service=cells["usuario"],
                     name=cells["nombre"],
                     dni=normalize_dni(cells["dni"]),
-                    phones=_phones(cells["telefono"]),
+                    phones=phones,
                     plan=cells["plan"],
                     router=cells["router"] or None,
                     address=cells["ip"] or None,
+                    phone_problems=problems,
                 )
             )
         return tuple(customers)

@@ -22,6 +22,8 @@ from typing import Any
 
 import websocket
 
+from centralita.config.bridge import keepalive_problem
+
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
@@ -185,8 +187,9 @@ class AriEvents:
         max_backoff: float = 10.0,
         quiet_for: float = 60.0,
     ) -> None:
-        if not ping_interval > ping_timeout:
-            raise ValueError(f"ping_interval ({ping_interval}) must be greater than ping_timeout ({ping_timeout})")
+        problem = keepalive_problem(ping_interval, ping_timeout)
+        if problem:
+            raise ValueError(problem)
         self._endpoint = endpoint
         self._on_event = on_event
         self._on_state = on_state or (lambda _state: None)

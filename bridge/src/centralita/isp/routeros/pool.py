@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVar
 
-from centralita.config.bridge import ConfigError
+from centralita.config.env import ConfigError
 from centralita.config.network import NetworkSettings, RouterConfig
 from centralita.isp.routeros.client import RouterClient, RouterError, RouterUnavailable, SocketWrapper, tls_wrapper
 

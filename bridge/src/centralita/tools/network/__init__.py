@@ -38,15 +38,16 @@ from typing import Any, Final
 
 from centralita.config.network import NetworkSettings
 from centralita.isp.customers import (
+    SECRET_FIELDS,
     Customer,
     CustomerDirectory,
     DirectoryError,
     Lookup,
     LookupKind,
+    debt_standing,
+    is_disabled,
     names_match,
-    normalize_dni,
-    parse_comment,
-    phones_match,
+    refers_to,
 )
 from centralita.isp.routeros.client import (
     RouterAuthError,
@@ -79,7 +80,6 @@ REPORTAR_FALLA: Final = "reportar_falla"
 MAX_IDENTITY_FAILURES: Final = 3  # failed identity checks per call before reactivar_servicio stops trying
 _REMEMBERED_CALLS: Final = 1000  # calls whose failed identity checks are remembered
 
-SECRET_FIELDS: Final = ("name", "profile", "remote-address", "disabled", "comment")  # never "password"
 _ACTIVE_FIELDS: Final = ("name", "address", "uptime", "caller-id")
 _LIST_FIELDS: Final = (".id", "list", "address", "comment", "timeout", "disabled")
 _QUEUE_FIELDS: Final = ("name", "target", "max-limit", "comment", "disabled")
@@ -188,8 +188,14 @@ class NetworkToolbox:
         self._settings = settings
         self._records = records
         self._pool = pool
+        self._region = settings.phone_region
         path = settings.customer_directory
-        self._directory = CustomerDirectory(path) if path is not None else None
+        self._directory = CustomerDirectory(path, self._region) if path is not None else None
+        if self._region is None and (path is not None or pool.names):
+            log.warning(
+                "DIALER_COUNTRY_CODE is not set: caller IDs and phones without a country code (+) match no "
+                "customer; set it (e.g. DIALER_COUNTRY_CODE=52) if the trunk shows national numbers"
+            )
         self._identity_failures: OrderedDict[str, int] = OrderedDict()
         self._failures_lock = threading.Lock()
 
@@ -392,12 +398,15 @@ class NetworkToolbox:
                 f"{MAX_IDENTITY_FAILURES} failed identity checks in this call",
                 "No fue posible verificar la identidad del titular. Ofrezca transferir la llamada a un operador.",
             )
-        lookup = Lookup.build("dni", str(arguments.get("dni", "")))
+        lookup = Lookup.build("dni", str(arguments.get("dni", "")), region=self._region)
         if isinstance(lookup, str):
             return refuse("bad dni argument", lookup)
-        telefono = str(arguments.get("telefono", "")).strip()
-        if telefono and isinstance(bad_phone := Lookup.build("telefono", telefono), str):
-            return refuse("bad telefono argument", bad_phone)
+        telefono = ""
+        if said_phone := str(arguments.get("telefono", "")).strip():
+            phone_lookup = Lookup.build("telefono", said_phone, region=self._region)
+            if isinstance(phone_lookup, str):
+                return refuse("bad telefono argument", phone_lookup)
+            telefono = phone_lookup.value
         nombre = str(arguments.get("nombre", "")).strip()
         if not nombre and not telefono:
             return refuse(
@@ -619,8 +628,10 @@ class NetworkToolbox:
         for kind in kinds:
             raw = arguments.get(kind)
             if isinstance(raw, str) and raw.strip():
-                return Lookup.build(kind, raw)
-        caller = Lookup.build("telefono", context.caller or "")
+                return Lookup.build(kind, raw, region=self._region)
+        # A caller ID that is not a valid number (anonymous, a short internal extension, a national number
+        # without DIALER_COUNTRY_CODE) finds nobody: the caller is asked for another key, never matched loosely.
+        caller = Lookup.build("telefono", context.caller or "", region=self._region)
         return NO_CALLER if isinstance(caller, str) else caller
 
     def _find(self, lookup: Lookup, deadline: Deadline) -> _Found:
@@ -634,7 +645,7 @@ class NetworkToolbox:
         found = _Found([])
         secrets: list[Customer] = []
         entries: list[Customer] = []
-        for router, result in self._pool.run_each(self._pool.names, _search(lookup), deadline).items():
+        for router, result in self._pool.run_each(self._pool.names, _search(lookup, self._region), deadline).items():
             if isinstance(result, RouterError):
                 found.failed[router] = result
             else:
@@ -716,18 +727,26 @@ class NetworkToolbox:
                 "?#|",
             )
             deadline.check(router)
-            mine = [row for row in entries if _belongs(row, address, customer.dni)]
-            exception = next((row for row in mine if row.get("list") == settings.exception_list), None)
+            standing = debt_standing(
+                entries,
+                address=address,
+                dni=customer.dni,
+                debtors_list=settings.debtors_list,
+                exception_list=settings.exception_list,
+            )
+            exception = standing.exception
             queues = client.print("/queue/simple", proplist=_QUEUE_FIELDS)
-            queue = next((row for row in queues if _queue_of(row, address, customer.dni)), None)
+            queue = next(
+                (row for row in queues if refers_to(row, address=address, dni=customer.dni, field="target")), None
+            )
             return ConnectionStatus(
                 connected=bool(active),
                 uptime=_text(session.get("uptime")) or None,
                 address=address or None,
                 mac=_text(session.get("caller-id")) or None,
                 secret_found=bool(secret),
-                secret_disabled=bool(secret) and secret[0].get("disabled") is True,
-                debtor=any(row.get("list") == settings.debtors_list for row in mine),
+                secret_disabled=bool(secret) and is_disabled(secret[0]),
+                debtor=standing.debtor,
                 exception=exception is not None,
                 exception_left=(_text(exception.get("timeout")) or None) if exception else None,
                 max_limit=(_text(queue.get("max-limit")) or None) if queue else None,
@@ -768,56 +787,34 @@ class NetworkToolbox:
 
 def _identity_problem(customer: Customer, nombre: str, telefono: str) -> str:
     """Why the caller is not shown to be ``customer`` ("" when they are). The DNI already matched; every other
-    data point given must match too, and at least one must be given."""
+    data point given must match too, and at least one must be given. ``telefono`` is E.164."""
     if nombre and not names_match(nombre, customer.name):
         return "the name does not match"
-    if telefono and not any(phones_match(telefono, phone) for phone in customer.phones):
+    if telefono and not customer.has_phone(telefono):
         return "the phone does not match"
     if not nombre and not telefono:
         return "no second data point"
     return ""
 
 
-def _search(lookup: Lookup) -> Job[tuple[list[Customer], list[Customer]]]:
+def _search(lookup: Lookup, region: str | None) -> Job[tuple[list[Customer], list[Customer]]]:
     """The job that finds ``lookup`` on one router: (PPP secret customers, address-list customers)."""
 
     def job(router: str, client: RouterClient, deadline: Deadline) -> tuple[list[Customer], list[Customer]]:
         where = {"name": lookup.value} if lookup.kind == "usuario" else None
         rows = client.print("/ppp/secret", where=where, proplist=SECRET_FIELDS)
-        secrets = [c for c in (Customer.from_secret(row, router) for row in rows) if lookup.matches(c)]
+        secrets = [c for c in (Customer.from_secret(row, router, region=region) for row in rows) if lookup.matches(c)]
         if secrets or lookup.kind == "usuario":
             return secrets, []
         deadline.check(router)
         entries: dict[str, Customer] = {}
         for row in client.print("/ip/firewall/address-list", proplist=["address", "comment", "disabled"]):
-            customer = Customer.from_address_entry(row, router)
-            if customer.name and lookup.matches(customer):
+            customer = Customer.from_address_entry(row, router, region=region)
+            if customer is not None and lookup.matches(customer):
                 entries.setdefault(customer.service, customer)
         return secrets, list(entries.values())
 
     return job
-
-
-def _belongs(row: Mapping[str, object], address: str, dni: str) -> bool:
-    """Whether an address-list entry is the customer's: by address, or by ``dni=`` in its comment."""
-    if row.get("disabled") is True:
-        return False
-    entry = _text(row.get("address")).removesuffix("/32")
-    if address and entry == address:
-        return True
-    noted = normalize_dni(parse_comment(_text(row.get("comment"))).get("dni", ""))
-    return bool(dni) and noted == dni
-
-
-def _queue_of(row: Mapping[str, object], address: str, dni: str) -> bool:
-    """Whether a simple queue limits the customer: its target holds their address, or its comment their DNI."""
-    if row.get("disabled") is True:
-        return False
-    targets = [target.strip().removesuffix("/32") for target in _text(row.get("target")).split(",")]
-    if address and address in targets:
-        return True
-    noted = normalize_dni(parse_comment(_text(row.get("comment"))).get("dni", ""))
-    return bool(dni) and noted == dni
 
 
 def network_tools(settings: NetworkSettings, records: CallRecords, pool: RouterPool) -> list[Tool]:

@@ -1,15 +1,16 @@
-"""The bridge role's validation of the dialer's dial string against the SIP driver of the running Asterisk.
+"""The bridge role's choice of the dialer's dial string, checked against the SIP driver of the running Asterisk.
 
-Runs the real role against localhost with --tags bridge_validate and a stand-in `asterisk` that answers
-`core show channeltypes` as Asterisk 20 with chan_sip or Asterisk 22 with PJSIP does.
+Runs the role's step (tasks/dialer_endpoint.yml) with real Ansible against localhost and a stand-in `asterisk`
+that answers `core show channeltypes` as Asterisk 20 with chan_sip or Asterisk 22 with PJSIP does.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from bridge_role import run_playbook
+from env_support import run_playbook
 
 HEADER = (
     "Type             Description                              Devicestate   Presencestate Indications   Transfer\n"
@@ -44,15 +45,11 @@ def fake_asterisk(tmp_path: Path, channeltypes: str | None) -> Path:
 
 
 def validate(tmp_path: Path, channeltypes: str | None, **extra: object) -> tuple[int, str]:
-    variables = {"bridge_fake_realtime": True, **extra}
-    return run_playbook(
-        "validate.yml",
-        variables,
-        tmp_path,
-        "--tags",
-        "bridge_validate",
-        path_first=fake_asterisk(tmp_path, channeltypes),
-    )
+    bin_dir = fake_asterisk(tmp_path, channeltypes)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        result = run_playbook("dialer_endpoint.yml", dict(extra), tmp_path)
+    return result.returncode, " ".join((result.stdout + result.stderr).split())
 
 
 @pytest.mark.parametrize(

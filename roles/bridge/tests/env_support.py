@@ -15,11 +15,11 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 
 def run_playbook(
-    playbook: str, extra_vars: dict[str, Any], tmp_path: Path, *args: str, path_first: Path | None = None
-) -> tuple[int, str]:
-    """Run a playbook of this directory on localhost; its exit code and its output on one line."""
+    playbook: str, extra_vars: dict[str, Any], tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``playbook`` (a file next to this one) on localhost with ``extra_vars`` given as a JSON file."""
     vars_file = tmp_path / "vars.json"
-    vars_file.write_text(json.dumps(extra_vars))
+    vars_file.write_text(json.dumps(extra_vars), encoding="utf-8")
     env = dict(os.environ)
     env.update(
         ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
@@ -28,8 +28,6 @@ def run_playbook(
         ANSIBLE_LOCALHOST_WARNING="false",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
     )
-    if path_first is not None:
-        env["PATH"] = f"{path_first}{os.pathsep}{env['PATH']}"
     cmd = [
         str(ANSIBLE_PLAYBOOK),
         "-i",
@@ -41,5 +39,11 @@ def run_playbook(
         f"ansible_python_interpreter={sys.executable}",
         *args,
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=300)
-    return result.returncode, " ".join((result.stdout + result.stderr).split())
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=300)
+
+
+def render_env(tmp_path: Path, variables: dict[str, Any]) -> Path:
+    """The role's env.j2 rendered by real Ansible with ``variables`` over the role's defaults."""
+    result = run_playbook("render_env.yml", {"render_dir": str(tmp_path), **variables}, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return tmp_path / ".env"
