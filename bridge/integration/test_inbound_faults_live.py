@@ -35,7 +35,7 @@ from centralita_testing.fake_realtime import _ULAW_TABLE, FakeRealtimeServer, Fa
 # Two seconds of the greeting as the caller's words, then a second of silence so the VAD hears them end.
 CALLER_SPEECH = GREETING[: 8000 * 2] + b"\xff" * 8000
 
-# The failover notice (files/audio/centralita-asistente-no-disponible.ulaw) is 6.5 s long.
+# The failover notice (roles/asterisk/files/sounds/asistente-no-disponible.ulaw) is 6.5 s long.
 NOTICE_SECONDS = 6.5
 
 

@@ -184,15 +184,19 @@ def make_asterisk_dir(root: Path, *, registration: bool = False) -> Path:
 
 
 def make_app_dir(root: Path, env_text: str) -> Path:
-    """/usr/local/asterisk: the stand-in operator owns it; the .env is 0600 (owned by root here)."""
+    """/usr/local/asterisk as the role lays it out: root's, with the venv and the wheelhouse, writable by root
+    alone; prompts/ the stand-in operator's; the .env 0600 (owned by root here)."""
     app = root / "app"
     (app / "prompts").mkdir(parents=True)
     (app / "prompts" / "asistente_entrante.es.txt").write_text("Eres el asistente.\n")
     (app / "venv" / "bin").mkdir(parents=True)
     (app / "venv" / "bin" / "python").symlink_to("/usr/bin/python3")
-    for path in (app, app / "prompts", app / "prompts" / "asistente_entrante.es.txt", app / "venv", app / "venv/bin"):
+    (app / "wheels").mkdir()
+    for path in (app, app / "venv", app / "venv" / "bin", app / "wheels"):
+        os.chown(path, 0, 0)
+        path.chmod(0o755)
+    for path in (app / "prompts", app / "prompts" / "asistente_entrante.es.txt"):
         os.chown(path, NOBODY, NOBODY)
-    os.chown(app / "venv" / "bin" / "python", NOBODY, NOBODY, follow_symlinks=False)
     env = app / ".env"
     env.write_text(env_text)
     env.chmod(0o600)

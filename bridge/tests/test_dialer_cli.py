@@ -5,13 +5,19 @@ from __future__ import annotations
 import csv
 import os
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from paths import PYTHONPATH
+from unprivileged import NOBODY
 
 from centralita import cli
+from centralita.dialer import cli as dialer_cli
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import Verdict
 from centralita.dialer.store import CampaignStore
@@ -240,16 +246,106 @@ def _allow(_candidate: object) -> Verdict:
     return Verdict(True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: this is what happens when root runs the command")
-def test_run_as_root_the_database_stays_the_service_users(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
-    os.chown(state, 65534, 65534)  # the service user's state directory
-    env = tmp_path / ".env"
-    env.write_text(f"DIALER_TIMEZONE=America/Mexico_City\nDIALER_DB_PATH={state / 'dialer.db'}\n", encoding="utf-8")
-    data = tmp_path / "deudores.csv"
+# ---- run as root: the command gives up root before it touches the service user's directory ----------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: this is what happens when root runs it")
+
+
+@pytest.fixture
+def service_state() -> Iterator[tuple[Path, Path]]:
+    """(an .env, the service user's state directory): the stand-in service user (nobody) owns the directory.
+
+    Not tmp_path: pytest's base directory is private to root, and the command, once it is nobody, must reach it.
+    """
+    with tempfile.TemporaryDirectory() as name:
+        top = Path(name)
+        top.chmod(0o755)
+        state = top / "state"
+        state.mkdir()
+        os.chown(state, NOBODY, NOBODY)
+        env = top / ".env"
+        env.write_text(
+            f"DIALER_TIMEZONE=America/Mexico_City\nDIALER_COUNTRY_CODE=52\nDIALER_DB_PATH={state / 'dialer.db'}\n",
+            encoding="utf-8",
+        )
+        env.chmod(0o600)
+        yield env, state
+
+
+def run_as_root(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``centralita ARGV`` in a child process: the command gives up root for good, which pytest must not."""
+    return subprocess.run(
+        [sys.executable, "-m", "centralita.cli", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        timeout=120,
+        check=False,
+    )
+
+
+@needs_root
+def test_run_as_root_the_database_is_created_by_the_service_user(
+    service_state: tuple[Path, Path], tmp_path: Path
+) -> None:
+    env, state = service_state
+    data = tmp_path / "deudores.csv"  # root's own file, in root's private directory: read before giving up root
     data.write_text(HEADER + ROWS, encoding="utf-8")
-    cli.main(["campaign", "import", str(data), "--campaign", "marzo", "--env-file", str(env)])
+    data.chmod(0o600)
+    done = run_as_root("campaign", "import", str(data), "--campaign", "marzo", "--env-file", str(env))
+    assert done.returncode == 1, done.stderr  # one row is bad on purpose
+    assert "3 new" in done.stdout, done.stdout + done.stderr
     created = [path for path in state.iterdir() if path.name.startswith("dialer.db")]
     assert created
-    assert {(path.stat().st_uid, path.stat().st_gid) for path in created} == {(65534, 65534)}
+    assert {(path.stat().st_uid, path.stat().st_gid) for path in created} == {(NOBODY, NOBODY)}
+
+
+@needs_root
+@pytest.mark.parametrize("planted", ["dialer.db-shm", "dialer.db-wal", "dialer.db"])
+def test_a_link_the_service_user_planted_does_not_hand_root_files_over(
+    service_state: tuple[Path, Path], tmp_path: Path, planted: str
+) -> None:
+    """The service user links a database file to a file of root's (it would be /etc/shadow) and waits for root to
+    run a campaign command: root's file must keep its owner, mode and content."""
+    env, state = service_state
+    created = run_as_root("campaign", "status", "--env-file", str(env))
+    assert created.returncode == 0, created.stderr
+    victim = tmp_path / "shadow"
+    victim.write_text("root:secret:19000:0:99999:7:::\n")
+    victim.chmod(0o640)
+    before = victim.stat()
+    link = state / planted
+    link.unlink(missing_ok=True)
+    link.symlink_to(victim)
+    os.chown(link, NOBODY, NOBODY, follow_symlinks=False)
+
+    for argv in (["status"], ["start", "marzo"], ["optout", "+525550001111"]):
+        run_as_root("campaign", *argv, "--env-file", str(env))
+
+    after = victim.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
+    assert victim.read_text() == "root:secret:19000:0:99999:7:::\n"
+    assert link.is_symlink()
+
+
+def test_the_report_is_never_written_through_a_link(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    link = tmp_path / "report.csv"
+    link.symlink_to(victim)
+    assert run(env, "report", "marzo", "--output", str(link)) == 2
+    assert f"cannot write {link}: it is a symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "keep me\n"
+
+
+def test_someone_who_cannot_read_the_settings_is_told_to_use_sudo(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dialer_cli, "running_as_root", lambda: False)
+    monkeypatch.setattr(dialer_cli.os, "access", lambda _path, _mode: False)
+    assert run(env, "status") == 2
+    err = capsys.readouterr().err
+    assert f"{env} holds the dialer's settings and secrets, readable only by root and the service user" in err
+    assert "sudo centralita campaign" in err

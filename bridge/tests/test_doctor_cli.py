@@ -37,6 +37,7 @@ EVERY_CHECK = (
     "bridge.inbound_service",
     "bridge.outbound_service",
     "bridge.log",
+    "bridge.code",
     "bridge.app_dir",
     "bridge.git",
     "openai.api_key",
@@ -173,8 +174,8 @@ def test_fix_repairs_ownership_and_starts_the_bridge_then_checks_again(
     assert lines[:3] == [
         f"FIXED asterisk.files: chown -h nobody:nogroup {trunk} (was root:root)",
         "FIXED bridge.inbound_service: systemctl start openai-inbound-calls",
-        f"FIXED bridge.app_dir: chown -h nobody on 1 path(s) under {tmp_path / 'app'}: "
-        "prompts/asistente_entrante.es.txt",
+        f"FIXED bridge.app_dir: chown -h nobody on 1 path(s) under {tmp_path / 'app' / 'prompts'}: "
+        "asistente_entrante.es.txt",
     ]
     assert all(line.startswith("OK") for line in lines[3:-1]), text
     assert (trunk.stat().st_uid, prompt.stat().st_uid) == (NOBODY, NOBODY)

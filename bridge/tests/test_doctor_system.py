@@ -1,5 +1,5 @@
-"""bridge.* checks: the services (recorded systemd output), the log (a real file), the app directory (real
-owners, changed for real) and git's safe.directory."""
+"""bridge.* checks: the services (recorded systemd output), the log (a real file), the code root runs and the
+operator's prompts (real owners, changed for real) and root's git safe.directory."""
 
 from __future__ import annotations
 
@@ -127,31 +127,67 @@ def test_a_quiet_log_is_ok_and_a_missing_one_is_a_warning(tmp_path: Path) -> Non
     assert _one(system.check_log(ctx)).status is Status.OK
 
 
+# ---- bridge.code ------------------------------------------------------------------------------------
+
+
+def test_the_code_root_runs_is_roots(tmp_path: Path) -> None:
+    result = _one(system.check_code(_ctx(tmp_path)))
+    assert result.status is Status.OK
+    assert result.seen == f"{tmp_path / 'app'}, its venv and wheelhouse are root's and writable by root alone"
+
+
+def test_a_venv_the_operator_could_change_fails_and_is_not_given_to_root_blindly(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    app = tmp_path / "app"
+    os.chown(app / "venv" / "bin", NOBODY, NOBODY)
+    (app / "wheels").chmod(0o775)
+    result = _one(system.check_code(ctx))
+    assert result.status is Status.FAIL
+    assert f"root runs {app}/venv/bin/centralita, but 2 path(s) there" in result.seen
+    assert "venv/bin (nobody:nogroup 0755)" in result.seen
+    assert "wheels (root:root 0775)" in result.seen
+    assert "whoever can change them can run code as root" in result.seen
+    assert "ansible-playbook site.yml --tags bridge" in result.fix
+    # Handing root code someone else may have changed would make root run it: the playbook rebuilds it instead.
+    assert result.repair is None
+
+
+def test_an_app_directory_others_may_write_fails(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    app = tmp_path / "app"
+    os.chown(app, NOBODY, NOBODY)
+    result = _one(system.check_code(ctx))
+    assert result.status is Status.FAIL
+    assert f"{app} (nobody:nogroup 0755)" in result.seen
+
+
 # ---- bridge.app_dir ----------------------------------------------------------------------------------
 
 
-def test_app_dir_owned_by_app_owner(tmp_path: Path) -> None:
+def test_prompts_owned_by_app_owner(tmp_path: Path) -> None:
     result = _one(system.check_app_dir(_ctx(tmp_path)))
     assert result.status is Status.OK
-    assert result.seen == f"{tmp_path / 'app'} and everything under it (but .env) belong to nobody"
+    assert result.seen == f"{tmp_path / 'app' / 'prompts'} and everything under it belong to nobody"
 
 
-def test_root_owned_paths_fail_and_the_repair_chowns_them_leaving_env_and_groups(tmp_path: Path) -> None:
+def test_root_owned_prompts_fail_and_the_repair_chowns_them_leaving_groups(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
-    app = tmp_path / "app"
-    prompt = app / "prompts" / "asistente_entrante.es.txt"
+    prompts = tmp_path / "app" / "prompts"
+    prompt = prompts / "asistente_entrante.es.txt"
     os.chown(prompt, 0, 0)
-    new = app / "notes.txt"
+    new = prompts / "notes.txt"
     new.write_text("root wrote this\n")
     result = _one(system.check_app_dir(ctx))
     assert result.status is Status.FAIL
-    assert result.seen.startswith(f"2 path(s) in {app} not owned by nobody (owned by root): notes.txt, prompts/")
-    assert result.fix == f"find {app} -path {app}/.env -prune -o ! -user nobody -print0 | xargs -0 -r chown -h nobody"
+    assert result.seen.startswith(
+        f"2 path(s) in {prompts} not owned by nobody (owned by root): asistente_entrante.es.txt, notes.txt"
+    )
+    assert result.fix == (
+        f"centralita doctor --fix gives them back without following links; by hand: chown -R -h nobody {prompts}"
+    )
     assert result.repair is not None
-    changed = "notes.txt, prompts/asistente_entrante.es.txt"
-    assert result.repair() == [f"chown -h nobody on 2 path(s) under {app}: {changed}"]
+    assert result.repair() == [f"chown -h nobody on 2 path(s) under {prompts}: asistente_entrante.es.txt, notes.txt"]
     assert (prompt.stat().st_uid, prompt.stat().st_gid) == (NOBODY, 0)
-    assert (app / ".env").stat().st_uid == 0
     assert _one(system.check_app_dir(_ctx(tmp_path))).status is Status.OK
 
 
@@ -167,16 +203,27 @@ def test_app_owner_unset_or_unknown(tmp_path: Path) -> None:
 # ---- bridge.git --------------------------------------------------------------------------------------
 
 
-def test_git_advice_only_for_a_checkout_root_does_not_trust(tmp_path: Path) -> None:
+def test_roots_git_must_not_trust_the_operators_checkout(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
-    app = tmp_path / "app"
-    assert _one(system.check_git(ctx)).seen == f"{app} is not a git checkout"
-    (app / ".git").mkdir()
+    prompts = tmp_path / "app" / "prompts"
+    assert _one(system.check_git(ctx)).seen == f"no git checkout in {tmp_path / 'app'} or its prompts/"
+    (prompts / ".git").mkdir()
+    os.chown(prompts / ".git", NOBODY, NOBODY)
     result = _one(system.check_git(ctx))
-    assert result.status is Status.WARN
-    assert "detected dubious ownership" in result.seen
-    assert f"git config --global --add safe.directory {app}" in result.fix
-    assert f"sudo -u nobody git -C {app} status" in result.fix
-    trusting = FakeBox.healthy()
-    trusting.safe_directories = (str(app),)
-    assert _one(system.check_git(_ctx(tmp_path, trusting))).status is Status.OK
+    assert result.status is Status.OK
+    assert f"{prompts} is nobody's git checkout; root's git does not trust it, as it should not" in result.seen
+    assert f"sudo -u nobody git -C {prompts} status" in result.seen
+    for entry in (str(prompts), "*"):
+        trusting = FakeBox.healthy()
+        trusting.safe_directories = (entry,)
+        result = _one(system.check_git(_ctx(tmp_path, trusting)))
+        assert result.status is Status.FAIL, entry
+        assert f"root's git trusts {prompts} (safe.directory={entry})" in result.seen
+        assert "runs nobody's hooks and configuration as root" in result.seen
+        assert f"git config --global --unset-all safe.directory '^{entry}$'" in result.fix
+
+
+def test_roots_own_checkout_is_fine(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    (tmp_path / "app" / ".git").mkdir()
+    assert _one(system.check_git(ctx)).status is Status.OK

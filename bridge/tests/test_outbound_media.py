@@ -75,7 +75,7 @@ def test_a_store_that_cannot_be_opened_refuses_the_call(tmp_path: Path, caplog: 
 
 
 def test_the_packaged_prompts_are_the_ones_the_role_deploys() -> None:
-    prompts = Path(__file__).resolve().parents[2] / "files" / "prompts"
+    prompts = Path(__file__).resolve().parents[2] / "roles" / "bridge" / "files" / "prompts"
     assert (prompts / "asistente_cobranza.es.txt").read_text(encoding="utf-8") == default_outbound_instructions()
     from centralita.calls.service import default_instructions
 

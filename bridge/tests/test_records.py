@@ -109,7 +109,7 @@ def test_round_trip_of_a_whole_call(records: CallRecords) -> None:
                 "at": stamp(4),
                 "tool_call_id": "call_abc",
                 "name": "lookup_customer",
-                "arguments": {"phone": "+34600111222"},
+                "arguments": {"phone": "+********222"},  # stored masked (storage.retention)
                 "result": {"name": "Ana"},
                 "ok": True,
             }

@@ -38,19 +38,38 @@ def test_env_is_readable_only_by_the_service_user(host):
     assert env.contains('^WS_PING_TIMEOUT="10"$')
 
 
-def test_app_directory_belongs_to_the_operator(host):
+def test_the_code_root_runs_is_roots_alone(host):
+    """Root runs the venv (sudo centralita ..., the role's pip): nobody else may change it or its directory."""
     app = host.file("/usr/local/asterisk")
-    assert (app.user, app.group, app.mode) == ("soporte", "centralita", 0o750)
-    stray = host.check_output(
-        "find /usr/local/asterisk -path /usr/local/asterisk/.env -prune -o ! -user soporte -print"
-    )
-    assert stray == ""
+    assert (app.user, app.group, app.mode) == ("root", "root", 0o755)
+    link = host.file("/usr/local/bin/centralita")
+    assert link.is_symlink
+    assert link.linked_to == "/usr/local/asterisk/venv/bin/centralita"
+    assert host.check_output("stat -c %U /usr/local/bin/centralita") == "root"
+    for tree in ("/usr/local/asterisk/venv", "/usr/local/asterisk/wheels"):
+        stray = host.check_output(
+            f"find {tree} \\( ! -user root -o ! -group root -o \\( ! -type l -perm /022 \\) \\) -print"
+        )
+        assert stray == "", tree
 
 
-def test_logrotate_covers_the_log(host):
-    conf = host.file("/etc/logrotate.d/openai-inbound-calls")
-    assert conf.contains(LOG)
-    assert host.run("logrotate --debug /etc/logrotate.d/openai-inbound-calls").rc == 0
+def test_the_prompts_are_the_operators(host):
+    prompts = host.file("/usr/local/asterisk/prompts")
+    assert (prompts.user, prompts.group, prompts.mode) == ("soporte", "centralita", 0o2750)
+    for name in ("asistente_entrante.es.txt", "asistente_cobranza.es.txt"):
+        prompt = host.file(f"/usr/local/asterisk/prompts/{name}")
+        assert (prompt.user, prompt.group, prompt.mode) == ("soporte", "centralita", 0o640), name
+
+
+def test_logrotate_rotates_the_logs_once_without_errors(host):
+    """Debian's asterisk package rotates /var/log/asterisk/*.log: logrotate refuses a file named twice, so the
+    bridge's own configuration must not name them again."""
+    out = host.run("logrotate --debug /etc/logrotate.conf")
+    assert out.rc == 0, out.stderr
+    text = out.stdout + out.stderr
+    assert "error" not in text.lower(), text
+    for log in (LOG, "/var/log/asterisk/outbound_openai.log"):
+        assert text.count(f"considering log {log}\n") == 1, log
 
 
 def test_service_registered_its_ari_app(host):

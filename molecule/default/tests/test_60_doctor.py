@@ -101,6 +101,7 @@ def test_healthy_box_is_all_ok(host, healthy):
         "asterisk.channels",
         "asterisk.ari",
         "bridge.inbound_service",
+        "bridge.code",
         "bridge.app_dir",
         "bridge.git",
         "openai.api_key",
@@ -191,25 +192,45 @@ def test_router_down_fails(host, healthy):
         wait_for(host, "systemctl is-active --quiet centralita-fake-routeros")
 
 
-def test_app_dir_owned_by_root_fails_and_fix_repairs_it(host, healthy):
-    host.run_expect([0], f"chown root {APP_DIR} {APP_DIR}/prompts")
+def test_prompts_edited_as_root_fail_and_fix_gives_them_back(host, healthy):
+    prompt = f"{APP_DIR}/prompts/asistente_entrante.es.txt"
+    host.run_expect([0], f"chown root {prompt}")
+    host.run_expect([0], f"install -o root -g root -m 0644 /dev/null {APP_DIR}/prompts/notes-by-root.txt")
+    # The operator planted a link to a root-only file in their directory: --fix must not hand it over.
+    host.run_expect([0], f"ln -s /etc/centralita/ari-password {APP_DIR}/prompts/link")
     try:
         rc, report = doctor(host)
         assert rc == 1
         app = only_this_fails(report, "bridge.app_dir", healthy)
-        assert f"2 path(s) in {APP_DIR} not owned by {OPERATOR} (owned by root)" in app["seen"]
-        assert app["fix"] == (
-            f"find {APP_DIR} -path {ENV} -prune -o ! -user {OPERATOR} -print0 | xargs -0 -r chown -h {OPERATOR}"
-        )
+        assert f"2 path(s) in {APP_DIR}/prompts not owned by {OPERATOR} (owned by root)" in app["seen"]
+        assert app["fix"].startswith("centralita doctor --fix gives them back without following links")
 
         rc, report = doctor(host, "--fix")
         assert rc == 0, [item["line"] for item in report["checks"] if item["status"] != "OK"]
         assert report["fixes"][0]["check"] == "bridge.app_dir"
-        assert host.file(APP_DIR).user == OPERATOR
-        assert host.file(f"{APP_DIR}/prompts").user == OPERATOR
+        assert host.file(prompt).user == OPERATOR
+        assert host.file(f"{APP_DIR}/prompts/notes-by-root.txt").user == OPERATOR
+        secret = host.file("/etc/centralita/ari-password")
+        assert (secret.user, secret.mode) == ("root", 0o600)
         assert host.file(ENV).user == "centralita"  # the .env stays the service user's
     finally:
-        host.run(f"chown {OPERATOR} {APP_DIR} {APP_DIR}/prompts")
+        host.run(f"rm -f {APP_DIR}/prompts/notes-by-root.txt {APP_DIR}/prompts/link; chown {OPERATOR} {prompt}")
+
+
+def test_a_venv_the_operator_could_change_fails_with_the_rebuild_as_its_fix(host, healthy):
+    host.run_expect([0], f"chown {OPERATOR} {APP_DIR}/venv/bin")
+    try:
+        rc, report = doctor(host)
+        assert rc == 1
+        code = only_this_fails(report, "bridge.code", healthy)
+        assert f"venv/bin ({OPERATOR}:root 0755)" in code["seen"]
+        assert "whoever can change them can run code as root" in code["seen"]
+        assert "ansible-playbook site.yml --tags bridge" in code["fix"]
+        rc, report = doctor(host, "--fix")
+        assert rc == 1  # nothing the doctor may repair: it would make root run what the operator left there
+        assert host.file(f"{APP_DIR}/venv/bin").user == OPERATOR
+    finally:
+        host.run(f"chown root {APP_DIR}/venv/bin")
 
 
 def test_ping_timeout_not_below_interval_fails_only_the_keepalive(host, healthy):

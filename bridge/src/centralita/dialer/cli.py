@@ -14,15 +14,22 @@ be paused whatever else is wrong in the file. Exit codes: 0 done (warnings, such
 another customer's, are listed on stderr); 1 done, but some rows were skipped (listed on stderr); 2 nothing
 done (the message says why). Phone numbers, in files and on the command line, are read in the region of
 DIALER_COUNTRY_CODE (``centralita.isp.phones``).
+
+Who may run them: whoever can read the settings file, that is root (``sudo centralita campaign ...``) or the
+service user. Run as root, a subcommand reads the settings, the file to import and the routers as root, opens
+the report file it was asked to write, and then becomes the owner of the campaign database's directory before
+opening the database (``centralita.privileges``): the service user owns that directory, and root must not follow
+what it may have put there.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
+import errno
 import os
 import ssl
+import stat
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -36,6 +43,7 @@ from centralita.dialer.importer import ImportFileError, ImportResult, from_route
 from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreError, UpsertSummary
 from centralita.isp.phones import PhoneError, region_for_country_code, to_e164
 from centralita.isp.routeros.client import RouterClient, RouterError, tls_wrapper
+from centralita.privileges import become_owner_of, running_as_root
 
 __all__ = ["REPORT_COLUMNS", "register"]
 
@@ -75,7 +83,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "campaign",
         help="outbound dialer campaigns: import customers, start, pause, status, report, opt-out",
-        description="Outbound dialer campaigns for customers with overdue bills (see docs/DIALER.md).",
+        description="Outbound dialer campaigns for customers with overdue bills (see docs/DIALER.md). The "
+        "settings file is readable by root and the service user only: run these with sudo. As root they read "
+        "their inputs, then work on the campaign database as its directory's owner (the service user).",
     )
     commands = parser.add_subparsers(dest="campaign_command", metavar="SUBCOMMAND", required=True)
 
@@ -113,31 +123,28 @@ def register(subparsers: Any) -> None:
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
+            _check_readable(args.env_file)
             return handler(args)
         except (ConfigError, ImportFileError, CampaignError, DialerStoreError, RouterError, _Fail) as error:
             print(f"centralita campaign: {error}", file=sys.stderr)
             return FAILED
-        finally:
-            _give_back_store(args)
 
     return run
 
 
-def _give_back_store(args: argparse.Namespace) -> None:
-    """Run as root, the command may have created the database (or its -wal/-shm files) as root: give them to
-    the owner of the database's directory (the service user), or openai-outbound-calls could not open them."""
-    settings: DialerSettings | None = getattr(args, "dialer_settings", None)
-    if os.geteuid() != 0 or settings is None:  # without valid settings the command opened no database
-        return
-    db_path = settings.db_path
-    try:
-        owner = db_path.parent.stat()
-    except OSError:
-        return
-    for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_uid != owner.st_uid:
-                os.chown(path, owner.st_uid, owner.st_gid)
+def _check_readable(env_file: str) -> None:
+    """The settings hold secrets (mode 0600): someone who cannot read them is told to use sudo."""
+    if not running_as_root() and os.path.isfile(env_file) and not os.access(env_file, os.R_OK):
+        raise _Fail(
+            f"{env_file} holds the dialer's settings and secrets, readable only by root and the service user: "
+            f"run the command with sudo (sudo centralita campaign ...)."
+        )
+
+
+def _open_store(settings: DialerSettings) -> CampaignStore:
+    """The campaign database, opened as the owner of its directory (see the module's docstring)."""
+    become_owner_of(settings.db_path.parent)
+    return CampaignStore(settings.db_path)
 
 
 def _env(args: argparse.Namespace) -> EnvFile:
@@ -152,7 +159,7 @@ def _env(args: argparse.Namespace) -> EnvFile:
 
 
 def _settings(args: argparse.Namespace) -> DialerSettings:
-    """The dialer's settings (DIALER_TIMEZONE required), kept on ``args`` for ``_give_back_store``."""
+    """The dialer's settings (DIALER_TIMEZONE required), read once per command and kept on ``args``."""
     settings: DialerSettings | None = getattr(args, "dialer_settings", None)
     if settings is None:
         env = _env(args)
@@ -202,7 +209,7 @@ def _store_rows(
             "customers only because their row is wrong: fix the rows (listed below) or import without "
             "--remove-missing.\n" + "\n".join(f"  {problem}" for problem in result.problems)
         )
-    with CampaignStore(settings.db_path) as store:
+    with _open_store(settings) as store:
         store.ensure_campaign(campaign)
         summary = store.upsert_targets(campaign, result.rows, remove_missing=remove_missing)
     print(_summary(campaign, source, summary, len(result.problems)))
@@ -264,7 +271,7 @@ def _import_routers(args: argparse.Namespace) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with CampaignStore(settings.db_path) as store:
+    with _open_store(settings) as store:
         campaign, changed = store.start_campaign(args.name)
         pending = store.status(args.name).targets.get("pending", 0)
     if not changed:
@@ -279,7 +286,7 @@ def _start(args: argparse.Namespace) -> int:
 
 def _pause(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with CampaignStore(settings.db_path) as store:
+    with _open_store(settings) as store:
         campaign, changed = store.pause_campaign(args.name)
     print(f"Campaign {campaign.name!r} {'is paused' if changed else 'was already paused'}: no new calls start.")
     return OK
@@ -297,7 +304,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with CampaignStore(settings.db_path) as store:
+    with _open_store(settings) as store:
         if args.name is None:
             campaigns = store.campaigns()
             if not campaigns:
@@ -344,19 +351,49 @@ def _write_report(rows: Iterable[dict[str, Any]], campaign: str, output: TextIO)
     return count
 
 
+def _open_report(path: Path) -> TextIO:
+    """The report file, opened for writing before the database (so before root is given up).
+
+    Never through a symbolic link, and never a file with another name elsewhere (a hard link), which root would
+    overwrite. A report written through sudo is given to the user who ran sudo; it holds names and phone
+    numbers, so only its owner may read it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        reason = "it is a symbolic link" if error.errno == errno.ELOOP else error.strerror
+        raise _Fail(f"cannot write {path}: {reason}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            raise _Fail(f"cannot write {path}: it is not a plain file (a device, a pipe or a file with hard links)")
+        os.ftruncate(fd, 0)
+        sudo_uid, sudo_gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+        if running_as_root() and sudo_uid.isdigit() and sudo_gid.isdigit():
+            os.fchown(fd, int(sudo_uid), int(sudo_gid))
+        # UTF-8 with a BOM, so spreadsheets in Spanish locales show the accents right.
+        return open(fd, "w", encoding="utf-8-sig", newline="", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _report(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with CampaignStore(settings.db_path) as store:
-        rows = store.report(args.name)
-    if str(args.output) == "-":
-        _write_report(rows, args.name, sys.stdout)
-        return OK
+    output = None if str(args.output) == "-" else _open_report(args.output)
     try:
-        # UTF-8 with a BOM, so spreadsheets in Spanish locales show the accents right.
-        with args.output.open("w", encoding="utf-8-sig", newline="") as output:
+        with _open_store(settings) as store:
+            rows = store.report(args.name)
+        if output is None:
+            _write_report(rows, args.name, sys.stdout)
+            return OK
+        try:
             count = _write_report(rows, args.name, output)
-    except OSError as error:
-        raise _Fail(f"cannot write {args.output}: {error.strerror}") from None
+        except OSError as error:
+            raise _Fail(f"cannot write {args.output}: {error.strerror}") from None
+    finally:
+        if output is not None:
+            output.close()
     print(f"Wrote {count} attempt(s) of campaign {args.name!r} to {args.output}.")
     return OK
 
@@ -367,7 +404,7 @@ def _optout(args: argparse.Namespace) -> int:
         phone = to_e164(args.phone, _region(settings))
     except PhoneError as error:
         raise _Fail(f"{error}; nothing was added to the opt-out list") from None
-    with CampaignStore(settings.db_path) as store:
+    with _open_store(settings) as store:
         already = store.is_opted_out(phone)
         stopped = store.add_optout(phone, source="operator", note=args.note)
     state = "was already" if already else "is now"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -21,7 +22,9 @@ DESCRIPTION = """\
 Check the box end to end: the bridge's .env, Asterisk (files, SIP driver, trunk registration, inbound
 context, ARI), the services, the bridge's recent errors, the OpenAI key, the MikroTik routers, and the
 routes to every remote host. One line per check: OK, WARN or FAIL, what was seen, and the fix.
-Run it as root. The exit code is 1 when any check FAILs, 0 otherwise.
+Run it as root (sudo centralita doctor): it reads the secrets in the .env and Asterisk's private files, and asks
+systemd and Asterisk (asterisk -rx). The exit code is 1 when any check FAILs, 2 when it could not run, 0
+otherwise.
 """
 
 
@@ -98,4 +101,11 @@ def execute(options: Options, *, as_json: bool = False, fix: bool = False, out: 
 
 
 def run(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print(
+            "centralita doctor reads the secrets in the .env and Asterisk's private files and asks systemd and "
+            "Asterisk: run it as root: sudo centralita doctor",
+            file=sys.stderr,
+        )
+        return 2
     return execute(options_from_args(args), as_json=args.json, fix=args.fix)

@@ -43,6 +43,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("bridge.inbound_service", system.check_inbound_service),
     CheckSpec("bridge.outbound_service", system.check_outbound_service),
     CheckSpec("bridge.log", system.check_log),
+    CheckSpec("bridge.code", system.check_code),
     CheckSpec("bridge.app_dir", system.check_app_dir),
     CheckSpec("bridge.git", system.check_git),
     CheckSpec("openai.api_key", apis.check_openai_key),

@@ -1,5 +1,5 @@
-"""Checks of the box around Asterisk: the bridge's services, its recent log errors, who owns the app
-directory, and whether root can run git there."""
+"""Checks of the box around Asterisk: the bridge's services, its recent log errors, who owns the code root runs
+and the operator's files in the app directory, and that root's git does not trust the operator's checkouts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import functools
 import os
 import pwd
 import re
+import stat
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from centralita.doctor.asterisk import app_registered
 from centralita.doctor.commands import NOT_FOUND, UnitState, asterisk_down, asterisk_rx, unit_state
 from centralita.doctor.context import INBOUND_UNIT, OUTBOUND_UNIT, Context
-from centralita.doctor.fixes import chown_tree, misowned, owner_of, start_service, user_name
+from centralita.doctor.fixes import chown_tree, misowned, owner_of, start_service, user_name, walk
 from centralita.doctor.model import Repair, Result, join
 
 # The bridge's file log (centralita.logs.FILE_FORMAT): "2026-11-25 14:03:07,123 ERROR call=... message".
@@ -158,22 +160,60 @@ def check_log(ctx: Context) -> list[Result]:
     ]
 
 
+def check_code(ctx: Context) -> list[Result]:
+    """Root runs the code in the app directory (the venv behind /usr/local/bin/centralita, and the role's pip
+    installs from the wheelhouse): the directory, the venv and the wheelhouse are root's, writable by root alone."""
+    name = "bridge.code"
+    app = ctx.options.app_dir
+    rebuild = (
+        "rebuild them as root's with the playbook, which removes a venv or wheelhouse someone else could have "
+        "changed and installs it again: ansible-playbook site.yml --tags bridge"
+    )
+    if not (app / "venv").is_dir():
+        return [Result.fail(name, f"{app}/venv does not exist", f"install the bridge: {rebuild}")]
+    unsafe: list[tuple[Path, os.stat_result]] = []
+    app_info = os.lstat(app)
+    if app_info.st_uid != 0 or app_info.st_mode & 0o022:
+        unsafe.append((app, app_info))
+    for tree in (app / "venv", app / "wheels"):
+        if tree.exists():
+            unsafe.extend((path, info) for path, info in walk(tree) if info.st_uid != 0 or info.st_mode & 0o022)
+    if not unsafe:
+        return [Result.ok(name, f"{app}, its venv and wheelhouse are root's and writable by root alone")]
+    shown = [
+        f"{path.relative_to(app) if path != app else app} ({owner_of(info)} {stat.S_IMODE(info.st_mode):04o})"
+        for path, info in unsafe
+    ]
+    # No automatic repair: giving root a venv someone else could change would make root run what they put in it.
+    return [
+        Result.fail(
+            name,
+            f"root runs {app}/venv/bin/centralita, but {len(unsafe)} path(s) there are not root's or others may "
+            f"write them: {join(shown)}; whoever can change them can run code as root",
+            rebuild,
+        )
+    ]
+
+
 def check_app_dir(ctx: Context) -> list[Result]:
-    """The app directory and everything in it (but the .env) belong to APP_OWNER, the operator."""
+    """prompts/ in the app directory, and everything in it, belong to APP_OWNER, the operator who edits them."""
     name = "bridge.app_dir"
     app = ctx.options.app_dir
+    prompts = app / "prompts"
     env = ctx.env
-    if not app.is_dir():
+    if not prompts.is_dir():
         return [
-            Result.fail(name, f"{app} does not exist", "install the bridge: ansible-playbook site.yml --tags bridge")
+            Result.fail(
+                name, f"{prompts} does not exist", "install the bridge: ansible-playbook site.yml --tags bridge"
+            )
         ]
     owner = env.get("APP_OWNER")
     if not owner:
         return [
             Result.warn(
                 name,
-                f"APP_OWNER is not set in {env.path}, so the doctor cannot tell who should own {app} "
-                f"(now {owner_of(os.lstat(app))})",
+                f"APP_OWNER is not set in {env.path}, so the doctor cannot tell who should own {prompts} "
+                f"(now {owner_of(os.lstat(prompts))})",
                 f"add APP_OWNER=<the operator's user> to {env.path} (the bridge role writes it from "
                 "bridge_operator_user; root when that is empty)",
             )
@@ -188,48 +228,62 @@ def check_app_dir(ctx: Context) -> list[Result]:
                 f"create the user (adduser {owner}) or correct APP_OWNER in {env.path}",
             )
         ]
-    skip = [app / ".env"]  # the service user's, on purpose (mode 0600)
-    wrong = misowned(app, uid, skip)
+    wrong = misowned(prompts, uid)
     if not wrong:
-        return [Result.ok(name, f"{app} and everything under it (but .env) belong to {owner}")]
+        return [Result.ok(name, f"{prompts} and everything under it belong to {owner}")]
     owners = sorted({user_name(os.lstat(path).st_uid) for path in wrong})
-    shown = [str(path.relative_to(app)) if path != app else str(app) for path in wrong]
+    shown = [str(path.relative_to(prompts)) if path != prompts else str(prompts) for path in wrong]
     return [
         Result.fail(
             name,
-            f"{len(wrong)} path(s) in {app} not owned by {owner} (owned by {', '.join(owners)}): {join(shown)}; "
-            f"{owner} cannot commit, pull or edit them",
-            f"find {app} -path {app}/.env -prune -o ! -user {owner} -print0 | xargs -0 -r chown -h {owner}",
-            functools.partial(chown_tree, app, uid, skip),
+            f"{len(wrong)} path(s) in {prompts} not owned by {owner} (owned by {', '.join(owners)}): {join(shown)}; "
+            f"{owner} cannot edit or commit them",
+            f"centralita doctor --fix gives them back without following links; by hand: chown -R -h {owner} {prompts}",
+            functools.partial(chown_tree, prompts, uid),
         )
     ]
 
 
 def check_git(ctx: Context) -> list[Result]:
-    """When the app directory is a git checkout owned by someone else, root's git needs a safe.directory."""
+    """A git checkout in the app directory that another user owns must not be trusted by root's git
+    (safe.directory): git would run that user's hooks and configuration as root."""
     name = "bridge.git"
     app = ctx.options.app_dir
-    if not (app / ".git").exists():
-        return [Result.ok(name, f"{app} is not a git checkout")]
-    try:
-        info = os.stat(app)
-    except OSError as error:
-        return [Result.warn(name, f"{app}: {error.strerror}")]
-    owner = user_name(info.st_uid)
-    if info.st_uid == os.geteuid():
-        return [Result.ok(name, f"{app} is a git checkout owned by {owner}, who runs the doctor")]
+    checkouts: list[tuple[Path, int]] = []
+    for directory in (app, app / "prompts"):
+        try:
+            checkouts.append((directory, os.lstat(directory / ".git").st_uid))
+        except OSError:
+            continue
+    if not checkouts:
+        return [Result.ok(name, f"no git checkout in {app} or its prompts/")]
+    me = os.geteuid()
+    foreign = [(directory, uid) for directory, uid in checkouts if uid != me]
+    if not foreign:
+        return [Result.ok(name, f"{', '.join(str(d) for d, _ in checkouts)}: git checkout(s) of {user_name(me)}")]
     listed = ctx.options.runner(["git", "-C", "/", "config", "--get-all", "safe.directory"], ctx.options.timeout)
     if listed.rc == NOT_FOUND:
-        return [Result.ok(name, f"{app} is a git checkout owned by {owner}; git is not installed here")]
+        return [Result.ok(name, f"git checkout(s) of {user_name(foreign[0][1])}; git is not installed here")]
     entries = {line.strip().rstrip("/") for line in listed.stdout.splitlines() if line.strip()}
-    me = user_name(os.geteuid())
-    if str(app).rstrip("/") in entries or "*" in entries:
-        return [Result.ok(name, f"{app} is a git checkout owned by {owner}; {me}'s git trusts it (safe.directory)")]
+    trusted = [(d, uid) for d, uid in foreign if str(d).rstrip("/") in entries or "*" in entries]
+    whoami = user_name(me)
+    if not trusted:
+        directory, uid = foreign[0]
+        return [
+            Result.ok(
+                name,
+                f"{directory} is {user_name(uid)}'s git checkout; {whoami}'s git does not trust it, as it should "
+                f"not (run git there as its owner: sudo -u {user_name(uid)} git -C {directory} status)",
+            )
+        ]
+    directory, uid = trusted[0]
+    entry = "*" if "*" in entries else str(directory)
     return [
-        Result.warn(
+        Result.fail(
             name,
-            f"{app} is a git checkout owned by {owner}: git run by {me} there stops with 'detected dubious ownership'",
-            f"commit as the owner: sudo -u {owner} git -C {app} status; to let {me} run git there too: "
-            f"git config --global --add safe.directory {app}",
+            f"{whoami}'s git trusts {directory} (safe.directory={entry}), a checkout owned by {user_name(uid)}: "
+            f"git run there by {whoami} runs {user_name(uid)}'s hooks and configuration as {whoami}",
+            f"remove the entry (git config --global --unset-all safe.directory '^{entry}$', or --system for "
+            f"/etc/gitconfig) and run git there as its owner: sudo -u {user_name(uid)} git -C {directory} status",
         )
     ]

@@ -46,6 +46,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from centralita.storage.retention import PurgeCounts, mask_personal, purge
 from centralita.storage.sqlite import SharedDatabase, open_database
 
 __all__ = [
@@ -295,10 +296,11 @@ class CallRecords(SharedDatabase):
     ) -> bool:
         """Record a tool the assistant ran; a tool_call_id already recorded for the call is ignored (False).
 
-        ``arguments`` and ``result`` are stored as JSON: a value json cannot encode raises TypeError.
+        ``arguments`` and ``result`` are stored as JSON, DNI and phone numbers masked (``retention``): a value
+        json cannot encode raises TypeError.
         """
-        encoded_arguments = json.dumps(arguments, ensure_ascii=False)
-        encoded_result = json.dumps(result, ensure_ascii=False)
+        encoded_arguments = json.dumps(mask_personal(arguments), ensure_ascii=False)
+        encoded_result = json.dumps(mask_personal(result), ensure_ascii=False)
         at = self._now()
         with self._lock:
             db = self._connection()
@@ -462,6 +464,13 @@ class CallRecords(SharedDatabase):
             return db.execute(
                 f"SELECT * FROM (SELECT * FROM {table} ORDER BY id DESC LIMIT ?) ORDER BY id", (limit,)
             ).fetchall()
+
+    def purge(self, before: datetime) -> PurgeCounts:
+        """Delete the transcripts and tool calls of calls that started before ``before``, masking their numbers
+        (``retention.purge``)."""
+        at = _timestamp(before)
+        with self._lock:
+            return purge(self._connection(), at)
 
     def recent_calls(self, limit: int = 20) -> list[dict[str, Any]]:
         """The last ``limit`` calls by start time, newest first (call rows only, no transcripts)."""

@@ -1,0 +1,78 @@
+"""The bridge role's own settings stop it in its validation step with a message naming the fix, and no
+secret shows in the output even at -vvv, whatever is wrong with the routers.
+
+Runs the real role against localhost with --tags bridge_validate: only the argument specs and tasks/validate.yml
+run, so nothing on this machine is touched. (The .env's settings are the product's to check:
+test_env_validation.py and test_env_template.py.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from env_support import run_playbook
+
+PASSWORDS = ("S3cret-of-nucleo", "An0ther-of-borde", "Th1rd-of-the-badly-named", "F0urth-of-tls")
+ROUTERS: list[dict[str, Any]] = [
+    {"name": "nucleo", "host": "10.0.0.1", "user": "centralita", "password": PASSWORDS[0]},
+    {"name": "borde", "host": "", "user": "centralita", "password": PASSWORDS[1]},
+    {"name": "Sucursal Norte", "host": "10.0.0.3", "user": "centralita", "password": PASSWORDS[2], "port": 99999},
+    {"name": "tls", "host": "10.0.0.4", "password": PASSWORDS[3], "tls": "maybe", "passwd": "typo"},
+]
+GOOD = {"bridge_fake_realtime": True}
+
+
+def validate(tmp_path: Path, *args: str, **extra: Any) -> tuple[int, str]:
+    result = run_playbook("validate.yml", {**GOOD, **extra}, tmp_path, "--tags", "bridge_validate", *args)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_no_router_password_shows_at_vvv_whatever_is_wrong_with_the_routers(tmp_path: Path) -> None:
+    rc, out = validate(tmp_path, "-vvv", bridge_routers=ROUTERS)
+    assert rc == 0, out  # their fields are the product's to check, on the rendered .env
+    for password in PASSWORDS:
+        assert password not in out
+    unnamed = [*ROUTERS, {"host": "10.0.0.9", "user": "centralita", "password": PASSWORDS[0]}]
+    rc, out = validate(tmp_path, "-vvv", bridge_routers=unnamed)
+    assert rc != 0
+    assert "bridge_routers entry 4 (counting from 0) has no name" in " ".join(out.split())
+    for password in PASSWORDS:
+        assert password not in out
+    broken = [*ROUTERS, {"name": "sur", "host": "10.0.0.9", "user": "centralita", "password": PASSWORDS[0] + "\nX=1"}]
+    rc, out = validate(tmp_path, "-vvv", bridge_routers=broken)
+    assert rc != 0
+    assert "bridge_routers[4].password holds a line break" in " ".join(out.split())
+    for password in PASSWORDS:
+        assert password not in out
+
+
+def test_the_wheelhouse_is_required(tmp_path: Path) -> None:
+    rc, out = validate(tmp_path, bridge_wheelhouse_dir="")
+    assert rc != 0
+    assert "bridge_wheelhouse_dir is empty" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("days", [0, -5])
+def test_retention_must_be_a_day_or_more(tmp_path: Path, days: int) -> None:
+    rc, out = validate(tmp_path, bridge_records_retention_days=days)
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert f"bridge_records_retention_days ({days}) must be a whole number of days, 1 or more" in flat
+
+
+def test_ip_allow_takes_addresses_not_names(tmp_path: Path) -> None:
+    rc, out = validate(tmp_path, bridge_inbound_ip_allow=["203.0.113.0/24", "api.openai.com"])
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "Not an IP address or prefix in bridge_inbound_ip_allow: api.openai.com." in flat
+    assert "203.0.113.0/24," not in flat
+
+
+def test_good_settings_pass_and_the_api_key_is_not_shown_at_vvv(tmp_path: Path) -> None:
+    key = "sk-proj-Sh0uld-never-be-printed"
+    rc, out = validate(tmp_path, "-vvv", bridge_fake_realtime=False, bridge_openai_api_key=key, bridge_ari_password="x")
+    assert rc == 0, out
+    assert "failed=0" in out
+    assert key not in out
