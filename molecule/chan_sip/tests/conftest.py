@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,19 @@ def sipp(
     """Place one SIPp call into the box's Asterisk from `source`:`port` and return its outcome."""
     result = host.run(sipp_command(scenario, number, source=source, port=port, extra=extra, timeout_s=timeout_s))
     return SippResult(result.rc, result.stdout)
+
+
+@contextlib.contextmanager
+def sipp_in_background(host, arguments: str, name: str) -> Iterator[None]:
+    """SIPp running in the box (from SIPP_DIR, output in /tmp/<name>.out) for the duration of the block; stopped
+    by its own process id afterwards, whatever the block did."""
+    pid = host.check_output(
+        f"cd {SIPP_DIR} && {{ sipp {arguments} -nostdin > /tmp/{name}.out 2>&1 & }} && echo $!"
+    ).strip()
+    try:
+        yield
+    finally:
+        host.run(f"kill {pid} 2>/dev/null; true")
 
 
 def log_size(host, path: str = FULL_LOG) -> int:

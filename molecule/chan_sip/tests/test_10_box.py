@@ -112,8 +112,8 @@ def test_prompts_are_where_a_source_build_reads_them(host):
 
 def test_the_dialer_dials_through_chan_sip(host):
     env = host.file("/usr/local/asterisk/.env")
-    assert env.contains("^DIALER_ENDPOINT=SIP/{trunk}/{number}$")
-    assert env.contains("^DIALER_TRUNK=provider$")
+    assert env.contains('^DIALER_ENDPOINT="SIP/{trunk}/{number}"$')
+    assert env.contains('^DIALER_TRUNK="provider"$')
 
 
 def test_the_24_khz_fallback_resampler_works_in_the_bridge_venv(host):

@@ -13,20 +13,20 @@ import re
 import time
 
 import pytest
-from conftest import BOX, FULL_LOG, SIPP_DIR, log_since, log_size, wait_until
+from conftest import BOX, FULL_LOG, log_since, log_size, sipp_in_background, wait_until
 
 testinfra_hosts = [f"podman://{BOX}"]
 
 DB = "/var/lib/centralita/dialer.db"
 # Customers and numbers of their own on every run: the calling rules (one dial per number and day) must not see
 # an earlier run's campaign when the tests run again on the same box.
-RUN = f"{int(time.time()) % 100000:05d}"
+RUN = f"{1000 + int(time.time()) % 9000}"
 CAMPAIGN = f"viejo{RUN}"
 IN_CAMPAIGN = f"JOIN campaigns c ON c.id = t.campaign_id AND c.name = '{CAMPAIGN}'"
 CUSTOMERS = {  # customer id -> number; the phone answers unless the number ends in 9001 (busy)
-    f"V{RUN}-1": f"+5215{RUN}1003",
-    f"V{RUN}-2": f"+5215{RUN}2003",
-    f"V{RUN}-3": f"+5215{RUN}9001",
+    f"V{RUN}-1": f"+5255{RUN}1003",  # Mexico City numbers: +52 55 and eight digits
+    f"V{RUN}-2": f"+5255{RUN}2003",
+    f"V{RUN}-3": f"+5255{RUN}9001",
 }
 BUSY = f"V{RUN}-3"
 
@@ -39,18 +39,10 @@ def query(host, sql: str) -> list[list]:
 @pytest.fixture(scope="module")
 def campaign(host):
     assert host.service("openai-outbound-calls").is_running
-    host.run("pkill -x sipp")
-    host.check_output(
-        f"cd {SIPP_DIR} && (timeout 180 sipp -sf customer_phones.xml -i 127.0.0.1 -p 5070 -m 20 "
-        "-nostdin > /tmp/phones.out 2>&1 &)"
-    )
     start = log_size(host)
     dialer_start = log_size(host, "/var/log/asterisk/outbound_openai.log")
     rows = "".join(f"{cid},Cliente {cid},{number},250.00,2026-10-31\n" for cid, number in CUSTOMERS.items())
     host.check_output(f"printf 'id_cliente,nombre,telefono,monto,vencimiento\\n{rows}' > /tmp/{CAMPAIGN}.csv")
-    imported = host.run(f"centralita campaign import /tmp/{CAMPAIGN}.csv --campaign {CAMPAIGN}")
-    assert imported.rc == 0, imported.stderr
-    assert host.run(f"centralita campaign start {CAMPAIGN}").rc == 0
 
     def done() -> bool:
         open_attempts = query(host, "SELECT count(*) FROM attempts WHERE ended_at IS NULL")[0][0]
@@ -60,8 +52,12 @@ def campaign(host):
         )[0][0]
         return dialled == len(CUSTOMERS) and open_attempts == 0
 
-    finished = wait_until(done, 180, 2)
-    host.run("pkill -x sipp")
+    # The phones: one SIPp instance on the trunk's address answers every call of the campaign.
+    with sipp_in_background(host, "-sf customer_phones.xml -i 127.0.0.1 -p 5070 -m 20", "phones"):
+        imported = host.run(f"centralita campaign import /tmp/{CAMPAIGN}.csv --campaign {CAMPAIGN}")
+        assert imported.rc == 0, imported.stderr
+        assert host.run(f"centralita campaign start {CAMPAIGN}").rc == 0
+        finished = wait_until(done, 180, 2)
     return {
         "finished": finished,
         "status": host.check_output(f"centralita campaign status {CAMPAIGN}"),

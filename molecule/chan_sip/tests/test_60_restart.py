@@ -8,12 +8,12 @@ import subprocess
 from conftest import (
     BOX,
     BRIDGE_LOG,
-    SIPP_DIR,
     app_registered,
     fully_booted,
     log_since,
     log_size,
     sipp,
+    sipp_in_background,
     wait_until,
 )
 
@@ -28,22 +28,22 @@ def test_a_restart_during_a_call_brings_asterisk_back_and_the_next_call_is_answe
     bridge_before = log_size(host, BRIDGE_LOG)
     pid_before = host.service("asterisk").systemd_properties["MainPID"]
     # A long echo call, in the background, up while Asterisk restarts.
-    host.run(
-        f"cd {SIPP_DIR} && (sipp -sf provider_call.xml -s 6000 127.0.0.1:5060 -i 127.0.0.1 -p 5073 -m 1 "
-        "-d 60000 -timeout 90s -nostdin > /tmp/long-call.out 2>&1 &)"
-    )
-    assert wait_until(lambda: "1 active call" in host.run("asterisk -rx 'core show channels count'").stdout, 30)
-    host.run_expect([0], "systemctl restart asterisk")
-    assert wait_until(lambda: fully_booted(host), 90)
-    props = host.service("asterisk").systemd_properties
-    assert props["ActiveState"] == "active"
-    assert props["SubState"] == "running"  # not "exited": a real daemon, watched by systemd
-    assert props["MainPID"] != pid_before
-    assert wait_until(lambda: app_registered(host), 60)  # the bridge reconnected to ARI
-    result = sipp(host, "provider_call.xml", "6000", extra="-d 1000")
-    assert result.rc == 0, result.output
-    assert result.successful_calls == 1
-    host.run("pkill -f 'sipp -sf provider_call.xml -s 6000 127.0.0.1:5060 -i 127.0.0.1 -p 5073'")
+    with sipp_in_background(
+        host,
+        "-sf provider_call.xml -s 6000 127.0.0.1:5060 -i 127.0.0.1 -p 5073 -m 1 -d 60000 -timeout 90s",
+        "long-call",
+    ):
+        assert wait_until(lambda: "1 active call" in host.run("asterisk -rx 'core show channels count'").stdout, 30)
+        host.run_expect([0], "systemctl restart asterisk")
+        assert wait_until(lambda: fully_booted(host), 90)
+        props = host.service("asterisk").systemd_properties
+        assert props["ActiveState"] == "active"
+        assert props["SubState"] == "running"  # not "exited": a real daemon, watched by systemd
+        assert props["MainPID"] != pid_before
+        assert wait_until(lambda: app_registered(host), 60)  # the bridge reconnected to ARI
+        result = sipp(host, "provider_call.xml", "6000", extra="-d 1000")
+        assert result.rc == 0, result.output
+        assert result.successful_calls == 1
     bridge_log = log_since(host, bridge_before, BRIDGE_LOG)
     assert "ARI events connection lost" in bridge_log
     assert "ARI connected: app centralita is ready for calls" in bridge_log

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import BOX, SIPP_DIR, fully_booted, run_playbook, sipp, wait_until
+from conftest import BOX, fully_booted, run_playbook, sipp, sipp_in_background, wait_until
 
 testinfra_hosts = [f"podman://{BOX}"]
 
@@ -45,16 +45,14 @@ def test_existing_asterisk_20_rerun_restarts_during_a_call_waits_for_it_and_qual
     # A file the role does not render, edited as root (amd.conf, from the build's samples): the run gives it back
     # to asterisk and restarts Asterisk (Asterisk may have declined to read it), during the call.
     host.run_expect([0], "chown root:root /etc/asterisk/amd.conf")
-    host.run(
-        f"cd {SIPP_DIR} && (sipp -sf provider_call.xml -s 6000 127.0.0.1:5060 -i 127.0.0.1 -p 5074 -m 1 "
-        "-d 120000 -timeout 150s -nostdin > /tmp/rerun-call.out 2>&1 &)"
-    )
-    try:
+    with sipp_in_background(
+        host,
+        "-sf provider_call.xml -s 6000 127.0.0.1:5060 -i 127.0.0.1 -p 5074 -m 1 -d 120000 -timeout 150s",
+        "rerun-call",
+    ):
         assert wait_until(lambda: "1 active call" in host.run("asterisk -rx 'core show channels count'").stdout, 30)
         rerun = run_playbook("-e", json.dumps({"asterisk_install_method": "existing", "asterisk_sip_trunk": TRUNK}))
-        assert rerun.returncode == 0, rerun.stdout[-4000:]
-    finally:
-        host.run("pkill -f 'sipp -sf provider_call.xml -s 6000 127.0.0.1:5060 -i 127.0.0.1 -p 5074'")
+    assert rerun.returncode == 0, rerun.stdout[-4000:]
     compile_task = rerun.stdout.split("TASK [asterisk : Compile", 1)[1].split("\n", 2)[1]
     assert compile_task.startswith("skipping:")  # existing: nothing is built
     restart = rerun.stdout.index("RUNNING HANDLER [asterisk : Restart asterisk]")
