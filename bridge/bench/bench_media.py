@@ -1,27 +1,29 @@
-"""Media-path benchmark: N concurrent calls through the bridge's real ``InboundCall``; ends with one JSON line.
+"""Media-path benchmark: N concurrent calls through the bridge's real ``Call``; ends with one JSON line.
 
 Run it with ``make bench`` (options: ``make bench BENCH_ARGS=-h``);
 docs/PERFORMANCE.md has the method, the figures and what they mean. Three processes, so that only the
 bridge's own work is counted as the bridge's:
 
-* this one, the bridge: N real ``InboundCall`` objects, each with its real ``AriRest``, UDP socket,
-  ``RtpReceiver``, ``RtpSender``, ``PlayoutQueue``, ``RealtimeConnection`` and paced stream (on one shared
-  ``PacerThread``, or ``--pacer per-call``), started and ended as the service does;
-* a simulated Asterisk (``_asterisk_main``, a child process): it answers the ARI REST calls a call makes over
-  HTTP and plays each call's ExternalMedia leg, real RTP (PCMU, 160-byte frames) every 20 ms to the call's
-  socket, the legs spread evenly over the 20 ms period; it timestamps the bridge's RTP with the kernel's
-  receive timestamps, and it times the measured window and takes the CPU figures (of all three processes
-  and of the machine), so an overloaded bridge cannot distort them;
+* this one, the bridge: N real ``Call`` objects, each with its real ``AriRest``, UDP socket, ``RtpReceiver``,
+  ``Playout``, ``RealtimeConnection`` and paced stream (on one shared ``PacerThread``, or ``--pacer
+  per-call``), started and ended as the service does;
+* the fake Asterisk (``centralita_testing.fake_asterisk``, the one the unit tests use) in a child process
+  (``_asterisk_main``): it answers the ARI REST calls a call makes over HTTP and plays each call's
+  ExternalMedia leg, real RTP (PCMU, 160-byte frames) every 20 ms from the leg's own port to the call's
+  socket, the legs spread evenly over the 20 ms period; its legs here are ``StampedLegs``, which stamp what
+  they send and time what they receive with the kernel's receive timestamps; the child also times the
+  measured window and takes the CPU figures (of all three processes and of the machine), so an overloaded
+  bridge cannot distort them;
 * the fake Realtime server in echo mode (``python -m centralita_testing.fake_realtime --echo``): every appended
   frame comes straight back as a ``response.output_audio.delta``.
 
-The first 20 bytes of every frame the simulated Asterisk sends are a stamp (leg, frame number, send time);
+The first 20 bytes of every frame the fake Asterisk sends are a stamp (leg, frame number, send time);
 the echo returns the audio byte for byte, so each frame is followed from socket to socket:
 
 * latency in: RTP sent to the bridge's socket (on loopback the packet is in that socket when ``sendto``
   returns) -> the WebSocket frame carrying its ``input_audio_buffer.append`` handed to the kernel;
 * latency out: the delta's bytes in the bridge's TCP socket (kernel receive timestamp) -> the RTP frame in
-  the simulated Asterisk's socket (kernel receive timestamp; loopback delivers it during the bridge's
+  the fake Asterisk's leg (kernel receive timestamp; loopback delivers it during the bridge's
   ``sendto``), less the wait for the frame's own 20 ms slot: ``sent - max(delta received, slot deadline)``;
 * jitter: each call's RTP is put on its 20 ms grid by its RTP timestamps (the pacer's slot numbers); the
   deviation is ``|offset - median offset|`` and a frame is late when it left more than ``--late-ms`` after
@@ -58,23 +60,22 @@ from array import array
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import numpy.typing as npt
 import websocket._http as websocket_http
 
-from centralita.calls.call import InboundCall
+from centralita.calls.call import Call
 from centralita.config.bridge import Settings
 from centralita.media.pacer import PacerThread
 from centralita.media.rtp import FRAME_BYTES
-from centralita.storage.records import CallRecords
+from centralita.storage.records import CallRecords, Direction, Outcome
 from centralita.telephony.ari import AriEndpoint, AriRest
 from centralita.tools.registry import ToolRegistry
+from centralita_testing.fake_asterisk import FakeAsterisk, LegHooks, RtpLeg
 
 log = logging.getLogger("bench")
 
@@ -87,12 +88,15 @@ FILL: Final = b"\xff" * (FRAME_BYTES - STAMP.size)  # μ-law silence after the s
 SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the socket module does not export it
 TIMESPEC: Final = struct.Struct("@qq")
 ANC_SIZE: Final = socket.CMSG_SPACE(TIMESPEC.size)
-GOLDEN: Final = 0.6180339887498949  # leg phases frac(i x golden): evenly spread for any number of legs
 APPEND_KEY: Final = b'"audio": "'
 DELTA_KEY: Final = b'"delta": "'
 SRC: Final = Path(__file__).resolve().parents[1] / "src"
 TESTING_SRC: Final = Path(__file__).resolve().parents[1] / "testing" / "src"
 API_KEY: Final = "sk-centralita-bench"
+ARI_USER: Final = "centralita"
+CALLER: Final = "600100200"
+CALLEE: Final = "910000000"
+ARI_PASSWORD: Final = "bench"
 
 I64 = npt.NDArray[np.int64]
 
@@ -160,63 +164,48 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (total - idle) / tick, total / tick
 
 
-# --- The simulated Asterisk (a child process) ------------------------------------------------------------
+# --- The fake Asterisk (a child process), with stamped and timed legs --------------------------------------
 
 
-class _Leg:
-    """One ExternalMedia channel: where the bridge listens, and the RTP state of what is sent to it."""
+class StampedLegs(LegHooks):
+    """The fake Asterisk's legs, measured: each frame sent carries a stamp, each frame received is timed.
 
-    __slots__ = ("address", "channel_id", "frame", "index", "marker", "phase_ns", "sequence", "ssrc", "timestamp")
-
-    def __init__(self, index: int, channel_id: str, address: tuple[str, int], rng: random.Random) -> None:
-        self.index = index
-        self.channel_id = channel_id
-        self.address = address
-        self.phase_ns = int((index * GOLDEN) % 1.0 * FRAME_NS)
-        self.ssrc = rng.getrandbits(32)
-        self.sequence = rng.getrandbits(16)
-        self.timestamp = rng.getrandbits(32)
-        self.frame = 0
-        self.marker = True
-
-    def packet(self, now_ns: int) -> bytes:
-        header = RTP_HEADER.pack(0x80, 0x80 if self.marker else 0, self.sequence, self.timestamp, self.ssrc)
-        self.marker = False
-        self.sequence = (self.sequence + 1) & 0xFFFF
-        self.timestamp = (self.timestamp + FRAME_BYTES) & 0xFFFFFFFF
-        self.frame += 1
-        return header + STAMP.pack(MAGIC, self.index, self.frame - 1, now_ns) + FILL
-
-
-class _Asterisk:
-    """ARI over HTTP for the calls' REST requests, and RTP both ways for their media legs."""
+    Every frame a leg sends starts with (magic, leg, frame number, send time); while ``recording``, the frames
+    sent and the stamped frames received (kernel receive time, leg, frame, send time, RTP timestamp) go into
+    columns, so the analysis can follow each frame from socket to socket.
+    """
 
     def __init__(self) -> None:
-        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.rtp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.rtp.bind(("127.0.0.1", 0))
-        self.rtp.settimeout(0.2)
-        self.rtp_port: int = self.rtp.getsockname()[1]
-        self._rng = random.Random(7)
-        self._lock = threading.Lock()
-        self._legs: dict[str, _Leg] = {}
-        self._playing: list[_Leg] = []  # sorted by phase
-        self._held: list[_Leg] = []  # bridged, waiting for "play": the load starts once every call is up
-        self.holding = True
-        self._bridges = 0
-        self._stop = threading.Event()
         self.recording = False
         self._reset_columns()
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), _ari_handler(self))
-        self.http.daemon_threads = True
-        self._threads = [
-            threading.Thread(target=self.http.serve_forever, name="ari", daemon=True),
-            threading.Thread(target=self._send_loop, name="rtp-send", daemon=True),
-            threading.Thread(target=self._receive_loop, name="rtp-receive", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+
+    def payload(self, leg: RtpLeg, now_ns: int) -> bytes:
+        frame = leg.frames_sent
+        if self.recording:
+            self.sent["leg"].append(leg.index)
+            self.sent["frame"].append(frame)
+            self.sent["t_in"].append(now_ns)
+        return STAMP.pack(MAGIC, leg.index, frame, now_ns) + FILL
+
+    def received(self, leg: RtpLeg, datagram: bytes, arrival_ns: int, kernel_stamped: bool) -> None:
+        if not self.recording:
+            return
+        if kernel_stamped:
+            self.kernel_stamped += 1
+        if len(datagram) < RTP_HEADER.size + STAMP.size:
+            self.unstamped += 1
+            return
+        _first, _second, _sequence, rtp_ts, _ssrc = RTP_HEADER.unpack_from(datagram)
+        magic, index, frame, t_in = STAMP.unpack_from(datagram, RTP_HEADER.size)
+        if magic != MAGIC:
+            self.unstamped += 1
+            return
+        columns = self.received_columns
+        columns["t_out"].append(arrival_ns)
+        columns["leg"].append(index)
+        columns["frame"].append(frame)
+        columns["t_in"].append(t_in)
+        columns["rtp_ts"].append(rtp_ts)
 
     def record(self, seconds: float, pids: dict[str, int]) -> dict[str, Any]:
         """Measure for ``seconds``: the frames, and the CPU time of ``pids`` and of the machine.
@@ -233,7 +222,7 @@ class _Asterisk:
         self.recording = False
         end = time.monotonic_ns(), {name: process_cpu_seconds(pid) for name, pid in pids.items()}
         machine_end = machine_cpu_seconds()
-        time.sleep(0.05)  # let the loops finish the frame in hand
+        time.sleep(0.05)  # let the media threads finish the frame in hand
         wall = (end[0] - start[0]) / 1e9
         cpu = {f"{name}_cpu_pct": 100 * (end[1][name] - start[1][name]) / wall for name in pids}
         cpu["machine_cpu_pct"] = 100 * (machine_end[0] - machine_start[0]) / wall
@@ -241,7 +230,7 @@ class _Asterisk:
             "window": (start[0], end[0]),
             "cpu": cpu,
             "sent": {name: column.tobytes() for name, column in self.sent.items()},
-            "received": {name: column.tobytes() for name, column in self.received.items()},
+            "received": {name: column.tobytes() for name, column in self.received_columns.items()},
             "unstamped": self.unstamped,
             "kernel_stamped": self.kernel_stamped,
         }
@@ -249,182 +238,32 @@ class _Asterisk:
     def _reset_columns(self) -> None:
         # Frames sent (leg, frame, send time) and frames received (arrival, leg, frame, send time, RTP timestamp).
         self.sent = {name: array("q") for name in ("leg", "frame", "t_in")}
-        self.received = {name: array("q") for name in ("t_out", "leg", "frame", "t_in", "rtp_ts")}
+        self.received_columns = {name: array("q") for name in ("t_out", "leg", "frame", "t_in", "rtp_ts")}
         self.unstamped = 0
         self.kernel_stamped = 0
 
-    def stop(self) -> None:
-        self._stop.set()
-        self.http.shutdown()
-        self.http.server_close()
-        for thread in self._threads[1:]:
-            thread.join(2)
-        self.rtp.close()
 
-    # -- ARI --
+def _asterisk_main(control: Connection, cpus: set[int] | None, user: str, password: str) -> None:
+    """The child process: the fake Asterisk until told to stop; commands come over ``control``.
 
-    def ari(self, method: str, path: str) -> tuple[int, Any]:
-        parts = urlsplit(path)
-        query = {name: values[0] for name, values in parse_qs(parts.query).items()}
-        segments = parts.path.strip("/").split("/")
-        if segments[:1] != ["ari"]:
-            return 404, {"message": "Resource not found"}
-        match method, segments[1:]:
-            case "POST", ["channels", "externalMedia"]:
-                return 200, self._external_media(query)
-            case "POST", ["channels", _, "answer"]:
-                return 204, None
-            case "POST", ["bridges"]:
-                with self._lock:
-                    self._bridges += 1
-                    return 200, {"id": f"bridge-{self._bridges}", "bridge_type": "mixing"}
-            case "POST", ["bridges", _, "addChannel"]:
-                self._play(query.get("channel", ""))
-                return 204, None
-            case "DELETE", ["channels", channel_id]:
-                self._hang_up(channel_id)
-                return 204, None
-            case "DELETE", ["bridges", _]:
-                return 204, None
-        return 404, {"message": "Resource not found"}
-
-    def _external_media(self, query: dict[str, str]) -> dict[str, Any]:
-        host, _, port = query["external_host"].rpartition(":")
-        with self._lock:
-            index = len(self._legs)
-            channel_id = query.get("channelId") or f"media-{index}"
-            self._legs[channel_id] = _Leg(index, channel_id, (host, int(port)), self._rng)
-        variables = {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": str(self.rtp_port)}
-        return {"id": channel_id, "name": f"UnicastRTP/{host}:{port}", "state": "Up", "channelvars": variables}
-
-    def _play(self, channel_id: str) -> None:
-        """Media flows once the ExternalMedia channel is in the bridge, as in Asterisk (after ``play_all``)."""
-        with self._lock:
-            leg = self._legs.get(channel_id)
-            if leg is None or leg in self._playing or leg in self._held:
-                return
-            if self.holding:
-                self._held.append(leg)
-            else:
-                self._playing = sorted([*self._playing, leg], key=lambda playing: playing.phase_ns)
-
-    def play_all(self) -> None:
-        with self._lock:
-            self.holding = False
-            self._playing = sorted([*self._playing, *self._held], key=lambda playing: playing.phase_ns)
-            self._held = []
-
-    def _hang_up(self, channel_id: str) -> None:
-        with self._lock:
-            self._playing = [leg for leg in self._playing if leg.channel_id != channel_id]
-            self._held = [leg for leg in self._held if leg.channel_id != channel_id]
-
-    # -- RTP --
-
-    def _send_loop(self) -> None:
-        """Each leg sends at its own phase of a common 20 ms clock, so the load is spread as real callers'."""
-        epoch = time.monotonic_ns()
-        period = 0
-        while not self._stop.is_set():
-            base = epoch + period * FRAME_NS
-            with self._lock:
-                playing = self._playing
-            for leg in playing:
-                delay = base + leg.phase_ns - time.monotonic_ns()
-                if delay > 0:
-                    time.sleep(delay / 1e9)
-                now = time.monotonic_ns()
-                packet = leg.packet(now)
-                with contextlib.suppress(OSError):
-                    self.rtp.sendto(packet, leg.address)
-                if self.recording:
-                    self.sent["leg"].append(leg.index)
-                    self.sent["frame"].append(leg.frame - 1)
-                    self.sent["t_in"].append(now)
-            period += 1
-            behind = time.monotonic_ns() - (epoch + period * FRAME_NS)
-            if behind > 3 * FRAME_NS:  # stalled: carry on from now rather than burst
-                period += behind // FRAME_NS
-            elif behind < 0:
-                time.sleep(-behind / 1e9)
-
-    def _receive_loop(self) -> None:
-        offset = realtime_offset_ns()
-        count = 0
-        while not self._stop.is_set():
-            try:
-                data, ancdata, _flags, _address = self.rtp.recvmsg(2048, ANC_SIZE)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            count += 1
-            if count % 1000 == 0:
-                offset = realtime_offset_ns()
-            if not self.recording:
-                continue
-            arrival = kernel_time_ns(ancdata, offset)
-            if arrival is None:
-                arrival = time.monotonic_ns()
-            else:
-                self.kernel_stamped += 1
-            if len(data) < RTP_HEADER.size + STAMP.size:
-                self.unstamped += 1
-                continue
-            _first, _second, _sequence, rtp_ts, _ssrc = RTP_HEADER.unpack_from(data)
-            magic, leg, frame, t_in = STAMP.unpack_from(data, RTP_HEADER.size)
-            if magic != MAGIC:
-                self.unstamped += 1
-                continue
-            columns = self.received
-            columns["t_out"].append(arrival)
-            columns["leg"].append(leg)
-            columns["frame"].append(frame)
-            columns["t_in"].append(t_in)
-            columns["rtp_ts"].append(rtp_ts)
-
-
-def _ari_handler(asterisk: _Asterisk) -> type[BaseHTTPRequestHandler]:
-    class AriHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            self._reply(*asterisk.ari("POST", self.path))
-
-        def do_DELETE(self) -> None:
-            self._reply(*asterisk.ari("DELETE", self.path))
-
-        def do_GET(self) -> None:
-            self._reply(*asterisk.ari("GET", self.path))
-
-        def _reply(self, status: int, body: Any) -> None:
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            if data:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    return AriHandler
-
-
-def _asterisk_main(control: Connection, cpus: set[int] | None) -> None:
-    """The child process: serve until told to stop; commands come over ``control``."""
+    Its legs hold their media until "play", so the load starts once every call is up.
+    """
     _pin(0, cpus)  # before its threads start: they inherit it
-    asterisk = _Asterisk()
-    control.send({"ari_port": asterisk.http.server_address[1], "rtp_port": asterisk.rtp_port})
+    legs = StampedLegs()
+    asterisk = FakeAsterisk(user, password, hooks=legs, hold_media=True).start()
+    control.send({"ari_url": asterisk.url})
     try:
         while True:
             command = control.recv()
             if command == "play":
-                asterisk.play_all()
+                asterisk.release_media()
                 control.send("playing")
+            elif isinstance(command, dict) and command.get("calls"):
+                for channel_id in command["calls"]:  # callers in the Stasis app, as the dialplan sends them
+                    asterisk.incoming_call(command["app"], ("inbound", CALLEE), caller=CALLER, channel_id=channel_id)
+                control.send("ringing")
             elif isinstance(command, dict) and command.get("record"):
-                control.send(asterisk.record(command["record"], command["pids"]))
+                control.send(legs.record(command["record"], command["pids"]))
             else:
                 break
     except EOFError:
@@ -569,13 +408,20 @@ class AsteriskProcess:
     def __init__(self, cpus: set[int] | None) -> None:
         context = multiprocessing.get_context("spawn")
         self._control, child = context.Pipe()
-        self._process = context.Process(target=_asterisk_main, args=(child, cpus), name="asterisk-sim", daemon=True)
+        self._process = context.Process(
+            target=_asterisk_main, args=(child, cpus, ARI_USER, ARI_PASSWORD), name="asterisk-sim", daemon=True
+        )
         self._process.start()
         child.close()
         assert self._process.pid is not None
         self.pid: int = self._process.pid
         ready = self._control.recv()
-        self.ari_url = f"http://127.0.0.1:{ready['ari_port']}"
+        self.ari_url: str = ready["ari_url"]
+
+    def incoming_calls(self, app: str, channel_ids: list[str]) -> None:
+        """Callers for the calls to answer: channels in Stasis ``app``."""
+        self._control.send({"calls": channel_ids, "app": app})
+        self._control.recv()
 
     def play(self) -> None:
         self._control.send("play")
@@ -687,7 +533,7 @@ class StepResult:
 
 
 def _cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
-    """(bridge CPUs, harness CPUs): the bridge alone on the first CPU, the fake and simulated Asterisk on the rest."""
+    """(bridge CPUs, harness CPUs): the bridge alone on the first CPU, the fake servers on the rest."""
     available = sorted(os.sched_getaffinity(0))
     if not pin or len(available) < 2:
         return None, None
@@ -700,7 +546,8 @@ def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Pat
             "OPENAI_API_KEY": API_KEY,
             "OPENAI_BASE_URL": fake.base_url,
             "ARI_URL": asterisk.ari_url,
-            "ARI_PASSWORD": "bench",
+            "ARI_USER": ARI_USER,
+            "ARI_PASSWORD": ARI_PASSWORD,
             "RTP_BIND_ADDRESS": "127.0.0.1",
             "LOG_FILE": str(workdir / "bridge.log"),
             "DB_PATH": str(workdir / "centralita.db"),
@@ -712,7 +559,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
     harness_cpus = options.harness_cpus
     asterisk = AsteriskProcess(harness_cpus)
     fake: FakeRealtimeProcess | None = None
-    started: list[InboundCall] = []
+    started: list[Call] = []
     failed = 0
     pacer = PacerThread() if options.shared_pacer else None
     with tempfile.TemporaryDirectory(prefix="centralita-bench-") as tmp:
@@ -724,11 +571,14 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
             password = settings.ari_password.reveal()
             rest = AriRest(AriEndpoint(settings.ari_url, settings.ari_user, password, settings.ari_app))
             tools = ToolRegistry()
+            channel_ids = [f"bench-{calls}-{index}" for index in range(calls)]
+            asterisk.incoming_calls(settings.ari_app, channel_ids)
             started = [
-                InboundCall(
-                    channel_id=f"bench-{calls}-{index}",
-                    caller="600100200",
-                    did="910000000",
+                Call(
+                    channel_id=channel_id,
+                    direction=Direction.INBOUND,
+                    caller=CALLER,
+                    callee=CALLEE,
                     settings=settings,
                     rest=rest,
                     records=records,
@@ -737,11 +587,11 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
                     rng=random.Random(index),
                     pacer=pacer,
                 )
-                for index in range(calls)
+                for index, channel_id in enumerate(channel_ids)
             ]
             began = time.monotonic()
             with ThreadPoolExecutor(max_workers=16) as pool:
-                list(pool.map(InboundCall.start, started))
+                list(pool.map(Call.start, started))
             failed = sum(call.state.ended.is_set() for call in started)
             if failed:
                 log.warning("%d of %d calls failed to start: measuring the others", failed, calls)
@@ -758,7 +608,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
             threads_end = thread_cpu_seconds()
         finally:
             with ThreadPoolExecutor(max_workers=32) as pool:
-                list(pool.map(lambda call: call.end("hung_up_by_caller"), started))
+                list(pool.map(lambda call: call.end(Outcome.HUNG_UP_BY_CALLER), started))
             if pacer is not None:
                 pacer.close()
             if records is not None:
@@ -900,7 +750,7 @@ def analyse(
             max(0.0, cpu["machine_cpu_pct"] - cpu["bridge_cpu_pct"] - cpu["fake_cpu_pct"] - cpu["asterisk_cpu_pct"]),
             1,
         ),
-        # The fake server or the simulated Asterisk (one thread's worth each, Python) or the whole machine at
+        # The fake Realtime server or the fake Asterisk (Python) or the whole machine at
         # its limit: the harness, not only the bridge, is then behind.
         saturated=max(cpu["fake_cpu_pct"], cpu["asterisk_cpu_pct"]) > 90
         or cpu["machine_cpu_pct"] > 95 * (os.cpu_count() or 1),
@@ -973,7 +823,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--no-pin",
         dest="pin",
         action="store_false",
-        help="do not pin the bridge to one CPU and the fake server and simulated Asterisk to the others",
+        help="do not pin the bridge to one CPU and the fake Realtime server and the fake Asterisk to the others",
     )
     args = parser.parse_args(argv)
     steps = sorted({int(step) for step in args.steps.split(",") if step.strip()})

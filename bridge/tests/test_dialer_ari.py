@@ -19,7 +19,7 @@ from centralita.dialer.originator import (
 )
 from centralita.dialer.outcomes import Outcome
 from centralita.telephony.ari import AriEndpoint, AriEvents, AriRest
-from centralita_testing.fake_asterisk import FakeAri
+from centralita_testing.fake_asterisk import FakeAsterisk
 
 USER, PASSWORD = "centralita", "secreto"
 EVENTS_APP = "centralita-dialer"
@@ -36,12 +36,12 @@ class Ticks:
 
 
 @pytest.fixture
-def ari() -> Iterator[FakeAri]:
-    with FakeAri(USER, PASSWORD) as fake:
+def ari() -> Iterator[FakeAsterisk]:
+    with FakeAsterisk(USER, PASSWORD) as fake:
         yield fake
 
 
-def make_originator(ari: FakeAri, ticks: Ticks | None = None, **options: object) -> AriOriginator:
+def make_originator(ari: FakeAsterisk, ticks: Ticks | None = None, **options: object) -> AriOriginator:
     rest = AriRest(AriEndpoint(ari.url, USER, PASSWORD, EVENTS_APP), timeout=float(options.pop("timeout", 2.0)))  # type: ignore[arg-type]
     settings: dict[str, object] = {
         "dial_string": lambda number: f"PJSIP/{number}@provider",
@@ -58,7 +58,7 @@ def make_originator(ari: FakeAri, ticks: Ticks | None = None, **options: object)
 
 
 @pytest.fixture
-def connected(ari: FakeAri) -> Iterator[tuple[AriOriginator, Ticks]]:
+def connected(ari: FakeAsterisk) -> Iterator[tuple[AriOriginator, Ticks]]:
     """An originator with its events WebSocket connected to the fake."""
     ticks = Ticks()
     originator = make_originator(ari, ticks)
@@ -88,7 +88,7 @@ def request(attempt: int = 7, channel: str = "centralita-out-7-abcd") -> DialReq
     )
 
 
-def wait_events(originator: AriOriginator, ari: FakeAri, count: int) -> list[CallEvent]:
+def wait_events(originator: AriOriginator, ari: FakeAsterisk, count: int) -> list[CallEvent]:
     collected: list[CallEvent] = []
 
     def enough() -> bool:
@@ -102,7 +102,7 @@ def wait_events(originator: AriOriginator, ari: FakeAri, count: int) -> list[Cal
 # ---- the originate request ---------------------------------------------------------------------------
 
 
-def test_originate_into_the_stasis_app_with_a_preset_channel_id(ari: FakeAri) -> None:
+def test_originate_into_the_stasis_app_with_a_preset_channel_id(ari: FakeAsterisk) -> None:
     originator = make_originator(ari)
     originator.originate(request())
     [sent] = ari.requests_to("POST", "/ari/channels")
@@ -121,7 +121,7 @@ def test_originate_into_the_stasis_app_with_a_preset_channel_id(ari: FakeAri) ->
     assert subscription.query == {"eventSource": "channel:centralita-out-7-abcd"}
 
 
-def test_originate_into_a_dialplan_context_for_amd(ari: FakeAri) -> None:
+def test_originate_into_a_dialplan_context_for_amd(ari: FakeAsterisk) -> None:
     originator = make_originator(ari, context="centralita-outbound-amd", extension="s", caller_id="")
     originator.originate(request())
     [sent] = ari.requests_to("POST", "/ari/channels")
@@ -132,7 +132,7 @@ def test_originate_into_a_dialplan_context_for_amd(ari: FakeAri) -> None:
     assert "callerId" not in sent.query
 
 
-def test_a_channel_id_already_in_use_is_never_dialled_again(ari: FakeAri) -> None:
+def test_a_channel_id_already_in_use_is_never_dialled_again(ari: FakeAsterisk) -> None:
     originator = make_originator(ari)
     originator.originate(request())
     with pytest.raises(ChannelExists, match="409"):
@@ -141,9 +141,9 @@ def test_a_channel_id_already_in_use_is_never_dialled_again(ari: FakeAri) -> Non
     assert "centralita-out-7-abcd" in originator.following  # still followed: that call is real
 
 
-def test_asterisk_refusing_the_parameters_means_nothing_was_dialled(ari: FakeAri) -> None:
+def test_asterisk_refusing_the_parameters_means_nothing_was_dialled(ari: FakeAsterisk) -> None:
     originator = make_originator(ari)
-    ari.force_status = (400, "Invalid parameters for originating a channel")
+    ari.fail("POST", "/ari/channels", 400, "Invalid parameters for originating a channel")
     with pytest.raises(DialRefused, match="Invalid parameters") as refused:
         originator.originate(request())
     assert not refused.value.unreachable
@@ -151,7 +151,7 @@ def test_asterisk_refusing_the_parameters_means_nothing_was_dialled(ari: FakeAri
     assert originator.following == []
 
 
-def test_wrong_credentials_hold_the_dialer_back(ari: FakeAri) -> None:
+def test_wrong_credentials_hold_the_dialer_back(ari: FakeAsterisk) -> None:
     rest = AriRest(AriEndpoint(ari.url, USER, "wrong", EVENTS_APP))
     originator = AriOriginator(rest, dial_string=str, stasis_app="centralita", events_app=EVENTS_APP)
     with pytest.raises(DialRefused) as refused:
@@ -161,7 +161,7 @@ def test_wrong_credentials_hold_the_dialer_back(ari: FakeAri) -> None:
 
 
 def test_asterisk_not_listening_means_nothing_was_dialled() -> None:
-    fake = FakeAri(USER, PASSWORD).start()
+    fake = FakeAsterisk(USER, PASSWORD).start()
     url = fake.url
     fake.stop()
     originator = AriOriginator(
@@ -176,16 +176,16 @@ def test_asterisk_not_listening_means_nothing_was_dialled() -> None:
     assert originator.presence("centralita-out-7-abcd") is Presence.UNKNOWN
 
 
-def test_a_late_answer_is_uncertain_and_the_call_is_followed(ari: FakeAri) -> None:
+def test_a_late_answer_is_uncertain_and_the_call_is_followed(ari: FakeAsterisk) -> None:
     originator = make_originator(ari, timeout=0.3)
-    ari.originate_delay = 1.0  # Asterisk created the channel but answered too late
+    ari.slow("POST", "/ari/channels", 1.0)  # Asterisk created the channel but answered too late
     with pytest.raises(DialUncertain, match="timed out"):
         originator.originate(request())
     assert originator.following == ["centralita-out-7-abcd"]
     assert originator.presence("centralita-out-7-abcd") is Presence.EXISTS
 
 
-def test_presence_asks_for_the_channel(ari: FakeAri) -> None:
+def test_presence_asks_for_the_channel(ari: FakeAsterisk) -> None:
     originator = make_originator(ari)
     originator.originate(request())
     assert originator.presence("centralita-out-7-abcd") is Presence.EXISTS
@@ -195,7 +195,7 @@ def test_presence_asks_for_the_channel(ari: FakeAri) -> None:
 # ---- following calls by events ----------------------------------------------------------------------
 
 
-def test_busy_is_reported_from_channel_destroyed(connected: tuple[AriOriginator, Ticks], ari: FakeAri) -> None:
+def test_busy_is_reported_from_channel_destroyed(connected: tuple[AriOriginator, Ticks], ari: FakeAsterisk) -> None:
     originator, _ = connected
     originator.originate(request())
     assert ari.subscriptions[EVENTS_APP] == {"centralita-out-7-abcd"}
@@ -204,7 +204,9 @@ def test_busy_is_reported_from_channel_destroyed(connected: tuple[AriOriginator,
     assert event == CallEvent(EventKind.ENDED, "centralita-out-7-abcd", Outcome.BUSY, 17, "User busy")
 
 
-def test_answered_then_normal_clearing_is_a_conversation(connected: tuple[AriOriginator, Ticks], ari: FakeAri) -> None:
+def test_answered_then_normal_clearing_is_a_conversation(
+    connected: tuple[AriOriginator, Ticks], ari: FakeAsterisk
+) -> None:
     originator, _ = connected
     originator.originate(request())
     ari.answer("centralita-out-7-abcd")
@@ -214,7 +216,7 @@ def test_answered_then_normal_clearing_is_a_conversation(connected: tuple[AriOri
     assert (ended.kind, ended.outcome, ended.cause) == (EventKind.ENDED, Outcome.ANSWERED_HUMAN, 16)
 
 
-def test_amd_machine_from_the_dialplan(connected: tuple[AriOriginator, Ticks], ari: FakeAri) -> None:
+def test_amd_machine_from_the_dialplan(connected: tuple[AriOriginator, Ticks], ari: FakeAsterisk) -> None:
     originator, _ = connected
     originator.originate(request())
     ari.answer("centralita-out-7-abcd")
@@ -227,7 +229,7 @@ def test_amd_machine_from_the_dialplan(connected: tuple[AriOriginator, Ticks], a
     assert events[2].outcome is Outcome.ANSWERED_MACHINE
 
 
-def test_dialstatus_decides_an_unanswered_end(connected: tuple[AriOriginator, Ticks], ari: FakeAri) -> None:
+def test_dialstatus_decides_an_unanswered_end(connected: tuple[AriOriginator, Ticks], ari: FakeAsterisk) -> None:
     originator, _ = connected
     originator.originate(request())
     ari.dial_status("centralita-out-7-abcd", "NOANSWER")
@@ -237,14 +239,14 @@ def test_dialstatus_decides_an_unanswered_end(connected: tuple[AriOriginator, Ti
     assert "dialstatus NOANSWER" in event.detail
 
 
-def test_events_of_other_channels_are_ignored(connected: tuple[AriOriginator, Ticks], ari: FakeAri) -> None:
+def test_events_of_other_channels_are_ignored(connected: tuple[AriOriginator, Ticks], ari: FakeAsterisk) -> None:
     originator, _ = connected
     originator.handle_event({"type": "ChannelDestroyed", "cause": 17, "channel": {"id": "someone-else"}})
     originator.handle_event(json.loads('{"type": "StasisStart", "channel": {"id": "x"}}'))
     assert originator.poll() == []
 
 
-def test_a_channel_gone_without_an_event_ends_after_the_grace(ari: FakeAri) -> None:
+def test_a_channel_gone_without_an_event_ends_after_the_grace(ari: FakeAsterisk) -> None:
     ticks = Ticks()
     originator = make_originator(ari, ticks)  # no events connection at all
     originator.originate(request())
@@ -258,11 +260,11 @@ def test_a_channel_gone_without_an_event_ends_after_the_grace(ari: FakeAri) -> N
     assert "no ChannelDestroyed" in event.detail
 
 
-def test_an_answered_channel_found_by_polling(ari: FakeAri) -> None:
+def test_an_answered_channel_found_by_polling(ari: FakeAsterisk) -> None:
     ticks = Ticks()
     originator = make_originator(ari, ticks)
     originator.originate(request())
-    ari.channels["centralita-out-7-abcd"]["state"] = "Up"
+    ari.channels["centralita-out-7-abcd"].state = "Up"
     [event] = originator.poll()
     assert event.kind is EventKind.ANSWERED
     ari.vanish("centralita-out-7-abcd")
@@ -273,7 +275,7 @@ def test_an_answered_channel_found_by_polling(ari: FakeAri) -> None:
     assert ended.outcome is Outcome.ANSWERED_HUMAN
 
 
-def test_watch_follows_an_adopted_call(connected: tuple[AriOriginator, Ticks], ari: FakeAri) -> None:
+def test_watch_follows_an_adopted_call(connected: tuple[AriOriginator, Ticks], ari: FakeAsterisk) -> None:
     originator, _ = connected
     placed_by_another = make_originator(ari)
     placed_by_another.originate(request())
@@ -284,7 +286,7 @@ def test_watch_follows_an_adopted_call(connected: tuple[AriOriginator, Ticks], a
     assert events[-1].outcome is Outcome.NO_ANSWER
 
 
-def test_subscriptions_are_renewed_after_a_reconnection(ari: FakeAri) -> None:
+def test_subscriptions_are_renewed_after_a_reconnection(ari: FakeAsterisk) -> None:
     originator = make_originator(ari)
     originator.originate(request())
     before = len(ari.requests_to("POST", f"/ari/applications/{EVENTS_APP}/subscription"))

@@ -17,7 +17,7 @@ from paths import PYTHONPATH
 
 from centralita.dialer import service
 from centralita.dialer.store import CampaignStore
-from centralita_testing.fake_asterisk import FakeAri
+from centralita_testing.fake_asterisk import FakeAsterisk
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -54,13 +54,13 @@ def test_the_dialer_is_required_and_the_file_read_once(
 
 
 @pytest.fixture
-def ari() -> Iterator[FakeAri]:
-    with FakeAri("centralita", "secreto") as fake:
+def ari() -> Iterator[FakeAsterisk]:
+    with FakeAsterisk("centralita", "secreto") as fake:
         yield fake
 
 
 @pytest.fixture
-def env(tmp_path: Path, ari: FakeAri) -> Path:
+def env(tmp_path: Path, ari: FakeAsterisk) -> Path:
     path = tmp_path / ".env"
     path.write_text(
         "DIALER_TIMEZONE=America/Mexico_City\n"
@@ -123,7 +123,7 @@ def wait(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     pytest.fail("timed out")
 
 
-def test_a_call_a_busy_signal_and_a_graceful_stop(ari: FakeAri, env: Path, tmp_path: Path) -> None:
+def test_a_call_a_busy_signal_and_a_graceful_stop(ari: FakeAsterisk, env: Path, tmp_path: Path) -> None:
     process = start(env)
     try:
         wait(lambda: bool(ari.channels) and "centralita-dialer" in ari.connected_apps())
@@ -140,7 +140,7 @@ def test_a_call_a_busy_signal_and_a_graceful_stop(ari: FakeAri, env: Path, tmp_p
     assert "secreto" not in log
 
 
-def test_a_call_open_at_sigterm_is_taken_over_by_the_next_start(ari: FakeAri, env: Path, tmp_path: Path) -> None:
+def test_a_call_open_at_sigterm_is_taken_over_by_the_next_start(ari: FakeAsterisk, env: Path, tmp_path: Path) -> None:
     first = start(env)
     try:
         wait(lambda: bool(ari.channels))

@@ -1,6 +1,6 @@
 """The network tools against the fake RouterOS over TCP, through the real librouteros, as the call runs them.
 
-Every tool is run the way ``InboundCall`` runs it: ``ToolRegistry.run(name, <JSON text>, ToolContext)``, so
+Every tool is run the way ``Call`` runs it: ``ToolRegistry.run(name, <JSON text>, ToolContext)``, so
 argument checks, errors and results are what the model would get. What the router holds afterwards is read
 back over a separate librouteros connection, and what reached it from ``FakeRouterOS.received``.
 """

@@ -1,17 +1,16 @@
-"""The frame clock (with a fake clock: exact, no real sleeping), the pacer thread and the playout queue."""
+"""The frame clock (with a fake clock: exact, no real sleeping) and the pacer thread."""
 
 from __future__ import annotations
 
 import contextvars
 import math
-import random
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from centralita.media.pacer import FRAME_SECONDS, Pacer, PacerThread, PlayoutQueue
+from centralita.media.pacer import FRAME_SECONDS, Pacer, PacerThread
 
 START = 5000.0  # monotonic clocks start anywhere
 
@@ -271,88 +270,3 @@ def test_a_pacer_thread_without_streams_starts_no_thread() -> None:
 def test_invalid_ticks(tick_seconds: float) -> None:
     with pytest.raises(ValueError, match="tick_seconds"):
         PacerThread(tick_seconds=tick_seconds)
-
-
-# Playout queue.
-
-
-def test_push_splits_into_frames_and_keeps_the_remainder() -> None:
-    queue = PlayoutQueue()
-    audio = bytes(range(256)) + bytes(range(144))  # 400 bytes: two frames and 80 bytes over
-    queue.push(audio)
-    assert queue.queued_frames == 2
-    assert queue.queued_ms == 50.0
-    assert queue.pop() == audio[:160]
-    assert queue.pop() == audio[160:320]
-    assert queue.pop() is None  # the 80 bytes left are not a frame yet
-    queue.push(b"\x01" * 80)
-    assert queue.pop() == audio[320:] + b"\x01" * 80
-    assert queue.pop() is None
-    assert queue.queued_ms == 0.0
-
-
-def test_small_pushes_make_a_frame_once_enough_arrived() -> None:
-    queue = PlayoutQueue()
-    for _ in range(15):
-        queue.push(b"\x02" * 10)
-        assert queue.pop() is None
-    queue.push(b"\x02" * 10)
-    assert queue.pop() == b"\x02" * 160
-    queue.push(b"")
-    assert queue.pop() is None
-
-
-def test_bytes_come_out_in_order_whatever_the_chunking() -> None:
-    rng = random.Random(20)
-    audio = rng.randbytes(160 * 300)
-    queue = PlayoutQueue()
-    played = bytearray()
-    position = 0
-    while position < len(audio):
-        size = rng.randrange(0, 700)
-        queue.push(audio[position : position + size])
-        position += size
-        while (frame := queue.pop()) is not None:
-            assert len(frame) == 160
-            played += frame
-    assert bytes(played) == audio
-    assert queue.frames_played == 300
-
-
-def test_flush_drops_frames_and_remainder_at_once() -> None:
-    queue = PlayoutQueue()
-    queue.push(bytes(500))  # three frames and 20 bytes: 62.5 ms
-    assert queue.flush() == 62.5
-    assert queue.pop() is None
-    assert queue.queued_ms == 0.0
-    queue.push(bytes(140))  # the dropped 20 bytes must not complete this into a frame
-    assert queue.pop() is None
-    assert queue.flush() == 17.5
-    assert queue.flush() == 0.0
-
-
-def test_played_ms_counts_only_popped_frames() -> None:
-    queue = PlayoutQueue()
-    queue.push(bytes(160 * 10))
-    for _ in range(3):
-        queue.pop()
-    assert queue.frames_played == 3
-    assert queue.played_ms == 60
-    assert queue.flush() == 140.0  # barge-in: 7 frames received but never played
-    assert queue.played_ms == 60
-    queue.push(bytes(320))
-    queue.pop()
-    assert queue.played_ms == 80
-    assert queue.pop() is not None
-    assert queue.pop() is None  # an empty pop is not counted
-    assert queue.played_ms == 100
-
-
-def test_pad_remainder_completes_the_last_frame_with_silence() -> None:
-    queue = PlayoutQueue()
-    queue.push(b"\x05" * 260)
-    assert queue.pad_remainder() == 60
-    assert queue.pop() == b"\x05" * 160
-    assert queue.pop() == b"\x05" * 100 + b"\xff" * 60
-    assert queue.pad_remainder() == 0
-    assert queue.pop() is None

@@ -19,6 +19,7 @@ from centralita.storage.records import (
     AuditResult,
     CallRecords,
     CallRecordsError,
+    Outcome,
     UnknownCallError,
 )
 
@@ -64,7 +65,7 @@ def test_schema_is_created_on_first_use(records: CallRecords, db_path: Path) -> 
     tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"calls", "transcript", "tool_calls"} <= tables
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     assert sqlite_query(db_path, "PRAGMA journal_mode") == [("wal",)]
     columns = [row[1] for row in sqlite_query(db_path, "PRAGMA table_info(calls)")]
     assert columns == [
@@ -77,6 +78,7 @@ def test_schema_is_created_on_first_use(records: CallRecords, db_path: Path) -> 
         "ended_at",
         "outcome",
         "detail",
+        "campaign",
     ]
 
 
@@ -100,6 +102,7 @@ def test_round_trip_of_a_whole_call(records: CallRecords) -> None:
         "ended_at": stamp(5),
         "outcome": "transferred",
         "detail": "to centralita-operator",
+        "campaign": None,
         "transcript": [
             {"at": stamp(2), "speaker": "assistant", "text": "Hola, ¿en qué puedo ayudarle?"},
             {"at": stamp(3), "speaker": "caller", "text": "Quiero hablar con soporte"},
@@ -138,6 +141,41 @@ def test_invalid_values_are_refused(records: CallRecords) -> None:
         records.add_transcript("c1", "operator", "hola")
     with pytest.raises(ValueError, match="naive"):
         records.start_call("c2", "inbound", "a", "b", started_at=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="only an outbound call has a campaign"):
+        records.start_call("c3", "inbound", "a", "b", campaign="marzo")
+    assert records.get_call("c3") is None
+    with pytest.raises(ValueError, match=r"outcome must be one of completed, transferred, .*got 'hung_up'"):
+        records.end_call("c1", "hung_up")
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        records.end_call("c1", "")
+    assert records.get_call("c1")["ended_at"] is None  # type: ignore[index]
+
+
+def test_every_outcome_is_stored_as_its_value(records: CallRecords) -> None:
+    for number, outcome in enumerate(Outcome):
+        records.start_call(f"c{number}", "inbound", "a", "b")
+        assert records.end_call(f"c{number}", outcome)
+        assert records.get_call(f"c{number}")["outcome"] == outcome.value  # type: ignore[index]
+    assert {outcome.value for outcome in Outcome} == {
+        "completed",
+        "transferred",
+        "hung_up_by_caller",
+        "realtime_failed",
+        "service_stopped",
+        "error",
+    }
+
+
+def test_an_outbound_call_names_its_campaign(records: CallRecords) -> None:
+    records.start_call("1732543999.40", "outbound", "", "+525550001111", campaign="marzo")
+    call = records.get_call("1732543999.40")
+    assert call is not None
+    assert (call["direction"], call["caller"], call["callee"], call["campaign"]) == (
+        "outbound",
+        "",
+        "+525550001111",
+        "marzo",
+    )
 
 
 def test_started_at_is_stored_in_utc(records: CallRecords) -> None:
@@ -410,6 +448,31 @@ def test_a_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
     with CallRecords(db_path, clock=FakeClock()) as upgraded:
         assert upgraded.get_call("old") is not None
         assert upgraded.add_ticket("old", "sin servicio") == 1
-    assert sqlite_query(db_path, "PRAGMA user_version") == [(2,)]
+    assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"audit_log", "tickets"} <= tables
+
+
+def test_a_version_2_file_gets_the_campaign_of_its_outbound_calls(db_path: Path) -> None:
+    """Before version 3 an outbound row held the number called as caller and the campaign as callee."""
+    connection = sqlite3.connect(db_path, isolation_level=None)
+    _MIGRATIONS[0](connection)
+    _MIGRATIONS[1](connection)
+    connection.execute("PRAGMA user_version = 2")
+    connection.executemany(
+        "INSERT INTO calls (call_id, direction, caller, callee, started_at, outcome) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            ("in", "inbound", "+525550001111", "8005550100", "2026-03-01T10:00:00.000+00:00", "transferred"),
+            ("out", "outbound", "+525550002222", "marzo", "2026-03-01T11:00:00.000+00:00", "completed"),
+        ],
+    )
+    connection.close()
+
+    with CallRecords(db_path, clock=FakeClock()) as upgraded:
+        inbound, outbound = upgraded.get_call("in"), upgraded.get_call("out")
+    assert inbound is not None
+    assert outbound is not None
+    assert (inbound["caller"], inbound["callee"], inbound["campaign"]) == ("+525550001111", "8005550100", None)
+    assert (outbound["caller"], outbound["callee"], outbound["campaign"]) == (None, "+525550002222", "marzo")
+    assert (outbound["outcome"], outbound["started_at"]) == ("completed", "2026-03-01T11:00:00.000+00:00")
+    assert sqlite_query(db_path, "PRAGMA user_version") == [(3,)]

@@ -24,15 +24,23 @@ shaped like one: ``sk-...`` API keys, ``Bearer <token>``, ``Authorization: Basic
 ``api_key=`` of ARI's WebSocket URL and the password in ``scheme://user:password@host``. The library
 loggers matter here: websockets, at DEBUG, logs the request headers, Authorization included.
 
-Lifecycle events, logged at INFO unless noted, in the order of a call (``Event`` holds the exact texts;
-grep for them)::
+Lifecycle events, logged at INFO unless noted, in the order of a call (``Event`` holds the exact texts, and
+the code logs through it; grep for them)::
 
-    call started                              a call reached the bridge (caller and DID follow)
+    ARI connected                             the service's Stasis app is registered: calls can come in
+    ARI disconnected                          WARNING: Asterisk restarting or unreachable; reconnecting
+    outbound call                             a customer the dialer called answered (attempt, campaign follow)
+    call started                              a call reached the bridge (caller and DID, or the number called
+                                              and the campaign, follow)
     ARI answered                              Asterisk answered the channel
+    call setup failed                         ERROR: the channel, bridge or media could not be set up
+    media ready                               the call's RTP socket and Asterisk's ExternalMedia are bridged
     Iniciando conexión WebSocket con OpenAI   connecting to the Realtime API (URL follows)
     session.update sent                       the session settings went to OpenAI
     session.updated received                  OpenAI accepted them: the assistant is live
+    barge-in                                  the caller spoke over the assistant (audio dropped follows)
     transferring to operator                  the call is going to a human (context follows)
+    transfer failed                           ERROR: Asterisk refused the transfer; the call is hung up
     Realtime error                            WARNING/ERROR: the Realtime API failed or sent an error
     call ended                                the call is over (outcome follows)
 
@@ -79,14 +87,25 @@ _current_call: ContextVar[str] = ContextVar("centralita_call_id", default=NO_CAL
 
 
 class Event(StrEnum):
-    """The lifecycle events the bridge logs, exactly as they appear at the start of the message."""
+    """The lifecycle events the bridge logs, exactly as they appear at the start of the message.
 
+    Operators and tests grep for these words: log them as ``log.info("%s: ...", Event.CALL_STARTED, ...)``,
+    never retyped, and never change a value.
+    """
+
+    ARI_CONNECTED = "ARI connected"
+    ARI_DISCONNECTED = "ARI disconnected"
+    OUTBOUND_CALL = "outbound call"
     CALL_STARTED = "call started"
     ARI_ANSWERED = "ARI answered"
+    SETUP_FAILED = "call setup failed"
+    MEDIA_READY = "media ready"
     CONNECTING = "Iniciando conexión WebSocket con OpenAI"
     SESSION_UPDATE_SENT = "session.update sent"
     SESSION_UPDATED = "session.updated received"
+    BARGE_IN = "barge-in"
     TRANSFERRING = "transferring to operator"
+    TRANSFER_FAILED = "transfer failed"
     REALTIME_ERROR = "Realtime error"
     CALL_ENDED = "call ended"
 

@@ -64,7 +64,7 @@ def run_playbook(*extra_args: str, playbook: str = "site.yml") -> subprocess.Com
     env["ANSIBLE_NOCOLOR"] = "1"
     env["ANSIBLE_FORCE_COLOR"] = "0"  # molecule forces colour for its own output; the tests read plain text
     cmd = ["ansible-playbook", "-i", str(SCENARIO / "inventory"), str(PROJECT / playbook), *extra_args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,8 @@ def test_answered_calls_are_in_the_call_records_as_outbound(host, campaign):
         "print(json.dumps(CallRecords('/var/lib/centralita/centralita.db').recent_calls(50)))"
     )
     calls = json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}"'))
-    # An outbound call's record names the campaign where an inbound one has the DID.
-    outbound = [call for call in calls if call["direction"] == "outbound" and call["callee"] == "molecula"]
+    # An outbound call's record names its campaign, and the customer's number as the number called.
+    outbound = [call for call in calls if call["direction"] == "outbound" and call["campaign"] == "molecula"]
     assert len(outbound) >= 2
+    numbers = {row[0] for row in query(host, f"SELECT t.phone FROM targets t {IN_CAMPAIGN}")}
+    assert {call["callee"] for call in outbound} <= numbers

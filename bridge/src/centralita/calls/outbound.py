@@ -20,6 +20,7 @@ from importlib import resources
 
 from centralita.config.dialer import DialerSettings
 from centralita.dialer.store import CallInfo, CampaignStore
+from centralita.logs import Event
 from centralita.tools.call_control import builtin_tools
 from centralita.tools.collections import dialer_tools
 from centralita.tools.registry import ToolRegistry
@@ -84,17 +85,19 @@ class OutboundCalls:
         settings = self._settings
         if settings is None:
             log.error(
-                "outbound call %s refused: the dialer is not configured here (DIALER_TIMEZONE is unset)", channel_id
+                "%s %s refused: the dialer is not configured here (DIALER_TIMEZONE is unset)",
+                Event.OUTBOUND_CALL,
+                channel_id,
             )
             return None
         try:
             store = self._open(settings)
         except OSError as error:  # DialerStoreError too
-            log.error("outbound call %s refused: the dialer's store cannot be opened (%s)", channel_id, error)
+            log.error("%s %s refused: the dialer's store cannot be opened (%s)", Event.OUTBOUND_CALL, channel_id, error)
             return None
         info = store.call_info(channel_id)
         if info is None:
-            log.error("outbound call %s refused: no dialer attempt has this channel id", channel_id)
+            log.error("%s %s refused: no dialer attempt has this channel id", Event.OUTBOUND_CALL, channel_id)
             return None
         registry = builtin_tools()
         for tool in dialer_tools(store, settings.timezone):

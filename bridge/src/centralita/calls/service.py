@@ -1,9 +1,10 @@
 """openai-inbound-calls: the service that answers every inbound call with the voice assistant.
 
-It keeps the ARI events connection to the Stasis app open (reconnecting through Asterisk restarts), starts an
-``InboundCall`` for each caller channel the dialplan sends to the app, and ends the call when the caller hangs
-up. Calls are independent: one failing call never touches another, and stopping the service hands every caller
-still on the line to the operator context instead of dropping them.
+It keeps the ARI events connection to the Stasis app open (reconnecting through Asterisk restarts), starts a
+``Call`` for each customer channel the dialplan sends to the app (an inbound caller, or a customer the dialer
+called who answered), and ends the call when the customer hangs up. Calls are independent: one failing call
+never touches another, and stopping the service hands every caller still on the line to the operator context
+instead of dropping them.
 
 Tools: the call-control ones (``builtin_tools``) and the network ones (``network_tools``), configured by the
 ``ROUTEROS_*`` and ``CUSTOMER_DIRECTORY`` variables of the same .env file (``config/network.py``). With no
@@ -27,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from centralita.calls.call import InboundCall
+from centralita.calls.call import Call
 from centralita.calls.outbound import OutboundCalls
 from centralita.config.box import load_all
 from centralita.config.bridge import Settings
@@ -35,15 +36,17 @@ from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
 from centralita.config.network import NetworkSettings
 from centralita.isp.customers import CustomerDirectory, DirectoryError
 from centralita.isp.routeros.pool import RouterPool
-from centralita.logs import setup_logging
+from centralita.logs import Event, setup_logging
 from centralita.media.pacer import PacerThread
-from centralita.storage.records import CallRecords
+from centralita.storage.records import CallRecords, Direction
 from centralita.telephony.ari import AriEndpoint, AriError, AriEvents, AriRest
 from centralita.tools.call_control import builtin_tools
 from centralita.tools.network import network_tools
 from centralita.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0  # seconds stop() waits for the calls to end (each ends within a few ARI timeouts)
 
 
 def default_instructions() -> str:
@@ -100,8 +103,9 @@ class InboundService:
             ping_interval=settings.ws_ping_interval,
             ping_timeout=settings.ws_ping_timeout,
         )
-        self._calls: dict[str, InboundCall] = {}
+        self._calls: dict[str, Call] = {}
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)  # a call left _calls
         self._stopping = threading.Event()
         # One thread paces the outgoing audio of every call (docs/PERFORMANCE.md): not a thread per call.
         self._pacer = PacerThread()
@@ -111,6 +115,16 @@ class InboundService:
         with self._lock:
             return len(self._calls)
 
+    def call(self, channel_id: str) -> Call | None:
+        """The call of the customer's channel ``channel_id``, while the service runs it."""
+        with self._lock:
+            return self._calls.get(channel_id)
+
+    @property
+    def paced_streams(self) -> int:
+        """Calls' outgoing audio streams on the service's pacer thread (one per call with media)."""
+        return self._pacer.streams
+
     def start(self) -> None:
         log.info("starting: ARI %s app %s", redact_url(self._settings.ari_url), self._settings.ari_app)
         self._events.start()
@@ -118,21 +132,27 @@ class InboundService:
     def wait_connected(self, timeout: float) -> bool:
         return self._events.wait_connected(timeout)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Take no more calls, hand every caller still on the line to the operator, and return once every call
+        has ended (up to ``timeout`` seconds), so that whoever closes the records next loses none of them: a call
+        that was already ending on its own thread (the caller hung up) is waited for too."""
         self._stopping.set()
         self._events.stop()
         with self._lock:
             calls = list(self._calls.values())
         for call in calls:
             call.hand_over("service stopping")
+        with self._ended:
+            if not self._ended.wait_for(lambda: not self._calls, timeout):
+                log.warning("stopping: calls %s still ending after %g s", ", ".join(self._calls), timeout)
         self._pacer.close()
         log.info("stopped")
 
     def _on_state(self, state: str) -> None:
         if state == "connected":
-            log.info("ARI connected: app %s is ready for calls", self._settings.ari_app)
+            log.info("%s: app %s is ready for calls", Event.ARI_CONNECTED, self._settings.ari_app)
         else:
-            log.warning("ARI disconnected: Asterisk restarting or unreachable; reconnecting")
+            log.warning("%s: Asterisk restarting or unreachable; reconnecting", Event.ARI_DISCONNECTED)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -140,21 +160,25 @@ class InboundService:
         channel_id = str(channel.get("id", ""))
         if kind == "StasisStart":
             args = event.get("args") or []
-            if not args or args[0] not in ("inbound", "outbound"):
+            if not args or args[0] not in tuple(Direction):
                 return  # our own ExternalMedia channels, and anything else that is not a caller
             if self._stopping.is_set():
                 return
-            if args[0] == "outbound":
+            caller = str((channel.get("caller") or {}).get("number", ""))
+            if args[0] == Direction.OUTBOUND:
                 threading.Thread(
-                    target=self._start_outbound, args=(channel_id, args), name=f"call-{channel_id}", daemon=True
+                    target=self._start_outbound,
+                    args=(channel_id, caller, args),
+                    name=f"call-{channel_id}",
+                    daemon=True,
                 ).start()
                 return
-            caller = str((channel.get("caller") or {}).get("number", ""))
             did = str(args[1]) if len(args) > 1 else ""
-            call = InboundCall(
+            call = Call(
                 channel_id=channel_id,
+                direction=Direction.INBOUND,
                 caller=caller,
-                did=did,
+                callee=did,
                 settings=self._settings,
                 rest=self._rest,
                 records=self._records,
@@ -172,22 +196,34 @@ class InboundService:
             if ended is not None:
                 threading.Thread(target=ended.caller_hung_up, name=f"hangup-{channel_id}", daemon=True).start()
 
-    def _start_outbound(self, channel_id: str, args: list[Any]) -> None:
-        """A customer the dialer called answered (and AMD, if used, heard a person): the assistant takes it."""
+    def _start_outbound(self, channel_id: str, caller_id: str, args: list[Any]) -> None:
+        """A customer the dialer called answered (and AMD, if used, heard a person): the assistant takes it.
+
+        ``caller_id`` is the caller number the dialer presented (the channel's caller); the customer's number
+        and the campaign come from the dialer's store.
+        """
         setup = self._outbound.prepare(channel_id) if self._outbound is not None else None
         if setup is None:
-            log.error("outbound call %s: not a known dialer call; hanging up", channel_id)
+            log.error("%s %s: not a known dialer call; hanging up", Event.OUTBOUND_CALL, channel_id)
             with contextlib.suppress(AriError):
                 self._rest.hangup(channel_id)
             return
         amd = f" amd={args[2]}" if len(args) > 2 else ""
         log.info(
-            "outbound call %s: attempt %s campaign %s%s", channel_id, setup.info.attempt_id, setup.info.campaign, amd
+            "%s %s: attempt %s campaign %s%s",
+            Event.OUTBOUND_CALL,
+            channel_id,
+            setup.info.attempt_id,
+            setup.info.campaign,
+            amd,
         )
-        call = InboundCall(
+        call = Call(
             channel_id=channel_id,
-            caller=setup.info.phone,
-            did=setup.info.campaign,
+            direction=Direction.OUTBOUND,
+            caller=caller_id,
+            callee=setup.info.phone,
+            campaign=setup.info.campaign,
+            attempt_id=setup.info.attempt_id,
             settings=self._settings,
             rest=self._rest,
             records=self._records,
@@ -195,7 +231,6 @@ class InboundService:
             instructions=setup.instructions,
             on_end=self._forget,
             pacer=self._pacer,
-            direction="outbound",
         )
         with self._lock:
             if self._stopping.is_set():
@@ -203,9 +238,10 @@ class InboundService:
             self._calls[channel_id] = call
         call.start()
 
-    def _forget(self, call: InboundCall) -> None:
+    def _forget(self, call: Call) -> None:
         with self._lock:
             self._calls.pop(call.call_id, None)
+            self._ended.notify_all()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

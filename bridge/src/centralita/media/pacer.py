@@ -1,9 +1,10 @@
-"""Timing of outgoing audio: a 20 ms frame clock, the thread that runs many of them, and the frame queue.
+"""Timing of outgoing audio: a 20 ms frame clock, and the thread that runs the clocks of many calls.
 
 The Realtime API delivers audio in bursts, much faster than real time, while the caller's side expects one
 160-byte frame every 20 ms: sent too fast, Asterisk's jitter buffer overflows and drops audio; too slow,
-the caller hears gaps. The pacer and the queue do no I/O, and the clock and sleep are injected, so the
-timing is tested exactly with a fake clock. ``PacerThread`` runs the pacers of many calls on one thread.
+the caller hears gaps. The pacer does no I/O, and the clock and sleep are injected, so the timing is tested
+exactly with a fake clock. ``PacerThread`` runs the pacers of many calls on one thread; what each slot sends
+is the business of its callback (a call's ``Playout``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
-from centralita.media.rtp import FRAME_BYTES, FRAME_MS
+from centralita.media.rtp import FRAME_MS
 
 FRAME_SECONDS = FRAME_MS / 1000
-_BYTES_PER_MS = FRAME_BYTES / FRAME_MS  # 8: PCMU at 8000 samples/s, one byte per sample
 
 log = logging.getLogger(__name__)
 
@@ -261,71 +260,3 @@ class PacerThread:
                 else:
                     stream.cancelled = True
                 self._changed.notify_all()
-
-
-class PlayoutQueue:
-    """The 160-byte PCMU frames waiting to be played, and the count of those already played.
-
-    Audio arrives in chunks of any length; the bytes that do not fill a whole frame wait for the next chunk,
-    so frames never carry a gap in the middle. ``played_ms`` is what barge-in needs: how much of a response
-    the caller has actually heard, as opposed to how much was received.
-    """
-
-    def __init__(self) -> None:
-        self._frames: deque[bytes] = deque()
-        self._remainder = bytearray()
-        self._frames_played = 0
-
-    def push(self, audio: bytes) -> None:
-        """Append PCMU audio of any length."""
-        self._remainder += audio
-        whole = len(self._remainder) - len(self._remainder) % FRAME_BYTES
-        for start in range(0, whole, FRAME_BYTES):
-            self._frames.append(bytes(self._remainder[start : start + FRAME_BYTES]))
-        del self._remainder[:whole]
-
-    def pop(self) -> bytes | None:
-        """The next frame to play, counted as played; None when no whole frame is waiting."""
-        if not self._frames:
-            return None
-        self._frames_played += 1
-        return self._frames.popleft()
-
-    def pad_remainder(self) -> int:
-        """Complete a trailing partial frame with silence so the end of the audio is played too.
-
-        For the end of a response, when no more audio will follow. PCMU silence is 0xFF. Returns the number
-        of padding bytes added (0 if there was no partial frame).
-        """
-        if not self._remainder:
-            return 0
-        padding = FRAME_BYTES - len(self._remainder)
-        self.push(b"\xff" * padding)
-        return padding
-
-    def flush(self) -> float:
-        """Drop everything waiting, whole frames and remainder, at once (barge-in); return the ms dropped."""
-        dropped = len(self._frames) * FRAME_BYTES + len(self._remainder)
-        self._frames.clear()
-        self._remainder.clear()
-        return dropped / _BYTES_PER_MS
-
-    @property
-    def frames_played(self) -> int:
-        """Frames handed out by ``pop`` since the queue was created."""
-        return self._frames_played
-
-    @property
-    def played_ms(self) -> int:
-        """Audio handed out by ``pop`` since the queue was created, in ms."""
-        return self._frames_played * FRAME_MS
-
-    @property
-    def queued_frames(self) -> int:
-        """Whole frames waiting (the remainder is not counted)."""
-        return len(self._frames)
-
-    @property
-    def queued_ms(self) -> float:
-        """Audio waiting, whole frames and remainder, in ms."""
-        return (len(self._frames) * FRAME_BYTES + len(self._remainder)) / _BYTES_PER_MS

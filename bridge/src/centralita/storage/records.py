@@ -34,6 +34,11 @@ Schema versions:
 
 1. ``calls``, ``transcript``, ``tool_calls``.
 2. ``audit_log`` (one row per write the assistant asked for, refused or not) and ``tickets`` (outages).
+3. ``calls.campaign``: the dialer campaign of an outbound call. A call row reads the same way in both
+   directions: ``caller`` is who called (for a dialer call, the caller ID presented, when known) and
+   ``callee`` who was called (the DID of an inbound call, the customer's number of a dialer call). Outbound
+   rows written before version 3 held the number called in ``caller`` and the campaign in ``callee``; the
+   upgrade moves them to this layout (their presented caller ID was never recorded: NULL).
 """
 
 from __future__ import annotations
@@ -74,13 +79,14 @@ class Speaker(StrEnum):
 
 
 class Outcome(StrEnum):
-    """The usual outcomes of a call; ``end_call`` accepts any other non-empty text as well."""
+    """How a call ended: the ``outcome`` column (stored data: a value never changes once released)."""
 
-    COMPLETED = "completed"
-    TRANSFERRED = "transferred"
-    HUNG_UP_BY_CALLER = "hung_up_by_caller"
-    REALTIME_FAILED = "realtime_failed"
-    ERROR = "error"
+    COMPLETED = "completed"  # the assistant ended the call (its hang-up tool), after its last words
+    TRANSFERRED = "transferred"  # the assistant handed the caller to the operator context (its transfer tool)
+    HUNG_UP_BY_CALLER = "hung_up_by_caller"  # the caller's channel went away while the assistant had it
+    REALTIME_FAILED = "realtime_failed"  # the Realtime session failed: failover context, or hung up
+    SERVICE_STOPPED = "service_stopped"  # the service stopped: the caller was handed to the operator context
+    ERROR = "error"  # the call could not be set up, or a transfer failed: hung up
 
 
 class AuditResult(StrEnum):
@@ -189,8 +195,17 @@ def _migrate_to_2(connection: sqlite3.Connection) -> None:
     connection.execute("CREATE INDEX tickets_at ON tickets (at)")
 
 
+def _migrate_to_3(connection: sqlite3.Connection) -> None:
+    connection.execute("ALTER TABLE calls ADD COLUMN campaign TEXT")
+    # Outbound rows held the number called in caller and the campaign in callee (the callee column of an
+    # inbound call is its DID): each value goes to the column that names it.
+    connection.execute(
+        "UPDATE calls SET campaign = callee, callee = caller, caller = NULL WHERE direction = 'outbound'"
+    )
+
+
 # _MIGRATIONS[n] upgrades a database at user_version n to n + 1. Append only; never edit a released step.
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2)
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2, _migrate_to_3)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -245,16 +260,25 @@ class CallRecords(SharedDatabase):
         caller: str | None,
         callee: str | None,
         started_at: datetime | None = None,
+        *,
+        campaign: str | None = None,
     ) -> None:
-        """Record a new call; a call_id that was already recorded raises ValueError."""
+        """Record a new call; a call_id that was already recorded raises ValueError.
+
+        ``caller`` is who called and ``callee`` who was called, in both directions (see schema version 3);
+        ``campaign`` is the dialer campaign of an outbound call, and only of one.
+        """
         if direction not in tuple(Direction):
             raise ValueError(f"direction must be 'inbound' or 'outbound', got {direction!r}")
+        if campaign is not None and direction != Direction.OUTBOUND:
+            raise ValueError(f"only an outbound call has a campaign, not this {direction} call ({campaign!r})")
         at = _timestamp(started_at) if started_at is not None else self._now()
         with self._lock:
             try:
                 self._connection().execute(
-                    "INSERT INTO calls (call_id, direction, caller, callee, started_at) VALUES (?, ?, ?, ?, ?)",
-                    (call_id, str(direction), caller, callee, at),
+                    "INSERT INTO calls (call_id, direction, caller, callee, campaign, started_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (call_id, str(direction), caller, callee, campaign, at),
                 )
             except sqlite3.IntegrityError as error:
                 raise ValueError(f"call {call_id!r} is already recorded in {self.path}") from error
@@ -313,10 +337,10 @@ class CallRecords(SharedDatabase):
             )
             return cursor.rowcount == 1
 
-    def end_call(self, call_id: str, outcome: str, detail: str = "") -> bool:
-        """Record how the call ended; only the first end counts (returns whether this one did)."""
-        if not outcome:
-            raise ValueError("outcome must not be empty (e.g. 'completed', 'transferred', 'error')")
+    def end_call(self, call_id: str, outcome: Outcome | str, detail: str = "") -> bool:
+        """Record how the call ended (an ``Outcome``); only the first end counts (returns whether this one did)."""
+        if outcome not in tuple(Outcome):
+            raise ValueError(f"outcome must be one of {', '.join(Outcome)}, got {outcome!r}")
         at = self._now()
         with self._lock:
             db = self._connection()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from centralita.tools.registry import Tool, ToolContext, ToolRegistry, ToolResult
+from centralita.tools.registry import Tool, ToolAction, ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +17,13 @@ log = logging.getLogger(__name__)
 def _transfer(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
     reason = str(arguments.get("motivo", ""))
     log.info("transfer requested by the assistant: %s", reason or "-", extra={"call_id": context.call_id})
-    return ToolResult({"ok": True, "mensaje": "Transfiriendo a un operador al terminar de hablar."}, action="transfer")
+    return ToolResult(
+        {"ok": True, "mensaje": "Transfiriendo a un operador al terminar de hablar."}, action=ToolAction.TRANSFER
+    )
 
 
 def _hang_up(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-    return ToolResult({"ok": True, "mensaje": "La llamada terminará al terminar de hablar."}, action="hangup")
+    return ToolResult({"ok": True, "mensaje": "La llamada terminará al terminar de hablar."}, action=ToolAction.HANG_UP)
 
 
 def builtin_tools() -> ToolRegistry:

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from centralita.realtime.events import function_tool
@@ -20,20 +21,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What a tool knows about the call it runs in."""
+    """What a tool knows about the call it runs in.
+
+    ``caller`` is the customer's number on the line: the caller of an inbound call, the number the dialer
+    called on an outbound one. ``did`` is the number an inbound caller dialled ("" on an outbound call).
+    """
 
     call_id: str
     caller: str
     did: str
 
 
+class ToolAction(StrEnum):
+    """What the call does once the assistant has finished speaking, at a tool's request."""
+
+    TRANSFER = "transfer"  # hand the caller to the operator context
+    HANG_UP = "hangup"  # end the call
+
+
 @dataclass(frozen=True)
 class ToolResult:
-    """The output for the model, whether the tool succeeded, and what the call must do afterwards."""
+    """The output for the model, whether the tool succeeded, and what the call must do afterwards (if anything)."""
 
     output: dict[str, Any]
     ok: bool = True
-    action: str = ""  # "", "transfer" or "hangup"
+    action: ToolAction | None = None
 
 
 Handler = Callable[[dict[str, Any], ToolContext], ToolResult]

@@ -50,7 +50,7 @@ def test_an_answered_dialer_call_gets_the_account_as_data_and_the_dialer_tools(
     result = setup.tools.run(
         "registrar_resultado",
         '{"resultado": "disputa"}',
-        ToolContext(call_id=channel_id, caller=setup.info.phone, did="marzo"),
+        ToolContext(call_id=channel_id, caller=setup.info.phone, did=""),
     )
     assert result.ok, result.output
     calls.close()
