@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from centralita.telephony.ari import AriEndpoint, AriEvents
-from centralita_testing.fake_asterisk import FakeAri
+from centralita_testing.fake_asterisk import FakeAsterisk
 
 USER, PASSWORD = "centralita", "secreto"
 
@@ -87,7 +87,7 @@ def test_an_asterisk_that_stays_away_gets_one_warning_per_quiet_period(records: 
 
 def test_a_lost_connection_is_one_warning_then_quiet_retries(records: pytest.LogCaptureFixture) -> None:
     states: list[str] = []
-    ari = FakeAri(USER, PASSWORD).start()
+    ari = FakeAsterisk(USER, PASSWORD).start()
     events = AriEvents(
         AriEndpoint(ari.url, USER, PASSWORD, "centralita"),
         lambda _event: None,
