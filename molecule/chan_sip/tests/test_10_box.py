@@ -3,12 +3,15 @@ the trunk's peers, the prompts where this Asterisk reads them, the dialer's SIP/
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from conftest import BOX
 
 testinfra_hosts = [f"podman://{BOX}"]
 
 RENDERED = ["extensions.conf", "http.conf", "ari.conf", "modules.conf", "logger.conf", "rtp.conf", "sip.conf"]
+CACHE = "/var/cache/centralita-asterisk-build"
 RANGE = [f"127.0.0.{i}" for i in range(64, 80)]  # provider_networks 127.0.0.64/28 in the scenario's inventory
 
 
@@ -36,6 +39,19 @@ def test_the_build_is_skipped_when_installed(host):
     stamp = host.file("/usr/local/src/asterisk/installed-build")
     assert stamp.is_file
     assert len(stamp.content_string.strip()) == 64
+
+
+def test_the_compiled_tree_is_kept_in_the_build_cache_by_the_tarballs_sha256(host):
+    # asterisk_source_build_cache (the host's cache, mounted by create.yml): the next box of this build unpacks it.
+    sha = os.environ["CENTRALITA_ASTERISK_SHA256"].lower()
+    cached = host.check_output(f"ls {CACHE}/asterisk-20.20.1-{sha[:16]}-*.tar").split()
+    assert len(cached) == 1
+    tarball = host.file(cached[0])
+    assert (tarball.user, tarball.mode) == ("root", 0o644)
+    members = host.check_output(f"tar -tf {cached[0]}").split()
+    assert "asterisk-20.20.1/main/asterisk" in members  # compiled, not just the sources
+    assert "asterisk-20.20.1/channels/chan_sip.so" in members
+    assert host.run(f"ls {CACHE}/*.tar.*").rc != 0  # no half-written tarball left
 
 
 def test_chan_sip_is_loaded_and_pjsip_is_not(host):
