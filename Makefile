@@ -24,7 +24,7 @@ $(VENV)/.stamp: requirements.txt
 
 venv: $(VENV)/.stamp
 
-# apt packages, podman settings and the forky image (root; quick when already done).
+# apt packages, podman settings and the forky and bookworm images (root; quick when already done).
 host:
 	@bash files/host/setup.sh >/dev/null
 
