@@ -1,16 +1,25 @@
 """Centralita's bridge: phone calls from Asterisk (ARI + RTP, PCMU) to the OpenAI Realtime API.
 
+Packages, by moving part (each ``__init__`` lists its modules):
+    calls      One call's life (``Call``, inbound or outbound), openai-inbound-calls (``InboundService``),
+               admission of new calls and the service's status file.
+    media      RTP packets, the 20 ms clock, the playout queue with barge-in, the 24 kHz fallback resampler.
+    realtime   The Realtime GA client: events, WebSocket framing, the per-call connection, tool-call ordering.
+    telephony  ARI REST calls and the reconnecting events WebSocket.
+    tools      The functions the assistant may call: registry and argument checks, call control,
+               collections, the MikroTik tools (``tools.network``).
+    isp        The ISP's side: the one customer model, phone numbers (E.164), the RouterOS client and pool.
+    dialer     openai-outbound-calls and ``centralita campaign``: campaigns, calling rules, the runner.
+    billing    Token usage, the dated price table, daily and monthly budgets.
+    storage    SQLite: call records, transcripts, tool calls, the audit log, retention, the record writer.
+    config     The one .env reader and every program's settings; ``centralita config check``.
+    doctor     ``centralita doctor``: end-to-end checks of the box, each with its fix.
 Modules:
-    inbound        openai-inbound-calls: the service that routes ARI events to calls.
-    call           One inbound call: channel, mixing bridge, ExternalMedia RTP and a Realtime session.
-    ari            ARI REST calls with timeouts and the reconnecting events WebSocket.
-    realtime       The Realtime GA client: events, the per-call connection, tool-call ordering.
-    rtp            RTP packets (RFC 3550): parsing, building, per-call receive and send state.
-    pacer          The 20 ms frame clock and the queue of audio frames waiting to be played.
-    tools          The functions the assistant may call, with argument checks.
-    records        Call records, transcripts and tool calls in SQLite.
-    logs           Log lines with the call id, for the log file and the journal; secrets redacted.
-    config         Settings read from the bridge's .env file, validated all at once.
-    fake_realtime  A fake Realtime GA server with fault injection, for tests and the lab.
-    routeros       The RouterOS API: wire codec, client (librouteros) and a fake server.
+    cli         The ``centralita`` command and its subcommands.
+    logs        Log lines with the call id, for the log file and the journal; the lifecycle events; secrets redacted.
+    privileges  Dropping from root to the service user before touching its state.
+
+The fake Realtime, RouterOS and Asterisk servers used by the tests and the lab are not part of this
+package: they are the ``centralita_testing`` package of the ``centralita-testing`` distribution
+(``bridge/testing``).
 """
