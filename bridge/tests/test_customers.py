@@ -1,4 +1,4 @@
-"""Customer matching (phones, IDs, names), router comments and the CSV directory."""
+"""Customer matching (phones, IDs, customer numbers), router comments and the CSV directory."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from centralita.isp.customers import (
     comment_dni,
     debt_standing,
     is_disabled,
-    names_match,
+    normalize_account,
     normalize_dni,
     parse_comment,
     phones_match,
@@ -60,24 +60,7 @@ def test_different_unreadable_or_partial_numbers_never_match(first: str, second:
 def test_ids_lose_separators_and_case() -> None:
     assert normalize_dni("12.345.678-z") == "12345678Z"
     assert normalize_dni(" 56789012 ") == "56789012"
-
-
-@pytest.mark.parametrize(
-    ("said", "held", "expected"),
-    [
-        ("María Peña", "María Peña", True),
-        ("maria pena", "María Peña", True),
-        ("MARÍA PEÑA", "María Peña", True),
-        ("Carmen Núñez", "Carmen Núñez Ortiz", True),
-        ("Carmen Nunez Ortiz", "Carmen Núñez Ortiz", True),
-        ("Carmen", "Carmen Núñez Ortiz", False),  # one word is not enough
-        ("Carmen López", "Carmen Núñez Ortiz", False),
-        ("", "Carmen Núñez Ortiz", False),
-        ("María Peña", "", False),
-    ],
-)
-def test_names(said: str, held: str, expected: bool) -> None:
-    assert names_match(said, held) is expected
+    assert normalize_account("c-10 004") == "C10004"
 
 
 def test_comments_parse_leniently() -> None:
@@ -98,20 +81,16 @@ def test_a_customer_from_a_secret_row_never_keeps_the_password() -> None:
         "profile": "plan-20M",
         "remote-address": "10.20.0.11",
         "disabled": "false",
-        "comment": "tel=+5215550001111;dni=12.345.678;nombre=María Peña",
+        "comment": "tel=+5215550001111;dni=12.345.678;cliente=C-10001;nombre=María Peña",
     }
     customer = Customer.from_secret(row, "nucleo", region=MX)
     assert customer.plan == "plan-20M"  # no plan= in the comment: the PPP profile
     assert customer.address == "10.20.0.11"
     assert customer.phones == ("+525550001111",)  # E.164 as libphonenumber writes it: no mobile 1 after +52
     assert (customer.dni, customer.customer_id, customer.disabled) == ("12345678", "12345678", False)
+    assert customer.account == "C10001"  # the customer number on the bill, compared letters and digits only
     assert "Mp-7731" not in repr(customer)
-    assert customer.public() == {
-        "nombre": "María Peña",
-        "plan": "plan-20M",
-        "servicio": "maria.pena",
-        "router": "nucleo",
-    }
+    assert Customer.from_secret({"name": "x", "comment": "dni=1234"}, "nucleo", region=MX).account == ""
 
 
 def test_several_phones_and_the_ones_that_are_not_numbers() -> None:
@@ -159,6 +138,11 @@ def test_which_router_rows_are_the_customers() -> None:
     assert not refers_to(entry, address="", dni="")
     queue = {"target": "10.20.0.13/32,10.20.0.14/32", "comment": ""}
     assert refers_to(queue, address="10.20.0.14", dni="", field="target")
+    # An entry naming the account it was granted to is that account's only, whatever address it holds.
+    granted = {"list": "promesa-pago", "address": "10.20.0.14", "comment": "usuario=luis.hernandez;dni=45678901"}
+    assert refers_to(granted, address="10.20.0.14", dni="", service="luis.hernandez")
+    assert not refers_to(granted, address="10.20.0.14", dni="12345678", service="maria.pena")
+    assert refers_to(granted, address="10.20.0.14", dni="")  # without an account to compare, as before
 
 
 def test_debt_standing() -> None:
@@ -176,6 +160,25 @@ def test_debt_standing() -> None:
     assert standing("10.20.0.14", "45678901") == (True, True, False)  # a promise to pay in force, by DNI
     assert standing("10.20.0.15", "56789012") == (True, False, True)  # the exception is disabled: cut
     assert standing("10.20.0.16", "67890123") == (False, False, False)
+
+
+def test_an_exception_helps_the_address_it_is_on_and_only_its_account() -> None:
+    entries: list[dict[str, object]] = [
+        {"list": "morosos", "address": "10.20.0.14", "comment": "dni=45678901"},
+        {"list": "promesa-pago", "address": "10.20.0.99", "comment": "usuario=luis.hernandez;dni=45678901"},
+    ]
+
+    def standing(address: str, service: str, dni: str) -> tuple[bool, bool, bool]:
+        found = debt_standing(
+            entries, address=address, dni=dni, debtors_list="morosos", exception_list="promesa-pago", service=service
+        )
+        return found.debtor, found.exception is not None, found.elsewhere is not None
+
+    # Luis's exception was granted on .99, but his session now has .14: it lets .99 through, not him.
+    assert standing("10.20.0.14", "luis.hernandez", "45678901") == (True, False, True)
+    assert standing("10.20.0.99", "luis.hernandez", "45678901") == (True, True, False)
+    # Whoever holds .99 now is not given Luis's promise to pay.
+    assert standing("10.20.0.99", "jose.munoz", "23456789") == (False, False, False)
 
 
 @pytest.mark.parametrize(
@@ -213,10 +216,10 @@ def test_directory_semicolons_bom_and_several_phones(tmp_path: Path) -> None:
     path = tmp_path / "clientes.csv"
     _write(
         path,
-        "Usuario;Nombre;DNI;Telefono;Plan;Router;IP\n"
-        "maria.pena;María Peña;12.345.678;+52 1 555 000 1111 | 55 4000 9999;20M;nucleo;\n"
-        ";Sin Usuario;1111;5550009999;;;\n"
-        "carmen.nunez;Carmen Núñez Ortiz;56789012;5550005555;20M;;10.20.0.15\n",
+        "Usuario;Nombre;DNI;Telefono;Plan;Router;IP;Cliente\n"
+        "maria.pena;María Peña;12.345.678;+52 1 555 000 1111 | 55 4000 9999;20M;nucleo;;C-10001\n"
+        ";Sin Usuario;1111;5550009999;;;;\n"
+        "carmen.nunez;Carmen Núñez Ortiz;56789012;5550005555;20M;;10.20.0.15;\n",
         bom=True,
     )
     directory = CustomerDirectory(path, MX)
@@ -225,6 +228,7 @@ def test_directory_semicolons_bom_and_several_phones(tmp_path: Path) -> None:
     [carmen] = directory.find(Lookup("dni", "56789012"))
     assert (carmen.router, carmen.address, carmen.name) == (None, "10.20.0.15", "Carmen Núñez Ortiz")
     assert maria.phones == ("+525550001111", "+525540009999")
+    assert (maria.account, carmen.account) == ("C10001", "")
     assert len(directory.customers()) == 2  # the row without usuario is skipped
     assert directory.find(Lookup("telefono", "+525550009999")) == []  # that number was on the skipped row
 

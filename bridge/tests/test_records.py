@@ -17,6 +17,7 @@ from centralita.storage.records import (
     _MIGRATIONS,
     SCHEMA_VERSION,
     AuditResult,
+    CallerEvent,
     CallRecords,
     CallRecordsError,
     Outcome,
@@ -65,7 +66,7 @@ def test_schema_is_created_on_first_use(records: CallRecords, db_path: Path) -> 
     tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"calls", "transcript", "tool_calls"} <= tables
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert sqlite_query(db_path, "PRAGMA journal_mode") == [("wal",)]
     columns = [row[1] for row in sqlite_query(db_path, "PRAGMA table_info(calls)")]
     assert columns == [
@@ -400,12 +401,94 @@ def test_audit_rows_round_trip_and_finish_once(records: CallRecords) -> None:
 def test_audit_needs_a_known_result_and_no_call_row(records: CallRecords) -> None:
     with pytest.raises(ValueError, match="result must be one of"):
         records.add_audit("c1", "t", "a", "maybe")
-    with pytest.raises(ValueError, match="ends 'done' or 'failed'"):
-        records.finish_audit(1, AuditResult.REFUSED)
+    with pytest.raises(ValueError, match="ends 'done', 'failed' or 'refused'"):
+        records.finish_audit(1, AuditResult.ATTEMPTED)
     with pytest.raises(ValueError, match="must not be empty"):
         records.add_audit("", "t", "a", AuditResult.REFUSED)
     # No start_call: an audit line is never lost for want of a call row.
     assert records.add_audit("never-started", "t", "a", AuditResult.REFUSED) > 0
+
+
+# -- limits across calls (schema version 3) ----------------------------------------------------------------
+
+
+class SettableClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_caller_events_are_counted_per_caller_and_per_customer_within_a_window(db_path: Path) -> None:
+    clock = SettableClock()
+    with CallRecords(db_path, clock=clock) as records:
+        records.add_caller_event("c1", CallerEvent.IDENTITY_FAILURE, "+525550009999", customer="45678901")
+        records.add_caller_event("c2", CallerEvent.IDENTITY_FAILURE, "+525550008888", customer="45678901")
+        records.add_caller_event("c2", CallerEvent.LOOKUP, "+525550008888")
+        clock.now += timedelta(hours=2)
+        records.add_caller_event("c3", CallerEvent.IDENTITY_FAILURE, "+525550009999")
+        day, hour = timedelta(days=1), timedelta(hours=1)
+        failure = CallerEvent.IDENTITY_FAILURE
+        assert records.count_caller_events(failure, day, caller="+525550009999") == 2  # two calls, one count
+        assert records.count_caller_events(failure, day, customer="45678901") == 2  # two numbers, one customer
+        assert records.count_caller_events(failure, hour, caller="+525550009999") == 1  # the first is too old
+        assert records.count_caller_events(CallerEvent.LOOKUP, day, caller="+525550008888") == 1
+        assert [row["call_id"] for row in records.caller_events("c2")] == ["c2", "c2"]
+        with pytest.raises(ValueError, match="a caller or of a customer"):
+            records.count_caller_events(failure, day)
+        with pytest.raises(ValueError, match="kind must be one of"):
+            records.add_caller_event("c1", "guess", "+525550009999")
+        assert records.prune_caller_events(hour) == 3
+        assert [row["call_id"] for row in records.caller_events()] == ["c3"]
+
+
+def test_reactivations_are_counted_from_the_audit_log_and_reserved_atomically(db_path: Path) -> None:
+    clock = SettableClock()
+    period = timedelta(days=30)
+    tool = "reactivar_servicio"
+    with CallRecords(db_path, clock=clock) as records:
+
+        def reserve(call_id: str) -> int | None:
+            return records.reserve_audit(call_id, tool, "add", customer_id="45678901", limit=1, window=period)
+
+        first = reserve("c1")
+        assert first is not None
+        assert reserve("c2") is None  # an attempted write counts: its outcome is unknown
+        records.finish_audit(first, AuditResult.FAILED, "router down")
+        second = reserve("c3")  # a failed one does not
+        assert second is not None
+        records.finish_audit(second, AuditResult.DONE, "entry *9")
+        records.add_audit("c4", tool, "add", AuditResult.REFUSED, "limit", customer_id="45678901")
+        assert records.count_audit(tool, "45678901", period) == 1
+        assert records.count_audit(tool, "45678901", period, results=(AuditResult.REFUSED,)) == 1
+        assert reserve("c5") is None
+        assert records.count_audit(tool, "other", period) == 0
+        clock.now += period + timedelta(seconds=1)
+        assert reserve("c6") is not None  # a new period
+        assert [row["result"] for row in records.audit_entries()] == ["failed", "done", "refused", "attempted"]
+
+
+def test_reservations_from_many_threads_give_out_exactly_the_limit(db_path: Path) -> None:
+    with CallRecords(db_path) as records:
+        got: list[int | None] = []
+        lock = threading.Lock()
+
+        def take(index: int) -> None:
+            audit_id = records.reserve_audit(
+                f"c{index}", "reactivar_servicio", "add", customer_id="45678901", limit=2, window=timedelta(days=30)
+            )
+            with lock:
+                got.append(audit_id)
+
+        threads = [threading.Thread(target=take, args=(index,)) for index in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len([audit_id for audit_id in got if audit_id is not None]) == 2
 
 
 def test_tickets_round_trip(records: CallRecords) -> None:
@@ -450,7 +533,8 @@ def test_a_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
         assert upgraded.add_ticket("old", "sin servicio") == 1
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"audit_log", "tickets"} <= tables
+    assert {"audit_log", "tickets", "caller_events"} <= tables
+    assert "customer_id" in [row[1] for row in sqlite_query(db_path, "PRAGMA table_info(audit_log)")]
 
 
 def test_a_version_2_file_gets_the_campaign_of_its_outbound_calls(db_path: Path) -> None:
@@ -475,4 +559,4 @@ def test_a_version_2_file_gets_the_campaign_of_its_outbound_calls(db_path: Path)
     assert (inbound["caller"], inbound["callee"], inbound["campaign"]) == ("+525550001111", "8005550100", None)
     assert (outbound["caller"], outbound["callee"], outbound["campaign"]) == (None, "+525550002222", "marzo")
     assert (outbound["outcome"], outbound["started_at"]) == ("completed", "2026-03-01T11:00:00.000+00:00")
-    assert sqlite_query(db_path, "PRAGMA user_version") == [(3,)]
+    assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]

@@ -60,6 +60,16 @@ def test_dni_and_phones_are_masked_at_any_depth_and_nothing_else() -> None:
     assert arguments["dni"] == "12.345.678"  # a copy: the tool's own data is not changed
 
 
+def test_the_second_factors_of_a_verification_are_masked_too() -> None:
+    said = {"dni": "45678901", "numero_cliente": "C-10 004", "ultimos_digitos": "4444", "usuario": "luis.hernandez"}
+    assert mask_personal(said) == {
+        "dni": "*****901",
+        "numero_cliente": "C-** 004",
+        "ultimos_digitos": "*444",
+        "usuario": "luis.hernandez",
+    }
+
+
 def test_tool_calls_are_stored_masked(tmp_path: Path) -> None:
     with CallRecords(tmp_path / "centralita.db") as records:
         records.start_call("c1", "inbound", "5215550004444", "5215550000000")

@@ -47,8 +47,11 @@ def _free_port() -> int:
 def test_print_where_and_proplist(client: RouterClient) -> None:
     rows = client.print("/ppp/secret", where={"disabled": False, "profile": "plan-10M"}, proplist=["name", "comment"])
     assert rows == [
-        {"name": "jose.munoz", "comment": "tel=+5215550002222;dni=23456789;nombre=José Muñoz;plan=10M"},
-        {"name": "luis.hernandez", "comment": "tel=+5215550004444;dni=45678901;nombre=Luis Hernández;plan=10M"},
+        {"name": "jose.munoz", "comment": "tel=+5215550002222;dni=23456789;cliente=10002;nombre=José Muñoz;plan=10M"},
+        {
+            "name": "luis.hernandez",
+            "comment": "tel=+5215550004444;dni=45678901;cliente=10004;nombre=Luis Hernández;plan=10M",
+        },
     ]
 
 

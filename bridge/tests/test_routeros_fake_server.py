@@ -238,7 +238,7 @@ def test_shipped_fixtures_are_identical_and_documented() -> None:
     assert len(secrets) == 6
     for secret in secrets:
         fields = dict(part.split("=", 1) for part in secret["comment"].split(";"))
-        assert set(fields) == {"tel", "dni", "nombre", "plan"}
+        assert set(fields) == {"tel", "dni", "cliente", "nombre", "plan"}
         assert fields["tel"].startswith("+")
     names = " ".join(secret["comment"] for secret in secrets)
     assert "Peña" in names

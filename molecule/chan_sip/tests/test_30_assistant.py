@@ -54,7 +54,12 @@ def test_the_call_is_recorded_with_the_transcript_and_the_router_tools(host, spe
     assert any(turn["speaker"] == "assistant" for turn in record["transcript"])
     tools = {call["name"]: call for call in record["tool_calls"]}
     assert {"consultar_cliente", "estado_conexion"} <= set(tools), tools
-    assert all(call["ok"] for call in tools.values()), tools
+    # His number on file verifies the call for reading; a caller ID alone never changes anything (the default
+    # script's reactivar_servicio is refused: IDENTITY_WRITE_REQUIRES=dni).
+    assert tools["consultar_cliente"]["result"]["verificado"] is True, tools
+    assert tools["estado_conexion"]["ok"], tools
+    assert tools["estado_conexion"]["result"]["suspendido_por_adeudo"] is True, tools
+    assert not tools.get("reactivar_servicio", {"ok": False})["ok"], tools
 
 
 def test_nothing_is_left_behind_after_the_call(host, speaking_call):

@@ -147,32 +147,39 @@ def test_nothing_is_left_behind_after_the_call(host, speaking_call):
     assert "centralita-" not in bridges
 
 
-def test_the_assistant_looks_the_caller_up_on_the_router_and_reactivates(host, speaking_call):
-    # The fake Realtime server's script calls consultar_cliente and estado_conexion for the caller ID
-    # (5215550004444: Luis Hernández, cut for debt in the demo ISP) and reactivar_servicio; the bridge ran
-    # them against the fake RouterOS server over TCP and sent the router's data back to the model.
+def test_the_caller_id_lets_the_caller_read_their_service_but_not_reactivate_it(host, speaking_call):
+    # The fake Realtime server's default script calls consultar_cliente and estado_conexion, then
+    # reactivar_servicio, from 5215550004444: Luis Hernández, cut for debt in the demo ISP. His number on file
+    # verifies the call for reading (IDENTITY_READ_REQUIRES=any); a caller ID can be forged on a SIP trunk, so
+    # changing anything needs his DNI and customer number too (IDENTITY_WRITE_REQUIRES=dni), which this script
+    # never gives. The bridge ran the tools against the fake RouterOS server over TCP.
     call_id, _log = speaking_call
     tools = {call["name"]: call for call in call_record(host, call_id)["tool_calls"]}
     assert set(tools) == {"consultar_cliente", "estado_conexion", "reactivar_servicio"}, tools
-    assert all(call["ok"] for call in tools.values()), tools
-    found = json.dumps(tools["consultar_cliente"]["result"], ensure_ascii=False)
-    assert "Luis Hernández" in found
-    assert "luis.hernandez" in found
-    assert "Lh-1187" not in found  # never the PPPoE password
-    state = json.dumps(tools["estado_conexion"]["result"], ensure_ascii=False)
-    assert "10.20.0.14" in state
-    assert '"suspendido_por_adeudo": true' in state
-    assert '"bajada": "512k"' in state
-    # The write is on the router, seen through librouteros, and in the audit log with the call id.
+    found = tools["consultar_cliente"]["result"]
+    assert (found["verificado"], found["puede_consultar_estado"], found["puede_reactivar"]) == (True, True, False)
+    state = tools["estado_conexion"]["result"]
+    assert (state["ok"], state["suspendido_por_adeudo"], state["velocidad_maxima"]["bajada"]) == (True, True, "512k")
+    said = json.dumps([call["result"] for call in tools.values()], ensure_ascii=False)
+    for personal in ("Luis Hernández", "luis.hernandez", "10.20.0.14", "AA:BB:CC:00:00:14", "45678901", "Lh-1187"):
+        assert personal not in said  # the model hears the state of the service, never who or where it is
+    refused = tools["reactivar_servicio"]
+    assert not refused["ok"]
+    assert "número de cliente" in refused["result"]["error"]
+    # Nothing was written to the router, seen through librouteros; the refusal is in the audit log.
     exceptions = [row for row in router_rows(host, "/ip/firewall/address-list") if row["list"] == "promesa-pago"]
-    assert [row["address"] for row in exceptions] == ["10.20.0.14"]
-    assert exceptions[0]["timeout"]
+    assert exceptions == []
     script = (
         "import json; from centralita.storage.records import CallRecords; "
         "print(json.dumps(CallRecords('/var/lib/centralita/centralita.db').audit_entries()))"
     )
     audit = json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}"'))
-    assert [(entry["call_id"], entry["result"]) for entry in audit] == [(call_id, "done")]
+    ours = [entry for entry in audit if entry["call_id"] == call_id]
+    assert [(entry["tool"], entry["result"]) for entry in ours] == [
+        ("verificar_identidad", "done"),
+        ("reactivar_servicio", "refused"),
+    ]
+    assert "IDENTITY_WRITE_REQUIRES=dni" in ours[-1]["reason"]
 
 
 @pytest.fixture
@@ -192,12 +199,16 @@ def test_with_the_router_down_the_tools_answer_an_error_in_time_and_the_call_goe
     call_id = sorted(set(re.findall(r"call=([0-9.]+)", log)))[0]
     record = call_record(host, call_id)
     assert record["outcome"] == "hung_up_by_caller"  # the caller stayed with the assistant to the end
-    tools = record["tool_calls"]
-    assert tools
-    assert not any(call["ok"] for call in tools)
+    tools = {call["name"]: call for call in record["tool_calls"]}
+    assert set(tools) == {"consultar_cliente", "estado_conexion", "reactivar_servicio"}, tools
+    # What needs the router now answered an error the assistant can say. (consultar_cliente may still answer:
+    # who the caller is comes from the customer records read less than ROUTEROS_DIRECTORY_TTL ago.)
+    assert not tools["estado_conexion"]["ok"]
+    assert "No pude consultar el equipo de red" in tools["estado_conexion"]["result"]["error"]
+    assert not tools["reactivar_servicio"]["ok"]
     assert time.monotonic() - started < 40
     # Each tool gave up within ROUTEROS_TIMEOUT (5 s): their log lines are there, none of them late.
-    assert "tool consultar_cliente -> error" in log
+    assert "tool estado_conexion -> error" in log
 
 
 def test_a_crashed_service_is_restarted_by_systemd_and_takes_calls_again(host):

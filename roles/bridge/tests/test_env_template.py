@@ -78,6 +78,16 @@ SCALARS = {
     "ROUTEROS_DEBTORS_LIST": "bridge_routeros_debtors_list",
     "ROUTEROS_EXCEPTION_LIST": "bridge_routeros_exception_list",
     "ROUTEROS_EXCEPTION_DAYS": "bridge_routeros_exception_days",
+    "ROUTEROS_REACTIVATION_LIMIT": "bridge_routeros_reactivation_limit",
+    "ROUTEROS_REACTIVATION_PERIOD": "bridge_routeros_reactivation_period",
+    "ROUTEROS_DIRECTORY_TTL": "bridge_routeros_directory_ttl",
+    "IDENTITY_PHONE_DIGITS": "bridge_identity_phone_digits",
+    "IDENTITY_READ_REQUIRES": "bridge_identity_read_requires",
+    "IDENTITY_WRITE_REQUIRES": "bridge_identity_write_requires",
+    "IDENTITY_MAX_FAILURES": "bridge_identity_max_failures",
+    "IDENTITY_FAILURE_WINDOW": "bridge_identity_failure_window",
+    "LOOKUP_MAX_PER_CALL": "bridge_lookup_max_per_call",
+    "LOOKUP_MAX_PER_CALLER_HOUR": "bridge_lookup_max_per_caller_hour",
     "CUSTOMER_DIRECTORY": "bridge_customer_directory",
     "DIALER_TIMEZONE": "bridge_dialer_timezone",
     "DIALER_WINDOWS": "bridge_dialer_windows",
@@ -119,6 +129,10 @@ def hostile_inventory() -> tuple[dict[str, Any], dict[str, str]]:
     expected["DIALER_HOLIDAYS"] = variables["bridge_dialer_holidays"][0]
     variables["bridge_routeros_writes"] = True
     expected["ROUTEROS_WRITES"] = "true"
+    variables["bridge_identity_caller_id"] = False
+    expected["IDENTITY_CALLER_ID"] = "false"
+    variables["bridge_identity_factors"] = [next(values), next(values)]
+    expected["IDENTITY_FACTORS"] = ",".join(variables["bridge_identity_factors"])
     return variables, expected
 
 

@@ -46,6 +46,7 @@ from centralita.realtime.events import realtime_url, response_cancel, response_c
 from centralita.realtime.tool_calls import ToolCall, ToolCallAssembler
 from centralita.storage.records import CallRecords, Direction, Outcome, Speaker
 from centralita.telephony.ari import AriError, AriRest
+from centralita.tools.identity import CallIdentity
 from centralita.tools.registry import ToolAction, ToolContext, ToolRegistry
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ class Call:
         self._failing = False
         self._transfer_outcome: tuple[Outcome, str] | None = None
         self._converter: Pcm24kToUlaw | None = None  # only when the server ignores audio/pcmu output
+        self._identity = CallIdentity(caller_id_usable=direction is Direction.INBOUND)  # who the caller proved to be
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -453,7 +455,7 @@ class Call:
             self._send(truncate(barge_in.item_id, barge_in.audio_end_ms))
 
     def _run_tool(self, call: ToolCall) -> None:
-        context = ToolContext(call_id=self.call_id, caller=self.state.customer_number, did=self.state.did)
+        context = ToolContext(self.call_id, self.state.customer_number, self.state.did, identity=self._identity)
         result = self._tools.run(call.name, call.arguments, context)
         self._records.add_tool_call(
             self.call_id, call.call_id, call.name, _json_or_text(call.arguments), result.output, result.ok

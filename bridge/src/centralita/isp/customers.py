@@ -2,11 +2,14 @@
 every part of Centralita applies to them (the assistant's tools, the dialer's imports, and whatever checks
 a caller's identity).
 
-**Router comments.** PPP secret comments are ``tel=<phone>;dni=<id>;nombre=<name>;plan=<plan>``:
+**Router comments.** PPP secret comments are ``tel=<phone>;dni=<id>;cliente=<number>;nombre=<name>;plan=<plan>``:
 ``;``-separated ``key=value`` pairs, split on the first ``=``, keys case-insensitive, parts without ``=``
 ignored (``parse_comment``). ``tel`` may hold several numbers separated by ``|`` or ``/``. Address-list entries
 carry the same format for customers without PPPoE (an entry's address is then their service id); other
 address-list entries and simple queues carry ``dni=<id>`` so they can be matched when an address changes.
+``cliente`` is the customer number printed on the bill (``account``): the assistant may ask for it to verify
+a caller, so it is never told to anyone. The entries Centralita adds name the account they were granted to
+(``usuario=<PPPoE user>``): such an entry is that account's only, whatever address it holds.
 
 **Phones** are read with libphonenumber (``centralita.isp.phones``) in the default region and kept as E.164;
 a number that cannot be read is kept out of ``phones`` and its problem is in ``phone_problems``. Two numbers
@@ -19,7 +22,9 @@ a disabled address-list entry or queue is not in force and belongs to nobody.
 
 **Debtor**: a customer is a debtor when an enabled entry of the debtors address-list is theirs (by the address
 in question or by ``dni=`` in its comment); a promise to pay is in force when an enabled entry of the exception
-list is theirs; the service is cut (``DebtStanding.suspended``) when the first holds and the second does not.
+list is theirs and holds their current address (the router lets an address through, not a person), and an
+entry naming another account (``usuario=``) is never theirs; the service is cut (``DebtStanding.suspended``)
+when the first holds and the second does not.
 
 **Lookups** (``Lookup``) find a customer by ``telefono`` (E.164 equality), ``dni`` or ``usuario`` (the PPPoE
 user, the service id, exactly).
@@ -31,6 +36,7 @@ is ``,`` or ``;`` (whichever the header uses). Columns, in any order, names case
     nombre    required  the holder's full name
     dni       required  national ID
     telefono  required  phone number(s); several separated by ``|`` or ``/``
+    cliente   optional  the customer number printed on the bill (a second factor to verify a caller)
     plan      optional  plan name to tell the caller
     router    optional  the router's name in ROUTEROS_ROUTERS (empty: looked up on every router)
     ip        optional  the customer's address, when the PPP secret has no remote-address
@@ -44,11 +50,10 @@ from __future__ import annotations
 import csv
 import io
 import threading
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from centralita.isp.phones import PhoneError, same_number, split_numbers, to_e164
 
@@ -62,9 +67,10 @@ __all__ = [
     "Lookup",
     "LookupKind",
     "comment_dni",
+    "comment_service",
     "debt_standing",
     "is_disabled",
-    "names_match",
+    "normalize_account",
     "normalize_dni",
     "parse_comment",
     "phones_match",
@@ -73,11 +79,10 @@ __all__ = [
     "router_address",
 ]
 
-DIRECTORY_COLUMNS: Final = ("usuario", "nombre", "dni", "telefono", "plan", "router", "ip")
+DIRECTORY_COLUMNS: Final = ("usuario", "nombre", "dni", "telefono", "cliente", "plan", "router", "ip")
 # What a customer is read from in /ppp/secret (a .proplist): never "password".
 SECRET_FIELDS: Final = ("name", "profile", "remote-address", "disabled", "comment")
 _REQUIRED_COLUMNS: Final = ("usuario", "nombre", "dni", "telefono")
-_MIN_NAME_WORDS: Final = 2
 _TRUE_TEXT: Final = frozenset({"true", "yes"})
 _DNI_LENGTHS: Final = range(4, 21)
 
@@ -110,6 +115,11 @@ def normalize_dni(text: str) -> str:
     return "".join(character for character in text if character.isalnum()).upper()
 
 
+def normalize_account(text: str) -> str:
+    """A customer number as printed or said, compared letters and digits only: ``C-10 004`` -> ``C10004``."""
+    return normalize_dni(text)
+
+
 def read_phones(text: str, region: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The numbers of a ``tel``/``telefono`` value: (E.164 numbers in the order written, problems of the others)."""
     numbers: list[str] = []
@@ -128,24 +138,6 @@ def read_phones(text: str, region: str | None) -> tuple[tuple[str, ...], tuple[s
 def phones_match(first: str, second: str, *, region: str | None) -> bool:
     """Whether two numbers, in any format, are the same line: both valid and equal as E.164 (never a guess)."""
     return same_number(first, second, region)
-
-
-def _name_words(text: str) -> list[str]:
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    plain = "".join(character for character in decomposed if not unicodedata.combining(character))
-    cleaned = "".join(character if character.isalnum() else " " for character in plain)
-    return cleaned.split()
-
-
-def names_match(given: str, recorded: str) -> bool:
-    """Whether a name the caller said is the holder's: at least two words, every one of them in the record.
-
-    Case, accents and punctuation are ignored (``maria pena`` is ``María Peña``); a missing second surname
-    is fine (``Carmen Núñez`` is ``Carmen Núñez Ortiz``), a first name alone is not enough.
-    """
-    said = _name_words(given)
-    held = _name_words(recorded)
-    return len(said) >= _MIN_NAME_WORDS and all(word in held for word in said)
 
 
 # ---- router rows ---------------------------------------------------------------------------------------
@@ -167,10 +159,21 @@ def comment_dni(row: Mapping[str, object]) -> str:
     return normalize_dni(parse_comment(row.get("comment")).get("dni", ""))
 
 
-def refers_to(row: Mapping[str, object], *, address: str | None, dni: str, field: str = "address") -> bool:
+def comment_service(row: Mapping[str, object]) -> str:
+    """The account (``usuario=``) a router row's comment names ("" when it names none)."""
+    return parse_comment(row.get("comment")).get("usuario", "")
+
+
+def refers_to(
+    row: Mapping[str, object], *, address: str | None, dni: str, field: str = "address", service: str = ""
+) -> bool:
     """Whether an enabled router row is the customer's: ``field`` (``address``, or a queue's ``target``, a list)
-    holds ``address``, or the ``dni=`` of its comment is ``dni``. A disabled row is nobody's."""
+    holds ``address``, or the ``dni=`` of its comment is ``dni``. A disabled row is nobody's, and so is a row
+    whose comment names another account (``usuario=``) than ``service``, when ``service`` is given."""
     if is_disabled(row):
+        return False
+    named = comment_service(row)
+    if service and named and named != service:
         return False
     if address:
         values = [router_address(part) for part in str(row.get(field) or "").split(",")]
@@ -184,7 +187,8 @@ class DebtStanding:
     """What the debtors and exception address-lists say about one customer."""
 
     debtor: bool  # an enabled debtors-list entry is theirs
-    exception: Mapping[str, object] | None  # their enabled exception-list entry (a promise to pay in force)
+    exception: Mapping[str, object] | None  # their enabled exception-list entry on their address (in force)
+    elsewhere: Mapping[str, object] | None = None  # an exception entry of theirs on another address (not in force)
 
     @property
     def suspended(self) -> bool:
@@ -193,19 +197,35 @@ class DebtStanding:
 
 
 def debt_standing(
-    entries: Iterable[Mapping[str, object]], *, address: str | None, dni: str, debtors_list: str, exception_list: str
+    entries: Iterable[Mapping[str, object]],
+    *,
+    address: str | None,
+    dni: str,
+    debtors_list: str,
+    exception_list: str,
+    service: str = "",
 ) -> DebtStanding:
-    """The customer's standing from address-list ``entries`` (any lists), matched by ``address`` or ``dni``."""
+    """The customer's standing from address-list ``entries`` (any lists), matched by ``address`` or ``dni``.
+
+    With ``service`` (the account) an entry naming another account is not theirs, and an exception entry is in
+    force only on ``address``: the router lets an address through, so an exception left on an address the
+    account no longer holds helps whoever holds it now, not them (``elsewhere``).
+    """
     debtor = False
     exception: Mapping[str, object] | None = None
+    elsewhere: Mapping[str, object] | None = None
     for entry in entries:
-        if not refers_to(entry, address=address, dni=dni):
+        if not refers_to(entry, address=address, dni=dni, service=service):
             continue
         if entry.get("list") == debtors_list:
             debtor = True
-        elif exception_list and entry.get("list") == exception_list and exception is None:
-            exception = entry
-    return DebtStanding(debtor=debtor, exception=exception)
+        elif exception_list and entry.get("list") == exception_list:
+            on_address = not service or not address or router_address(entry.get("address")) == router_address(address)
+            if on_address and exception is None:
+                exception = entry
+            elif not on_address and elsewhere is None:
+                elsewhere = entry
+    return DebtStanding(debtor=debtor, exception=exception, elsewhere=elsewhere)
 
 
 # ---- customers -----------------------------------------------------------------------------------------
@@ -229,6 +249,7 @@ class Customer:
     pppoe: bool = True
     disabled: bool = False  # the PPP secret (or the address-list entry) is disabled on the router
     phone_problems: tuple[str, ...] = ()
+    account: str = ""  # the customer number printed on the bill (normalised), "" when not on file
 
     @property
     def customer_id(self) -> str:
@@ -238,10 +259,6 @@ class Customer:
     def has_phone(self, number: str) -> bool:
         """Whether the E.164 ``number`` is one of the customer's phones."""
         return number in self.phones
-
-    def public(self) -> dict[str, Any]:
-        """What the assistant may be told: never the ID, the phone on file or anything secret."""
-        return {"nombre": self.name, "plan": self.plan, "servicio": self.service, "router": self.router}
 
     @classmethod
     def from_secret(cls, row: Mapping[str, object], router: str, *, region: str | None) -> Customer:
@@ -258,6 +275,7 @@ class Customer:
             address=router_address(row.get("remote-address")) or None,
             disabled=is_disabled(row),
             phone_problems=problems,
+            account=normalize_account(fields.get("cliente", "")),
         )
 
     @classmethod
@@ -281,6 +299,7 @@ class Customer:
             pppoe=False,
             disabled=is_disabled(row),
             phone_problems=problems,
+            account=normalize_account(fields.get("cliente", "")),
         )
 
 
@@ -378,7 +397,7 @@ class CustomerDirectory:
         if missing:
             raise DirectoryError(
                 f"the customer directory {self.path} lacks the column(s) {', '.join(missing)}: its header must "
-                f"name at least {', '.join(_REQUIRED_COLUMNS)} (optional: plan, router, ip)"
+                f"name at least {', '.join(_REQUIRED_COLUMNS)} (optional: cliente, plan, router, ip)"
             )
         customers = []
         for row in reader:
@@ -396,6 +415,7 @@ class CustomerDirectory:
                     router=cells["router"] or None,
                     address=cells["ip"] or None,
                     phone_problems=problems,
+                    account=normalize_account(cells["cliente"]),
                 )
             )
         return tuple(customers)

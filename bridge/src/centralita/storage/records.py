@@ -1,5 +1,6 @@
 """Call records in SQLite: one row per call, its transcript and the tools the assistant ran; the audit log of
-every change the assistant asked to make on a router; and the outage tickets it opened.
+every change the assistant asked to make on a router (and of every refusal); the outage tickets it opened; and
+the caller events the limits are counted from across calls (lookups, failed identity checks).
 
 The database is created, schema included, when ``CallRecords`` is built, so a bad ``DB_PATH`` stops the
 bridge at start-up with a message that names the path and the fix, not at the first call. Its directory
@@ -39,14 +40,16 @@ Schema versions:
    ``callee`` who was called (the DID of an inbound call, the customer's number of a dialer call). Outbound
    rows written before version 3 held the number called in ``caller`` and the campaign in ``callee``; the
    upgrade moves them to this layout (their presented caller ID was never recorded: NULL).
+4. ``caller_events`` (lookups, failed identity checks and limits reached, per caller number and customer, so
+   limits hold across calls) and ``audit_log.customer_id`` (the holder, whose reactivations are counted).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
@@ -59,6 +62,7 @@ __all__ = [
     "AuditResult",
     "CallRecords",
     "CallRecordsError",
+    "CallerEvent",
     "Direction",
     "Outcome",
     "Speaker",
@@ -96,6 +100,14 @@ class AuditResult(StrEnum):
     ATTEMPTED = "attempted"  # about to be sent to the router; a row left like this means the outcome is unknown
     DONE = "done"  # the router accepted it
     FAILED = "failed"  # the router refused it or could not be reached
+
+
+class CallerEvent(StrEnum):
+    """What a caller made the service do, counted across calls (``caller_events``)."""
+
+    LOOKUP = "lookup"  # a tool looked customers up or read a router for the caller
+    IDENTITY_FAILURE = "identity_failure"  # an identity check with data that did not match
+    LIMIT = "limit"  # a limit was reached and the tool refused
 
 
 class CallRecordsError(OSError):
@@ -204,8 +216,34 @@ def _migrate_to_3(connection: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_to_4(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """
+        CREATE TABLE caller_events (
+            id       INTEGER PRIMARY KEY,
+            at       TEXT NOT NULL,
+            call_id  TEXT NOT NULL,
+            caller   TEXT NOT NULL,
+            customer TEXT,
+            kind     TEXT NOT NULL CHECK (kind IN ('lookup', 'identity_failure', 'limit')),
+            detail   TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    connection.execute("CREATE INDEX caller_events_caller ON caller_events (kind, caller, at)")
+    connection.execute("CREATE INDEX caller_events_customer ON caller_events (kind, customer, at)")
+    connection.execute("CREATE INDEX caller_events_at ON caller_events (at)")
+    connection.execute("ALTER TABLE audit_log ADD COLUMN customer_id TEXT")
+    connection.execute("CREATE INDEX audit_log_customer_id ON audit_log (customer_id, tool, at)")
+
+
 # _MIGRATIONS[n] upgrades a database at user_version n to n + 1. Append only; never edit a released step.
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2, _migrate_to_3)
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+    _migrate_to_4,
+)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -248,6 +286,9 @@ class CallRecords(SharedDatabase):
 
     def _now(self) -> str:
         return _timestamp(self._clock())
+
+    def _since(self, window: timedelta) -> str:
+        return _timestamp(self._clock() - window)
 
     def _require_call(self, db: sqlite3.Connection, call_id: str) -> None:
         if db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone() is None:
@@ -393,13 +434,15 @@ class CallRecords(SharedDatabase):
         caller: str | None = None,
         router: str | None = None,
         customer: str | None = None,
+        customer_id: str | None = None,
     ) -> int:
-        """Record a write the assistant asked for; its audit id.
+        """Record a write (or a privileged action) the assistant asked for; its audit id.
 
         ``action`` says what the write is (e.g. ``address-list add list=promesa-pago address=10.20.0.14
         timeout=3d``), ``result`` is an ``AuditResult`` and ``reason`` why it was refused or failed. A write
         about to be sent is recorded as ``attempted`` first and finished with ``finish_audit``, so a crash in
-        between leaves a trace. Never put passwords in ``action`` or ``reason``.
+        between leaves a trace. ``customer`` is the service (PPPoE user), ``customer_id`` the holder (the DNI)
+        whose actions are counted across services. Never put passwords in ``action`` or ``reason``.
         """
         if result not in tuple(AuditResult):
             raise ValueError(f"result must be one of {', '.join(AuditResult)}, got {result!r}")
@@ -408,17 +451,88 @@ class CallRecords(SharedDatabase):
         at = self._now()
         done_at = at if result != AuditResult.ATTEMPTED else None
         with self._lock:
-            cursor = self._connection().execute(
-                "INSERT INTO audit_log (at, call_id, caller, tool, action, router, customer, result, reason, done_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (at, call_id, caller, tool, action, router, customer, str(result), reason, done_at),
+            return self._insert_audit(
+                self._connection(),
+                (at, call_id, caller, tool, action, router, customer, customer_id, result, reason, done_at),
             )
-            return int(cursor.lastrowid or 0)
+
+    @staticmethod
+    def _insert_audit(db: sqlite3.Connection, values: tuple[Any, ...]) -> int:
+        cursor = db.execute(
+            "INSERT INTO audit_log"
+            " (at, call_id, caller, tool, action, router, customer, customer_id, result, reason, done_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            tuple(str(value) if isinstance(value, AuditResult) else value for value in values),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def count_audit(
+        self, tool: str, customer_id: str, window: timedelta, results: Collection[str] = (AuditResult.DONE,)
+    ) -> int:
+        """How many ``tool`` rows of holder ``customer_id`` with one of ``results`` are within ``window`` of now."""
+        marks = ", ".join("?" for _ in results)
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT count(*) AS n FROM audit_log WHERE customer_id = ? AND tool = ? AND at >= ?"
+                    f" AND result IN ({marks})",
+                    (customer_id, tool, self._since(window), *map(str, results)),
+                )
+                .fetchone()
+            )
+        return int(row["n"])
+
+    def reserve_audit(
+        self,
+        call_id: str,
+        tool: str,
+        action: str,
+        *,
+        customer_id: str,
+        limit: int,
+        window: timedelta,
+        caller: str | None = None,
+        router: str | None = None,
+        customer: str | None = None,
+    ) -> int | None:
+        """Record an ``attempted`` write only if the holder has fewer than ``limit`` ``done`` or ``attempted``
+        ``tool`` rows within ``window``: its audit id, or None when the limit is reached (nothing is written).
+
+        Count and insert are one transaction (``BEGIN IMMEDIATE``), so two calls for the same holder at once
+        cannot both get the last one, even from two processes.
+        """
+        if not call_id or not tool or not action or not customer_id:
+            raise ValueError("call_id, tool, action and customer_id must not be empty")
+        at = self._now()
+        since = self._since(window)
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT count(*) AS n FROM audit_log WHERE customer_id = ? AND tool = ? AND at >= ?"
+                    " AND result IN ('done', 'attempted')",
+                    (customer_id, tool, since),
+                ).fetchone()
+                if int(row["n"]) >= limit:
+                    db.execute("COMMIT")
+                    return None
+                audit_id = self._insert_audit(
+                    db,
+                    (at, call_id, caller, tool, action, router, customer, customer_id, AuditResult.ATTEMPTED, "", None),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return audit_id
 
     def finish_audit(self, audit_id: int, result: str, reason: str = "") -> bool:
-        """Record how an ``attempted`` write ended (``done`` or ``failed``); False if it was not pending."""
-        if result not in (AuditResult.DONE, AuditResult.FAILED):
-            raise ValueError(f"an attempted write ends 'done' or 'failed', got {result!r}")
+        """Record how an ``attempted`` write ended (``done``, ``failed``, or ``refused`` by a check made just
+        before sending it); False if it was not pending."""
+        if result not in (AuditResult.DONE, AuditResult.FAILED, AuditResult.REFUSED):
+            raise ValueError(f"an attempted write ends 'done', 'failed' or 'refused', got {result!r}")
         at = self._now()
         with self._lock:
             cursor = self._connection().execute(
@@ -430,6 +544,51 @@ class CallRecords(SharedDatabase):
     def audit_entries(self, call_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Audit rows, oldest first: those of ``call_id``, or (``None``) the last ``limit`` of all calls."""
         return self._rows("audit_log", call_id, limit)
+
+    # -- caller events (limits across calls) -----------------------------------------------------------
+
+    def add_caller_event(
+        self, call_id: str, kind: str, caller: str, *, customer: str | None = None, detail: str = ""
+    ) -> None:
+        """Record that ``caller`` (a number, or ``anonymous``) made the service do ``kind`` (a ``CallerEvent``)."""
+        if kind not in tuple(CallerEvent):
+            raise ValueError(f"kind must be one of {', '.join(CallerEvent)}, got {kind!r}")
+        if not call_id or not caller:
+            raise ValueError("call_id and caller must not be empty")
+        at = self._now()
+        with self._lock:
+            self._connection().execute(
+                "INSERT INTO caller_events (at, call_id, caller, customer, kind, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (at, call_id, caller, customer, str(kind), detail),
+            )
+
+    def count_caller_events(
+        self, kind: str, window: timedelta, *, caller: str | None = None, customer: str | None = None
+    ) -> int:
+        """How many ``kind`` events within ``window`` of now: of ``caller``, or of ``customer`` (exactly one)."""
+        if (caller is None) == (customer is None):
+            raise ValueError("count the events of a caller or of a customer, not both and not neither")
+        column, value = ("caller", caller) if caller is not None else ("customer", customer)
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    f"SELECT count(*) AS n FROM caller_events WHERE kind = ? AND {column} = ? AND at >= ?",
+                    (str(kind), value, self._since(window)),
+                )
+                .fetchone()
+            )
+        return int(row["n"])
+
+    def caller_events(self, call_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Caller events, oldest first: those of ``call_id``, or (``None``) the last ``limit`` of all."""
+        return self._rows("caller_events", call_id, limit)
+
+    def prune_caller_events(self, older_than: timedelta) -> int:
+        """Delete caller events older than ``older_than`` (no limit counts that far back); how many went."""
+        with self._lock:
+            cursor = self._connection().execute("DELETE FROM caller_events WHERE at < ?", (self._since(older_than),))
+            return cursor.rowcount
 
     # -- outage tickets --------------------------------------------------------------------------------
 
@@ -476,7 +635,8 @@ class CallRecords(SharedDatabase):
         return rows
 
     def _rows(self, table: str, call_id: str | None, limit: int) -> list[dict[str, Any]]:
-        """Rows of ``table`` (audit_log or tickets), oldest first: those of ``call_id``, or the last ``limit``."""
+        """Rows of ``table`` (audit_log, tickets or caller_events), oldest first: those of ``call_id``, or the last
+        ``limit``."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         with self._lock:

@@ -24,9 +24,24 @@ from typing import Any, Final
 __all__ = ["KEEP_DIGITS", "PERSONAL_KEYS", "PurgeCounts", "mask_number", "mask_personal", "purge"]
 
 KEEP_DIGITS: Final = 3
-# Keys whose values are a DNI or phone number, in the tools' Spanish and in English.
+# Keys whose values are a DNI or phone number, in the tools' Spanish and in English, and the second factors a
+# caller gives with the DNI to be verified (verificar_identidad): what proves an identity is not kept whole.
 PERSONAL_KEYS: Final = frozenset(
-    {"dni", "documento", "telefono", "telefonos", "tel", "celular", "movil", "phone", "phones", "caller", "callee"}
+    {
+        "dni",
+        "documento",
+        "telefono",
+        "telefonos",
+        "tel",
+        "celular",
+        "movil",
+        "phone",
+        "phones",
+        "caller",
+        "callee",
+        "numero_cliente",
+        "ultimos_digitos",
+    }
 )
 _RAW_KEY: Final = "raw"
 _LONG_NUMBER: Final = re.compile(r"\d(?:[ .\-/]?\d){5,}")

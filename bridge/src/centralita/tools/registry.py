@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from centralita.realtime.events import function_tool
+from centralita.tools.identity import CallIdentity
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,16 @@ class ToolContext:
 
     ``caller`` is the customer's number on the line: the caller of an inbound call, the number the dialer
     called on an outbound one. ``did`` is the number an inbound caller dialled ("" on an outbound call).
+
+    ``identity`` is the call's own ``CallIdentity``: created once per call and passed in every context of that
+    call, so what one tool verified holds for the next. A context built without one gets a fresh, unverified
+    identity that no later tool run shares: nothing is ever verified by accident.
     """
 
     call_id: str
     caller: str
     did: str
+    identity: CallIdentity = field(default_factory=CallIdentity, compare=False)
 
 
 class ToolAction(StrEnum):

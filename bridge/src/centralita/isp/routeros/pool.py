@@ -7,6 +7,12 @@ its ``Deadline``. So a tool answers in time even when a router is dead, slow or 
 command: the late work finishes (or times out on its socket) in the background, and the connection it used
 is thrown away and reopened by ``RouterClient``. Routers never wait for each other.
 
+**Fairness.** Work carries an owner (the call it is for). A router's worker does not serve its queue in
+arrival order but takes one job from each owner in turn (round robin), so a call that asks for a lot waits
+for its own work while another call's job goes next; and an owner may have at most
+``MAX_QUEUED_PER_OWNER`` jobs waiting per router, beyond which the new job is refused at once
+(``RouterBusy``) instead of lengthening everyone's wait.
+
 TLS (API-SSL): a router with ``TLS=true`` is reached through ``tls_wrapper`` with a verifying context that
 trusts the system CAs, or only ``CA_FILE`` when one is set; the certificate must name ``HOST``.
 """
@@ -16,23 +22,30 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from centralita.config.env import ConfigError
 from centralita.config.network import NetworkSettings, RouterConfig
 from centralita.isp.routeros.client import RouterClient, RouterError, RouterUnavailable, SocketWrapper, tls_wrapper
 
-__all__ = ["Deadline", "RouterLate", "RouterPool", "client_for"]
+__all__ = ["MAX_QUEUED_PER_OWNER", "Deadline", "RouterBusy", "RouterLate", "RouterPool", "client_for"]
 
 T = TypeVar("T")
 # A job gets the router's name, its client and the deadline (to check between commands).
 Job = Callable[[str, RouterClient, "Deadline"], T]
+
+MAX_QUEUED_PER_OWNER: Final = 3  # jobs one owner (a call) may have waiting for one router
+
+
+class RouterBusy(RouterUnavailable):
+    """The owner already has ``MAX_QUEUED_PER_OWNER`` jobs waiting for this router: the new one is refused."""
 
 
 class RouterLate(RouterUnavailable):
@@ -91,6 +104,72 @@ def client_for(config: RouterConfig, timeout: float) -> RouterClient:
     )
 
 
+class _FairWorker:
+    """One router's worker thread, serving its owners' queues round robin (see the module docstring)."""
+
+    def __init__(self, name: str, max_queued: int) -> None:
+        self.name = name
+        self._max_queued = max_queued
+        self._condition = threading.Condition()
+        self._queues: OrderedDict[str, deque[tuple[Future[Any], Callable[[], Any]]]] = OrderedDict()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name=f"router-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, owner: str, work: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._condition:
+            if self._closed:
+                raise RouterUnavailable("the router pool is closed (the service is stopping)")
+            waiting = sum(1 for queued, _ in self._queues.get(owner, ()) if not queued.cancelled())
+            if waiting >= self._max_queued:
+                raise RouterBusy(f"router {self.name}: {waiting} requests of this call are already waiting")
+            self._queues.setdefault(owner, deque()).append((future, work))
+            self._condition.notify()
+        return future
+
+    def waiting(self, owner: str) -> int:
+        """How many of ``owner``'s jobs wait (queued, not cancelled, not started)."""
+        with self._condition:
+            return sum(1 for queued, _ in self._queues.get(owner, ()) if not queued.cancelled())
+
+    def _next(self) -> tuple[Future[Any], Callable[[], Any]] | None:
+        with self._condition:
+            while not self._queues and not self._closed:
+                self._condition.wait()
+            if self._closed:
+                return None
+            owner, queue = next(iter(self._queues.items()))
+            item = queue.popleft()
+            if queue:
+                self._queues.move_to_end(owner)  # this owner's next job waits for every other owner's turn
+            else:
+                del self._queues[owner]
+            return item
+
+    def _serve(self) -> None:
+        while (item := self._next()) is not None:
+            future, work = item
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited (its tool stopped waiting): never started
+            try:
+                result = work()
+            except BaseException as error:  # handed to whoever waits on the future, as ThreadPoolExecutor does
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def close(self) -> None:
+        """Drop the queued work (its futures are cancelled); a job in progress ends on its own."""
+        with self._condition:
+            self._closed = True
+            queued = [future for queue in self._queues.values() for future, _ in queue]
+            self._queues.clear()
+            self._condition.notify_all()
+        for future in queued:
+            future.cancel()
+
+
 class RouterPool:
     """One client and one worker per configured router. Thread-safe; close it when the service stops.
 
@@ -102,8 +181,8 @@ class RouterPool:
         self._clients: dict[str, RouterClient] = {
             router.name: client_for(router, settings.timeout) for router in settings.routers
         }
-        self._workers: dict[str, ThreadPoolExecutor] = {
-            name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"router-{name}") for name in self._clients
+        self._workers: dict[str, _FairWorker] = {
+            name: _FairWorker(name, MAX_QUEUED_PER_OWNER) for name in self._clients
         }
         self._lock = threading.Lock()
         self._closed = False
@@ -118,26 +197,38 @@ class RouterPool:
     def __contains__(self, name: object) -> bool:
         return name in self._clients
 
+    def waiting(self, name: str, owner: str = "") -> int:
+        """How many jobs of ``owner`` wait for router ``name`` (for diagnostics and tests)."""
+        return self._workers[name].waiting(owner)
+
     def deadline(self) -> Deadline:
         """The time one tool has for all its router work: ``ROUTEROS_TIMEOUT`` from now."""
         return Deadline.after(self.timeout)
 
-    def run(self, name: str, job: Job[T], deadline: Deadline) -> T:
+    def run(self, name: str, job: Job[T], deadline: Deadline, *, owner: str = "") -> T:
         """``job(name, client, deadline)`` on router ``name``'s worker; its result, or its ``RouterError``.
 
-        Past the deadline ``RouterLate`` is raised even if the job is still running.
+        ``owner`` is who the work is for (a call id): owners take turns on a router. Past the deadline
+        ``RouterLate`` is raised even if the job is still running.
         """
-        future = self._submit(name, job, deadline)
+        future = self._submit(name, job, deadline, owner)
         try:
             return future.result(timeout=deadline.remaining())
         except FutureTimeout:
             raise self._late(name, future) from None
 
-    def run_each(self, names: Iterable[str], job: Job[T], deadline: Deadline) -> dict[str, T | RouterError]:
+    def run_each(
+        self, names: Iterable[str], job: Job[T], deadline: Deadline, *, owner: str = ""
+    ) -> dict[str, T | RouterError]:
         """``job`` on several routers at once; each router's result or error (``RouterUnavailable`` if late)."""
-        futures = {name: self._submit(name, job, deadline) for name in names}
-        wait_futures(futures.values(), timeout=deadline.remaining())
+        futures: dict[str, Future[T]] = {}
         results: dict[str, T | RouterError] = {}
+        for name in names:
+            try:
+                futures[name] = self._submit(name, job, deadline, owner)
+            except RouterBusy as busy:
+                results[name] = busy
+        wait_futures(futures.values(), timeout=deadline.remaining())
         for name, future in futures.items():
             if not future.done():
                 results[name] = self._late(name, future)
@@ -155,7 +246,7 @@ class RouterPool:
         started = not future.cancel()  # cancel() fails once the job is running (or has just finished)
         return RouterLate(f"router {name} did not answer within {self.timeout:g} s", started=started)
 
-    def _submit(self, name: str, job: Job[T], deadline: Deadline) -> Future[T]:
+    def _submit(self, name: str, job: Job[T], deadline: Deadline, owner: str) -> Future[T]:
         with self._lock:
             if self._closed:
                 raise RouterUnavailable("the router pool is closed (the service is stopping)")
@@ -168,7 +259,7 @@ class RouterPool:
             deadline.check(name)  # waited in the queue past its time: do not start
             return job(name, client, deadline)
 
-        return worker.submit(guarded)
+        return worker.submit(owner, guarded)
 
     def close(self) -> None:
         """Drop queued work, then close every connection (waiting for a command in progress to end)."""
@@ -177,7 +268,7 @@ class RouterPool:
                 return
             self._closed = True
         for worker in self._workers.values():
-            worker.shutdown(wait=False, cancel_futures=True)
+            worker.close()
         for client in self._clients.values():
             client.close()
 
