@@ -6,11 +6,11 @@ PYTHON ?= python3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv host lint unit molecule test-cluster test demo lab-up lab-provision lab-call lab-down requirements clean bench
+.PHONY: help venv host lint unit molecule chan-sip test-cluster test demo lab-up lab-provision lab-call lab-down requirements clean bench
 
 help:
 	@echo "make demo      provision the lab box (podman container centralita-lab) and call it"
-	@echo "make test      lint, unit tests and molecule test: everything CI runs"
+	@echo "make test      lint, unit tests and both molecule scenarios (default, chan_sip): everything CI runs"
 	@echo "make test-cluster  the SIP front scenario: two boxes behind Kamailio (molecule/cluster)"
 	@echo "make lab-down  remove the lab box"
 	@echo "make bench     media-path benchmark: concurrent calls through the bridge (docs/PERFORMANCE.md)"
@@ -25,7 +25,7 @@ $(VENV)/.stamp: requirements.txt
 
 venv: $(VENV)/.stamp
 
-# apt packages, podman settings and the forky image (root; quick when already done).
+# apt packages, podman settings and the forky and bookworm images (root; quick when already done).
 host:
 	@bash files/host/setup.sh >/dev/null
 
@@ -41,6 +41,11 @@ molecule: host venv
 # Two light boxes behind a Kamailio SIP front, SIPp as the provider (molecule/cluster, docs/SCALE_OUT.md).
 test-cluster: host venv
 	@bash files/host/test.sh cluster
+
+# Only the chan_sip scenario (Debian 12, Asterisk 20 built from source): needs CENTRALITA_ASTERISK_SOURCE or
+# ../shared/asterisk/asterisk-20.20.1.tar.xz.
+chan-sip: host venv
+	@bash files/host/test.sh chan_sip
 
 test: host venv
 	@bash files/host/test.sh all

@@ -4,7 +4,7 @@
 # Idempotent and quick when everything is already in place:
 #   - apt packages: podman and runc, debootstrap, SIPp, espeak-ng and sox for spoken test callers
 #   - /etc/containers/containers.conf adjustments for hosts that need them
-#   - the Debian forky systemd image (files/host/build-image.sh)
+#   - the Debian forky and bookworm systemd images (files/host/build-image.sh; bookworm: the chan_sip scenario)
 # It never touches an existing containers.conf setting it does not own: its settings live in a
 # drop-in, /etc/containers/containers.conf.d/50-centralita.conf.
 set -euo pipefail
@@ -48,3 +48,4 @@ if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
 fi
 
 "$here/build-image.sh"
+"$here/build-image.sh" bookworm

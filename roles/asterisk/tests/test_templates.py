@@ -1,7 +1,7 @@
 """The role's templates rendered by real Ansible with one trunk model, for both SIP drivers.
 
-chan_sip (sip.conf) only exists up to Asterisk 20, which cannot be installed here, so these
-renders are how sip.conf is verified; pjsip is also verified live in Molecule.
+Both drivers are also verified live in Molecule: PJSIP on Asterisk 22 (scenario default), chan_sip on
+Asterisk 20 built from source (scenario chan_sip).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ ARI_HASH = "$6$0123456789abcdef$" + "x" * 86
 
 
 def render(tmp_path: Path, driver: str, **overrides: object) -> dict[str, str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     extra = {
         "render_dir": str(tmp_path),
         "asterisk_effective_sip_driver": driver,
@@ -101,8 +102,20 @@ def test_sip_conf_peer_carries_the_trunk(chan_sip):
     assert template["remotesecret"] == "s3cret\\;with-semicolon"
     assert template["fromuser"] == "5215550001234"
     assert template["fromdomain"] == "sip.voip-provider.example"
-    assert template["qualify"] == "yes"
+    # Only the provider's server is qualified (qualify_seconds), never the other addresses of its networks.
+    assert template["qualify"] == "no"
+    assert dict(section(conf, "[provider](provider-template)")) == {
+        "host": "198.51.100.7",
+        "qualify": "yes",
+        "qualifyfreq": "30",
+    }
+
+
+def test_sip_conf_without_qualify_seconds_does_not_qualify(tmp_path):
+    files = render(tmp_path, "chan_sip", asterisk_sip_trunk={**TRUNK, "qualify_seconds": 0})
+    conf = parse_asterisk_conf(files["sip.conf"])
     assert dict(section(conf, "[provider](provider-template)")) == {"host": "198.51.100.7"}
+    assert dict(section(conf, "[provider-template](!)"))["qualify"] == "no"
 
 
 def test_sip_conf_admits_only_the_provider_networks(chan_sip):
@@ -111,13 +124,41 @@ def test_sip_conf_admits_only_the_provider_networks(chan_sip):
     assert values(template, "permit") == ["198.51.100.7", "198.51.100.8/32", "203.0.113.0/28"]
 
 
-def test_sip_conf_gives_each_extra_provider_address_a_peer(chan_sip):
-    conf = parse_asterisk_conf(chan_sip["sip.conf"])
-    extra_peers = [
-        name for name, _ in conf if name.endswith("(provider-template)") and name != "[provider](provider-template)"
+def extra_peers(text: str) -> dict[str, dict[str, str]]:
+    """The peers other than [provider] that inherit the trunk template: name -> options."""
+    conf = parse_asterisk_conf(text)
+    return {
+        name: dict(pairs)
+        for name, pairs in conf
+        if name.endswith("(provider-template)") and name != "[provider](provider-template)"
+    }
+
+
+def test_sip_conf_gives_every_provider_address_a_peer_ranges_included(chan_sip):
+    # chan_sip matches an INVITE to a peer only by its exact source address: permit/deny never make a range
+    # match. So 198.51.100.8 and each of the 16 addresses of 203.0.113.0/28 get a peer; the host has [provider].
+    peers = extra_peers(chan_sip["sip.conf"])
+    hosts = [options["host"] for options in peers.values()]
+    assert sorted(hosts) == sorted(["198.51.100.8"] + [f"203.0.113.{i}" for i in range(16)])
+    assert len(set(peers)) == len(peers) == 17
+    assert all(set(options) == {"host"} for options in peers.values())  # the rest (context, insecure) inherited
+
+
+def test_sip_conf_range_peers_are_stable_and_not_duplicated(tmp_path):
+    trunk = {**TRUNK, "host": "203.0.113.1", "provider_networks": ["203.0.113.0/30", "203.0.113.2", "2001:db8::/126"]}
+    first = extra_peers(render(tmp_path / "a", "chan_sip", asterisk_sip_trunk=trunk)["sip.conf"])
+    second = extra_peers(render(tmp_path / "b", "chan_sip", asterisk_sip_trunk=trunk)["sip.conf"])
+    assert first == second
+    hosts = [options["host"] for options in first.values()]
+    assert hosts == [
+        "203.0.113.0",
+        "203.0.113.2",
+        "203.0.113.3",
+        "2001:db8::",
+        "2001:db8::1",
+        "2001:db8::2",
+        "2001:db8::3",
     ]
-    assert len(extra_peers) == 1  # 198.51.100.8; the /28 range can only be permitted, not matched
-    assert dict(section(conf, extra_peers[0])) == {"host": "198.51.100.8"}
 
 
 def test_sip_conf_allows_guests_only_when_asked(tmp_path):

@@ -106,6 +106,8 @@ SCALARS = {
     "DIALER_RING_TIMEOUT": "bridge_dialer_ring_timeout",
     "DIALER_CONTEXT": "bridge_dialer_context",
     "DIALER_TRUNK": "bridge_dialer_trunk",
+    # Rendered from the running Asterisk's SIP driver by the role (tasks/dialer_endpoint.yml), else as given.
+    "DIALER_ENDPOINT": "bridge_dialer_endpoint",
     "DIALER_DB_PATH": "bridge_dialer_db_path",
     "DIALER_LOG_FILE": "bridge_dialer_log_file",
 }

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +27,17 @@ from centralita.config.bridge import keepalive_problem
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
+
+
+class _GoodbyeFilter(logging.Filter):
+    """Drops websocket-client's ERROR "<reason> - goodbye", logged each time ``run_forever`` returns: AriEvents is
+    its only user and reports the same disconnect in its own words (quietly while Asterisk is still starting)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().endswith(" - goodbye")
+
+
+logging.getLogger("websocket").addFilter(_GoodbyeFilter())
 
 
 class AriError(Exception):
@@ -168,6 +180,10 @@ class AriEvents:
     hears "connected" and "disconnected" so the service can log them. After a disconnect it waits
     `backoff` seconds, doubling up to `max_backoff`, and resets to the minimum after a connection
     that worked.
+
+    Failed attempts are logged without spam: while Asterisk is not answering (the box booting, a restart) the
+    first failure is one line, "waiting for ARI at <url>", and then nothing until it has been down for
+    ``quiet_for`` seconds, after which one WARNING per ``quiet_for`` says it is still unreachable.
     """
 
     def __init__(
@@ -180,6 +196,7 @@ class AriEvents:
         ping_timeout: float = 10.0,
         min_backoff: float = 0.5,
         max_backoff: float = 10.0,
+        quiet_for: float = 60.0,
     ) -> None:
         problem = keepalive_problem(ping_interval, ping_timeout)
         if problem:
@@ -191,6 +208,8 @@ class AriEvents:
         self._ping_timeout = ping_timeout
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
+        self._quiet_for = quiet_for
+        self._last_error = ""
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._app: websocket.WebSocketApp | None = None
@@ -219,17 +238,21 @@ class AriEvents:
 
     def _run(self) -> None:
         backoff = self._min_backoff
+        down_since: float | None = None  # monotonic time of the first failed attempt in a row
+        next_warning = 0.0
         while not self._stop.is_set():
             app = websocket.WebSocketApp(
                 self._endpoint.events_url(),
                 header=[f"Authorization: {self._endpoint.authorization()}"],
                 on_open=self._opened,
                 on_message=self._message,
+                on_error=self._failed,
             )
             with self._lock:
                 self._app = app
             if self._stop.is_set():
                 break
+            self._last_error = ""
             try:
                 app.run_forever(ping_interval=self._ping_interval, ping_timeout=self._ping_timeout)
             except Exception:  # websocket-client raises on some socket errors instead of returning
@@ -240,12 +263,34 @@ class AriEvents:
                 self._app = None
             if self._stop.is_set():
                 break
+            now = time.monotonic()
             if was_connected:
                 backoff = self._min_backoff
+                down_since = now
+                next_warning = now + self._quiet_for
                 self._on_state("disconnected")
-            log.warning("ARI events connection lost; reconnecting in %.1f s", backoff)
+                log.warning("ARI events connection lost; reconnecting in %.1f s", backoff)
+            elif down_since is None:
+                down_since = now
+                next_warning = now + self._quiet_for
+                log.info(
+                    "waiting for ARI at %s (%s): Asterisk is starting or not running; retrying quietly",
+                    self._endpoint.url,
+                    self._last_error or "no answer",
+                )
+            elif now >= next_warning:
+                next_warning = now + self._quiet_for
+                log.warning(
+                    "ARI at %s still unreachable after %.0f s (%s); still retrying",
+                    self._endpoint.url,
+                    now - down_since,
+                    self._last_error or "no answer",
+                )
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self._max_backoff)
+
+    def _failed(self, _app: websocket.WebSocketApp, error: Exception) -> None:
+        self._last_error = str(error) or type(error).__name__
 
     def _opened(self, _app: websocket.WebSocketApp) -> None:
         self.connections += 1

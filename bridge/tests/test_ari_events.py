@@ -1,0 +1,113 @@
+"""AriEvents while ARI is not answering: a box booting (the bridge up before Asterisk) or an Asterisk restart.
+
+The service must wait quietly: one line saying it waits, no ERROR line per attempt (the operator's log and
+`centralita doctor` count ERROR lines), one WARNING per quiet period if Asterisk stays away.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from centralita.telephony.ari import AriEndpoint, AriEvents
+from centralita_testing.fake_asterisk import FakeAsterisk
+
+USER, PASSWORD = "centralita", "secreto"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return bool(condition())
+
+
+@pytest.fixture
+def records(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    with caplog.at_level(logging.DEBUG):
+        yield caplog
+
+
+def test_waiting_for_asterisk_at_boot_is_one_line_not_an_error_per_attempt(records: pytest.LogCaptureFixture) -> None:
+    states: list[str] = []
+    events = AriEvents(
+        AriEndpoint(f"http://127.0.0.1:{closed_port()}", USER, PASSWORD, "centralita"),
+        lambda _event: None,
+        states.append,
+        min_backoff=0.02,
+        max_backoff=0.05,
+        quiet_for=30.0,
+    )
+    events.start()
+    try:
+        # Dozens of refused attempts.
+        time.sleep(1.5)
+    finally:
+        events.stop()
+    lines = [(record.levelname, record.getMessage()) for record in records.records]
+    waiting = [message for level, message in lines if "waiting for ARI at http://127.0.0.1:" in message]
+    assert len(waiting) == 1, lines
+    assert "refused" in waiting[0].lower(), waiting  # the reason, e.g. [Errno 111] Connection refused
+    assert [line for line in lines if line[0] in ("WARNING", "ERROR", "CRITICAL")] == []
+    assert not any("goodbye" in message for _level, message in lines)
+    assert states == []  # never connected, so no "disconnected" either
+
+
+def test_an_asterisk_that_stays_away_gets_one_warning_per_quiet_period(records: pytest.LogCaptureFixture) -> None:
+    events = AriEvents(
+        AriEndpoint(f"http://127.0.0.1:{closed_port()}", USER, PASSWORD, "centralita"),
+        lambda _event: None,
+        min_backoff=0.02,
+        max_backoff=0.05,
+        quiet_for=0.5,
+    )
+    events.start()
+    try:
+        time.sleep(1.3)
+    finally:
+        events.stop()
+    warnings = [record.getMessage() for record in records.records if record.levelno >= logging.WARNING]
+    assert 1 <= len(warnings) <= 3, warnings
+    assert all("still unreachable after" in message and "still retrying" in message for message in warnings)
+    assert not [record for record in records.records if record.levelno >= logging.ERROR]
+
+
+def test_a_lost_connection_is_one_warning_then_quiet_retries(records: pytest.LogCaptureFixture) -> None:
+    states: list[str] = []
+    ari = FakeAsterisk(USER, PASSWORD).start()
+    events = AriEvents(
+        AriEndpoint(ari.url, USER, PASSWORD, "centralita"),
+        lambda _event: None,
+        states.append,
+        ping_interval=1.0,
+        ping_timeout=0.3,
+        min_backoff=0.02,
+        max_backoff=0.05,
+        quiet_for=30.0,
+    )
+    events.start()
+    try:
+        assert events.wait_connected(5)
+        ari.stop()  # Asterisk goes away: its port refuses from now on
+        assert wait_for(lambda: "disconnected" in states)
+        time.sleep(1.0)  # many refused attempts
+    finally:
+        events.stop()
+    lost = [r.getMessage() for r in records.records if "ARI events connection lost" in r.getMessage()]
+    assert len(lost) == 1, lost
+    noisy = [r.getMessage() for r in records.records if r.levelno >= logging.WARNING and r.getMessage() not in lost]
+    assert noisy == []
+    assert states == ["connected", "disconnected"]
