@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import BOX, full_log_since, full_log_size, sipp
 
@@ -30,7 +32,8 @@ def test_provider_call_to_the_echo_extension_is_answered(host):
     assert result.rc == 0, result.output
     assert result.successful_calls == 1
     log = full_log_since(host, before)
-    assert "Executing [6000@from-voip:2] Answer(" in log
+    # Answered after the box's call limit let it in (the echo test counts as a call from the trunk).
+    assert re.search(r"Executing \[6000@from-voip:\d+\] Answer\(", log), log
     assert "Echo(" in log
 
 
