@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import parse_asterisk_conf, run_playbook, section, values
 
 TRUNK = {
@@ -401,3 +402,41 @@ def test_a_full_box_refuses_with_503_behind_a_front_and_fails_over_alone(tmp_pat
             assert over[1] == "n,Hangup(34)"
         else:
             assert over == ["n,Set(CENTRALITA_FAILOVER_REASON=box_full)", "n,Goto(centralita-unavailable,s,1)"]
+
+
+# The module that provides each application and function the dialplan uses (Asterisk 20 and 22).
+DIALPLAN_MODULES = {
+    "Dial": "app_dial",
+    "Echo": "app_echo",
+    "Playback": "app_playback",
+    "AMD": "app_amd",
+    "Log": "app_verbose",
+    "Stasis": "app_stasis",
+    "FILTER": "func_strings",
+    "CALLERID": "func_callerid",
+    "CHANNEL": "func_channel",
+    "IF": "func_logic",
+    "GROUP": "func_groupcount",
+    "GROUP_COUNT": "func_groupcount",
+}
+# Applications and functions of the core (pbx, pbx_builtins, the expression parser): always there.
+CORE = {"NoOp", "Set", "Goto", "GotoIf", "Answer", "Hangup", "StackPop", "Return", "GoSub"}
+
+
+def test_every_application_and_function_of_the_dialplan_is_built_from_source_and_loaded(chan_sip):
+    """A source build carries only the modules it lists: a dialplan that uses one it lacks fails at call time
+    ("Function GROUP not registered") and the caller hears the wrong thing, so each name maps to a module that
+    the source build compiles and modules.conf requires."""
+    role_vars = yaml.safe_load((Path(__file__).parents[1] / "vars" / "main.yml").read_text())
+    built = set(role_vars["asterisk_source_modules_required"])
+    required = set(role_vars["asterisk_required_modules"]["common"])
+    dialplan = chan_sip["extensions.conf"]
+    used = set(re.findall(r"\b([A-Z][A-Za-z_]*)\(", dialplan)) - CORE
+    assert {"GROUP", "GROUP_COUNT", "Stasis", "Playback"} <= used
+    unknown = used - DIALPLAN_MODULES.keys()
+    assert not unknown, f"map these to their module in DIALPLAN_MODULES: {sorted(unknown)}"
+    for name in used:
+        module = DIALPLAN_MODULES[name]
+        assert module in built, f"{name} needs {module}, which the source build does not compile"
+    for module in ("func_groupcount", "func_strings", "func_callerid"):
+        assert f"{module}.so" in required, f"{module}.so must be required in modules.conf"
