@@ -6,20 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import BOX, app_registered, log_since, log_size, sipp, wait_until
+from conftest import BOX, log_since, log_size, sipp
 
 testinfra_hosts = [f"podman://{BOX}"]
-
-
-@pytest.fixture
-def assistant_stopped(host):
-    """The box as it is when openai-inbound-calls is down: Stasis finds no app."""
-    host.run_expect([0], "systemctl stop openai-inbound-calls")
-    try:
-        yield
-    finally:
-        host.run_expect([0], "systemctl start openai-inbound-calls")
-        assert wait_until(lambda: app_registered(host), 60)
 
 
 def test_provider_call_to_the_echo_extension_is_answered(host):

@@ -3,50 +3,21 @@ servers) takes it through ARI, ExternalMedia and a mixing bridge, talks, uses th
 
 from __future__ import annotations
 
-import json
-import re
-
 import pytest
-from conftest import BOX, BRIDGE_LOG, log_since, log_size, sipp
+from conftest import BOX, LIFECYCLE, call_record, lifecycle_positions, place_speaking_call
 
 testinfra_hosts = [f"podman://{BOX}"]
 
 
-def call_record(host, call_id):
-    script = (
-        "import json,sys; from centralita.storage.records import CallRecords; "
-        "r=CallRecords('/var/lib/centralita/centralita.db'); print(json.dumps(r.get_call(sys.argv[1])))"
-    )
-    return json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}" {call_id}'))
-
-
 @pytest.fixture(scope="module")
 def speaking_call(host):
-    before = log_size(host, BRIDGE_LOG)
-    result = sipp(host, "provider_call_speaking.xml", "5215550002222", extra="-d 10000", timeout_s=40)
-    assert result.rc == 0, result.output
-    log = log_since(host, before, BRIDGE_LOG)
-    ids = sorted(set(re.findall(r"call=([0-9.]+)", log)))
-    assert len(ids) == 1, log
-    return ids[0], log
+    return place_speaking_call(host)
 
 
 def test_the_call_walks_through_every_lifecycle_event(speaking_call):
     call_id, log = speaking_call
-    lines = [line for line in log.splitlines() if f"call={call_id}" in line]
-    # The session opens while the phone rings; the call is answered only once it is live.
-    events = [
-        "call started",
-        "ringing",
-        "Iniciando conexión WebSocket con OpenAI",
-        "session.update sent",
-        "session.updated received",
-        "ARI answered",
-        "media ready",
-        "call ended: outcome=hung_up_by_caller",
-    ]
-    positions = [next(i for i, line in enumerate(lines) if event in line) for event in events]
-    assert positions == sorted(positions)
+    positions = lifecycle_positions(log, call_id)
+    assert positions == sorted(positions), list(zip(LIFECYCLE, positions, strict=True))
 
 
 def test_the_call_is_recorded_with_the_transcript_and_the_router_tools(host, speaking_call):

@@ -1,70 +1,64 @@
-"""Shared helpers for the box tests: the box, SIPp calls inside it, and re-running the playbook."""
+"""The default scenario's box: its container and inventory, bound to the helpers every scenario shares
+(molecule/shared/boxtests.py)."""
 
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+
+from boxtests import (
+    BRIDGE_LOG,
+    FULL_LOG,
+    LIFECYCLE,
+    PROJECT,
+    SIPP_DIR,
+    SippResult,
+    app_registered,
+    assistant_stopped,
+    call_record,
+    lifecycle_positions,
+    log_since,
+    log_size,
+    place_speaking_call,
+    sipp,
+    wait_until,
+)
+from boxtests import run_playbook as run_scenario_playbook
+
 BOX = os.environ.get("CENTRALITA_CONTAINER", "centralita-molecule")
-PROJECT = Path(__file__).resolve().parents[3]
 SCENARIO = Path(__file__).resolve().parents[1]
-SIPP_DIR = "/opt/centralita-test/sipp"
 
-
-@dataclass
-class SippResult:
-    rc: int
-    output: str
-
-    @property
-    def successful_calls(self) -> int:
-        for line in self.output.splitlines():
-            if line.strip().startswith("Successful call"):
-                return int(line.split("|")[-1].strip())
-        return 0
-
-
-def sipp(
-    host,
-    scenario: str,
-    number: str,
-    *,
-    source: str = "127.0.0.1",
-    port: int = 5070,
-    extra: str = "",
-    timeout_s: int = 30,
-) -> SippResult:
-    """Place one SIPp call into the box's Asterisk from `source`:`port` and return its outcome."""
-    cmd = (
-        f"cd {SIPP_DIR} && sipp -sf {scenario} -s {shlex.quote(number)} 127.0.0.1:5060 -i {source} "
-        f"-p {port} -m 1 -timeout {timeout_s}s -nostdin {extra} 2>&1"
-    )
-    result = host.run(cmd)
-    return SippResult(result.rc, result.stdout)
-
-
-def full_log_size(host) -> int:
-    return int(host.check_output("stat -c %s /var/log/asterisk/full"))
-
-
-def full_log_since(host, offset: int) -> str:
-    return host.check_output(f"tail -c +{offset + 1} /var/log/asterisk/full")
+__all__ = [
+    "BOX",
+    "BRIDGE_LOG",
+    "FULL_LOG",
+    "LIFECYCLE",
+    "PROJECT",
+    "SCENARIO",
+    "SIPP_DIR",
+    "SippResult",
+    "app_registered",
+    "assistant_stopped",
+    "call_record",
+    "lifecycle_positions",
+    "log_since",
+    "log_size",
+    "place_speaking_call",
+    "run_playbook",
+    "sipp",
+    "wait_until",
+]
 
 
 def run_playbook(*extra_args: str, playbook: str = "site.yml") -> subprocess.CompletedProcess[str]:
-    """Run a playbook of the project (the real site.yml by default) on the box with the scenario's inventory."""
-    env = dict(os.environ)
-    env["ANSIBLE_CONFIG"] = str(PROJECT / "ansible.cfg")
-    env["ANSIBLE_ROLES_PATH"] = str(PROJECT / "roles")
-    env["ANSIBLE_NOCOLOR"] = "1"
-    env["ANSIBLE_FORCE_COLOR"] = "0"  # molecule forces colour for its own output; the tests read plain text
-    cmd = ["ansible-playbook", "-i", str(SCENARIO / "inventory"), str(PROJECT / playbook), *extra_args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, timeout=600, env=env)
+    """Run a playbook of the project (the real site.yml by default) on the box with this scenario's inventory."""
+    return run_scenario_playbook(SCENARIO, *extra_args, playbook=playbook)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from conftest import BOX, sipp
+from conftest import BOX, LIFECYCLE, call_record, lifecycle_positions, place_speaking_call, sipp
 
 testinfra_hosts = [f"podman://{BOX}"]
 
@@ -76,14 +76,6 @@ def test_service_registered_its_ari_app(host):
     assert "centralita" in host.check_output("asterisk -rx 'ari show apps'").split()
 
 
-def call_record(host, call_id):
-    script = (
-        "import json,sys; from centralita.storage.records import CallRecords; "
-        "r=CallRecords('/var/lib/centralita/centralita.db'); print(json.dumps(r.get_call(sys.argv[1])))"
-    )
-    return json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}" {call_id}'))
-
-
 def router_rows(host, path):
     """Rows of the fake router's table, read with librouteros as any API client would."""
     script = (
@@ -95,37 +87,13 @@ def router_rows(host, path):
 
 @pytest.fixture(scope="module")
 def speaking_call(host):
-    before = int(host.check_output(f"stat -c %s {LOG}"))
-    result = sipp(host, "provider_call_speaking.xml", "5215550002222", extra="-d 10000", timeout_s=40)
-    assert result.rc == 0, result.output
-    # SIPp is done once its BYE is answered; the service logs the call's end a moment later (a busy box may
-    # take a while): wait for that line rather than read the log at once.
-    deadline = time.monotonic() + 30
-    log = host.check_output(f"tail -c +{before + 1} {LOG}")
-    while "call ended" not in log and time.monotonic() < deadline:
-        time.sleep(0.25)
-        log = host.check_output(f"tail -c +{before + 1} {LOG}")
-    ids = sorted(set(re.findall(r"call=([0-9.]+)", log)))
-    assert len(ids) == 1, log
-    return ids[0], log
+    return place_speaking_call(host)
 
 
 def test_the_call_walks_through_every_lifecycle_event(speaking_call):
     call_id, log = speaking_call
-    lines = [line for line in log.splitlines() if f"call={call_id}" in line]
-    # The session opens while the phone rings; the call is answered only once it is live.
-    events = [
-        "call started",
-        "ringing",
-        "Iniciando conexión WebSocket con OpenAI",
-        "session.update sent",
-        "session.updated received",
-        "ARI answered",
-        "media ready",
-        "call ended: outcome=hung_up_by_caller",
-    ]
-    positions = [next(i for i, line in enumerate(lines) if event in line) for event in events]
-    assert positions == sorted(positions)
+    positions = lifecycle_positions(log, call_id)
+    assert positions == sorted(positions), list(zip(LIFECYCLE, positions, strict=True))
 
 
 def test_the_log_and_journal_never_show_secrets(host, speaking_call):

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
-from conftest import BOX, SIPP_DIR, full_log_since, full_log_size
+from conftest import BOX, SIPP_DIR
+from conftest import log_since as full_log_since
+from conftest import log_size as full_log_size
 
 testinfra_hosts = [f"podman://{BOX}"]
 

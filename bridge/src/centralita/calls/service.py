@@ -238,23 +238,9 @@ class InboundService:
             if refusal is not None:
                 self._refuse_soon(channel_id, Direction.INBOUND, caller, did, refusal)
                 return
-            call = Call(
-                channel_id=channel_id,
-                direction=Direction.INBOUND,
-                caller=caller,
-                callee=did,
-                settings=self._settings,
-                rest=self._rest,
-                records=self._queued,
-                tools=self._tools,
-                instructions=self._instructions,
-                on_end=self._forget,
-                pacer=self._pacer,
-                clips=self._clips,
-                stats=self.stats,
+            call = self._hold_call(
+                channel_id, Direction.INBOUND, caller, did, tools=self._tools, instructions=self._instructions
             )
-            with self._lock:
-                self._calls[channel_id] = call
             threading.Thread(target=call.start, name=f"call-{channel_id}", daemon=True).start()
         elif kind in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
             with self._lock:
@@ -332,18 +318,44 @@ class InboundService:
         if refusal is not None:
             self._refuse(channel_id, Direction.OUTBOUND, caller_id, setup.info.phone, refusal, setup.info.campaign)
             return
-        call = Call(
-            channel_id=channel_id,
-            direction=Direction.OUTBOUND,
-            caller=caller_id,
-            callee=setup.info.phone,
+        call = self._hold_call(
+            channel_id,
+            Direction.OUTBOUND,
+            caller_id,
+            setup.info.phone,
+            tools=setup.tools,
+            instructions=setup.instructions,
             campaign=setup.info.campaign,
             attempt_id=setup.info.attempt_id,
+        )
+        call.start()
+
+    def _hold_call(
+        self,
+        channel_id: str,
+        direction: Direction,
+        caller: str,
+        callee: str,
+        *,
+        tools: ToolRegistry,
+        instructions: str,
+        campaign: str = "",
+        attempt_id: int | None = None,
+    ) -> Call:
+        """A call admitted: built with this service's shared parts (one place for both directions) and held
+        until it ends (``_forget``)."""
+        call = Call(
+            channel_id=channel_id,
+            direction=direction,
+            caller=caller,
+            callee=callee,
+            campaign=campaign,
+            attempt_id=attempt_id,
             settings=self._settings,
             rest=self._rest,
             records=self._queued,
-            tools=setup.tools,
-            instructions=setup.instructions,
+            tools=tools,
+            instructions=instructions,
             on_end=self._forget,
             pacer=self._pacer,
             clips=self._clips,
@@ -351,7 +363,7 @@ class InboundService:
         )
         with self._lock:
             self._calls[channel_id] = call
-        call.start()
+        return call
 
     def _forget(self, call: Call) -> None:
         self.admission.release(call.call_id)
