@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from centralita.config.env import ConfigError, EnvReader, Secret
+from centralita.config.env import ConfigError, EnvReader, Secret, validated
 from centralita.config.limits import (
     CallLimits,
     Spending,
@@ -170,9 +170,4 @@ class Settings:
     def from_values(cls, values: Mapping[str, str | None], *, source: str | None = None) -> Settings:
         """Validate raw values (variable name -> text); unknown names are ignored (the .env holds other
         programs' settings too). Every problem is reported at once in a ``ConfigError``."""
-        reader = EnvReader(values)
-        settings = cls.read(reader)
-        error = reader.error(source)
-        if error is not None:
-            raise error
-        return settings
+        return validated(values, cls.read, source)

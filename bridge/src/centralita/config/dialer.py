@@ -48,7 +48,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from centralita.config.bridge import read_ari
-from centralita.config.env import ConfigError, EnvReader, Secret
+from centralita.config.env import ConfigError, EnvReader, Secret, validated
 from centralita.dialer.policy import CallingPolicy, Window, parse_duration, parse_holidays, parse_windows
 from centralita.isp.phones import region_for_country_code
 
@@ -174,11 +174,7 @@ class DialerSettings:
         cls, values: Mapping[str, str | None], *, source: str | None = None, require_ari: bool = False
     ) -> DialerSettings:
         """Validate raw values (name -> text), DIALER_TIMEZONE required; every problem in one ``ConfigError``."""
-        reader = EnvReader(values)
-        settings = cls.read(reader, require_ari=require_ari, required=True)
-        error = reader.error(source)
-        if error is not None:
-            raise error
+        settings = validated(values, lambda reader: cls.read(reader, require_ari=require_ari, required=True), source)
         if settings is None:  # pragma: no cover - a required time zone that is missing is a problem above
             raise ConfigError(["DIALER_TIMEZONE is missing."], source, ["DIALER_TIMEZONE"])
         return settings

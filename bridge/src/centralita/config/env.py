@@ -403,3 +403,14 @@ def _split_url(text: str) -> SplitResult | None:
     except ValueError:
         return None
     return parts
+
+
+def validated(values: Mapping[str, str | None], read: Callable[[EnvReader], T], source: str | None = None) -> T:
+    """Settings read by ``read`` from raw values (variable name -> text), or every problem at once in one
+    ``ConfigError`` naming ``source``: what each settings class's ``from_values`` does."""
+    reader = EnvReader(values)
+    settings = read(reader)
+    error = reader.error(source)
+    if error is not None:
+        raise error
+    return settings

@@ -48,7 +48,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from centralita.config.env import EnvReader, Secret
+from centralita.config.env import EnvReader, Secret, validated
 from centralita.dialer.policy import parse_duration
 from centralita.isp.phones import region_for_country_code
 from centralita.isp.routeros.client import API_PORT, API_SSL_PORT
@@ -174,12 +174,7 @@ class NetworkSettings:
     @classmethod
     def from_values(cls, values: Mapping[str, str | None], *, source: str | None = None) -> NetworkSettings:
         """Validate raw values (variable name -> text); every problem is reported at once in a ``ConfigError``."""
-        reader = EnvReader(values)
-        settings = cls.read(reader)
-        error = reader.error(source)
-        if error is not None:
-            raise error
-        return settings
+        return validated(values, cls.read, source)
 
 
 def _read_router(reader: EnvReader, name: str) -> RouterConfig:
