@@ -100,7 +100,7 @@ def start(env: Path) -> subprocess.Popen[bytes]:
 def stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGTERM)
     try:
-        return process.wait(15)
+        return process.wait(60)  # generous: a loaded CI machine starts and stops Python slowly
     finally:
         if process.stderr:
             process.stderr.close()
@@ -114,7 +114,7 @@ def attempts(database: Path) -> list[tuple[str, str, str | None]]:
         connection.close()
 
 
-def wait(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+def wait(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
