@@ -6,13 +6,14 @@ PYTHON ?= python3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv host lint unit molecule chan-sip test-cluster test demo lab-up lab-provision lab-call lab-down requirements clean bench
+.PHONY: help venv host lint unit molecule chan-sip test-cluster test demo lab-up lab-provision lab-call lab-down requirements clean bench soak
 
 help:
 	@echo "make demo      provision the lab box (podman container centralita-lab) and call it"
 	@echo "make test      lint, unit tests and both molecule scenarios (default, chan_sip): everything CI runs"
 	@echo "make test-cluster  the SIP front scenario: two boxes behind Kamailio (molecule/cluster)"
 	@echo "make lab-down  remove the lab box"
+	@echo "make soak      soak run of the lab box: calls for minutes, faults at random (after make demo)"
 	@echo "make bench     media-path benchmark: concurrent calls through the bridge (docs/PERFORMANCE.md)"
 
 # The pinned tool venv; rebuilt when requirements.txt changes.
@@ -68,6 +69,11 @@ lab-down: venv
 # Options after BENCH_ARGS=, e.g. make bench BENCH_ARGS="--steps 10,20,40 --duration 10".
 bench: venv
 	@PYTHONPATH=bridge/src:bridge/testing/src $(BIN)/python bridge/bench/bench_media.py $(BENCH_ARGS)
+
+# Soak run of the lab box (not a test, not in CI): calls for minutes with faults injected at random; prints calls
+# placed, failed over, stuck and leaked. After `make demo`; options after SOAK_ARGS=, e.g. SOAK_ARGS="--minutes 5".
+soak: venv
+	@$(BIN)/python files/host/soak.py $(SOAK_ARGS)
 
 requirements:
 	@rm -rf /tmp/centralita-req && $(PYTHON) -m venv /tmp/centralita-req
