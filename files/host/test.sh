@@ -48,7 +48,8 @@ if [[ $what == lint || $what == all ]]; then
     step syntax-check syntax_check
 fi
 if [[ $what == unit || $what == all ]]; then
-    step unit-tests pytest -q -p no:cacheprovider roles $([[ -d bridge ]] && echo bridge --ignore=bridge/integration)
+    # One worker per core (pytest-xdist): the tests share no ports or files, so they run side by side.
+    step unit-tests pytest -q -p no:cacheprovider -n auto roles $([[ -d bridge ]] && echo bridge --ignore=bridge/integration)
 fi
 # The chan_sip scenario builds Asterisk 20 from its release tarball, which this machine cannot download:
 # CENTRALITA_ASTERISK_SOURCE (and CENTRALITA_ASTERISK_SHA256) name it, or CI's ../shared/asterisk copy is used.
