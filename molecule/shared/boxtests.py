@@ -21,6 +21,31 @@ from pathlib import Path
 
 import pytest
 
+__all__ = [
+    "BRIDGE_LOG",
+    "FULL_LOG",
+    "LIFECYCLE",
+    "PROJECT",
+    "RECORDS_DB",
+    "SIPP_DIR",
+    "VENV_PYTHON",
+    "SippResult",
+    "app_registered",
+    "ari_secret",
+    "assistant_stopped",
+    "box_name",
+    "call_record",
+    "fully_booted",
+    "lifecycle_positions",
+    "log_since",
+    "log_size",
+    "place_speaking_call",
+    "playbook_runner",
+    "sipp",
+    "sipp_in_background",
+    "wait_until",
+]
+
 PROJECT = Path(__file__).resolve().parents[2]
 SIPP_DIR = "/opt/centralita-test/sipp"
 FULL_LOG = "/var/log/asterisk/full"
@@ -116,6 +141,20 @@ def app_registered(host, app: str = "centralita") -> bool:
     return app in host.run("asterisk -rx 'ari show apps'").stdout.split()
 
 
+def box_name(variable: str, default: str) -> str:
+    """The scenario's container: `default`, or another name from `variable` (two checkouts side by side)."""
+    return os.environ.get(variable, default)
+
+
+def playbook_runner(scenario: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_playbook(*extra_args, playbook="site.yml")`` bound to `scenario`'s inventory."""
+
+    def run(*extra_args: str, playbook: str = "site.yml") -> subprocess.CompletedProcess[str]:
+        return run_playbook(scenario, *extra_args, playbook=playbook)
+
+    return run
+
+
 def run_playbook(scenario: Path, *extra_args: str, playbook: str = "site.yml") -> subprocess.CompletedProcess[str]:
     """Run a playbook of the project (the real site.yml by default) on the box with `scenario`'s inventory."""
     env = dict(os.environ)
@@ -155,6 +194,11 @@ def lifecycle_positions(log: str, call_id: str) -> list[int]:
     """Where each LIFECYCLE event first appears among the call's own log lines (StopIteration if one is missing)."""
     lines = [line for line in log.splitlines() if f"call={call_id}" in line]
     return [next(i for i, line in enumerate(lines) if event in line) for event in LIFECYCLE]
+
+
+@pytest.fixture(scope="module")
+def ari_secret(host) -> str:
+    return host.check_output("cat /etc/centralita/ari-password").strip()
 
 
 @pytest.fixture
