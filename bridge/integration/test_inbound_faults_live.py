@@ -273,7 +273,8 @@ def test_barge_in_silences_the_assistant_within_100_ms(
     svc, _records = service
     caller = callers(svc)
     session = fake.wait_for_session(0, timeout=10)
-    # Arrival time of every frame the caller hears.
+    # Arrival time of every frame the caller hears, and whether it is loud, until the fake says the caller
+    # stopped: what follows may be the assistant's answer to what the caller said, which is no barge-in failure.
     arrivals: list[tuple[float, bool]] = []
     stop = threading.Event()
 
@@ -282,6 +283,8 @@ def test_barge_in_silences_the_assistant_within_100_ms(
         while not stop.is_set():
             heard = bytes(caller.leg.heard)
             now = time.monotonic()
+            if session.server_events("input_audio_buffer.speech_stopped"):
+                return  # these frames may have come after the caller stopped (checked after reading them)
             while seen + FRAME_BYTES <= len(heard):
                 arrivals.append((now, len(set(heard[seen : seen + FRAME_BYTES])) > 4))
                 seen += FRAME_BYTES
@@ -307,7 +310,7 @@ def test_barge_in_silences_the_assistant_within_100_ms(
     speaking.join(5)
     late = [t - started_at for t, loud in arrivals if loud and t > started_at + 0.1]
     # Nothing the assistant said reaches the caller later than 100 ms after the caller started talking
-    # (until the caller stops and the assistant answers again).
+    # (until the caller stops and the assistant may answer again).
     stopped = session.server_events("input_audio_buffer.speech_stopped")
     assert stopped
     assert late == [], f"{len(late)} frames of assistant audio after the barge-in, the last {max(late):.3f} s late"
