@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from centralita.billing.usage import Usage
 from centralita.calls.stats import ServiceStats
+from centralita.calls.transcript import TranscriptOrder
 from centralita.calls.watchdog import Alarm, CallWatchdog
 from centralita.config.bridge import FailureAction, Settings
 from centralita.config.limits import CallLimitAction
@@ -63,7 +64,7 @@ from centralita.realtime.connection import CloseInfo, RealtimeConnection, Realti
 from centralita.realtime.events import realtime_url, response_cancel, response_create, session_update, truncate
 from centralita.realtime.tool_calls import ToolCall, ToolCallAssembler
 from centralita.storage.queued import QueuedRecords
-from centralita.storage.records import Direction, Outcome, Speaker
+from centralita.storage.records import Direction, Outcome
 from centralita.telephony.ari import AriError, AriRest
 from centralita.tools.identity import CallIdentity
 from centralita.tools.registry import ToolAction, ToolContext, ToolRegistry
@@ -204,6 +205,13 @@ class Call:
         self._spent = Decimal(0)
         self._tokens = Usage()
         self._rtp_counts: dict[str, int] = {}
+        # Both sides of the transcript, in the order they were said (the caller's text may come late).
+        self._transcript = TranscriptOrder(
+            lambda speaker, text, at: self._records.add_transcript(self.call_id, speaker, text, at),
+            transcribe_caller=settings.transcription.enabled,
+            now=lambda: self._records.now(),
+            logger=self._log,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -308,6 +316,7 @@ class Call:
             if thread is not current:
                 thread.join(2)
         self._tool_pool.shutdown(wait=False, cancel_futures=True)
+        self._transcript.flush()  # the Realtime connection is closed: no more words will come
         if self._socket is not None:
             self._socket.close()
         for channel in (self.state.media_channel_id, self.state.call_id if hangup else ""):
@@ -398,7 +407,11 @@ class Call:
             ping_timeout=settings.ws_ping_timeout,
         )
         update = session_update(
-            instructions=self._instructions, voice=settings.openai_voice, tools=self._tools.schemas()
+            instructions=self._instructions,
+            voice=settings.openai_voice,
+            tools=self._tools.schemas(),
+            transcription_model=settings.transcription.model,
+            transcription_language=settings.transcription.language,
         )
         self._log.info("%s", Event.SESSION_UPDATE_SENT)
         info = connection.connect(update, within=settings.watchdogs.connect_timeout)
@@ -524,6 +537,7 @@ class Call:
 
     def _check_watchdogs(self, watchdog: CallWatchdog, now: float) -> None:
         """Act on the alarms due now; on the RTP thread, so nothing here may block (endings get a thread)."""
+        self._transcript.release_due()
         for alarm in watchdog.check(now):
             if self._stop.is_set() or self._failing or self._final is not None:
                 return
@@ -652,10 +666,6 @@ class Call:
         elif kind == "response.done":
             self._response_active = False
             self._record_usage(event)
-        elif kind == "response.output_audio_transcript.done":
-            self._records.add_transcript(self.call_id, Speaker.ASSISTANT, str(event.get("transcript", "")))
-        elif kind == "conversation.item.input_audio_transcription.completed":
-            self._records.add_transcript(self.call_id, Speaker.CALLER, str(event.get("transcript", "")))
         elif kind == "error":
             error = event.get("error") or {}
             if error.get("code") == "response_cancel_not_active":
@@ -667,6 +677,7 @@ class Call:
                 self._fail_soon(FailoverReason.REALTIME_ERROR, f"Realtime error: {error.get('code')}")
             else:  # a request of ours the server refused: the session goes on
                 self._log.warning("%s event: %s %s", Event.REALTIME_ERROR, error.get("code"), error.get("message"))
+        self._transcript.on_event(event)
         update = self._assembler.feed(event)
         for call in update.completed:
             if watchdog is not None:
