@@ -698,7 +698,7 @@ class Call:
         self._spent += cost
         response = event.get("response")
         response_id = str(response.get("id", "")) if isinstance(response, Mapping) else ""
-        self._records.add_usage(self.call_id, response_id, usage, cost, prices.currency)
+        self._records.add_usage(self.call_id, response_id, usage, cost, prices.currency, prices_as_of=prices.as_of)
 
     def _barge_in(self) -> None:
         if self._converter is not None:

@@ -71,11 +71,22 @@ class QueuedRecords:
             lambda: self.records.add_tool_call(call_id, tool_call_id, name, arguments, result, ok, at=at),
         )
 
-    def add_usage(self, call_id: str, response_id: str, usage: Usage, cost: Decimal, currency: str) -> None:
+    def add_usage(
+        self,
+        call_id: str,
+        response_id: str,
+        usage: Usage,
+        cost: Decimal,
+        currency: str,
+        *,
+        prices_as_of: str | None = None,
+    ) -> None:
         at = self.records.now()
         self.writer.submit(
             f"the usage of a response of call {call_id}",
-            lambda: self.records.add_usage(call_id, response_id, usage, cost, currency, at=at),
+            lambda: self.records.add_usage(
+                call_id, response_id, usage, cost, currency, at=at, prices_as_of=prices_as_of
+            ),
         )
 
     def end_call(self, call_id: str, outcome: Outcome, detail: str = "") -> None:
