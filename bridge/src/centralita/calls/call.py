@@ -50,6 +50,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from centralita.billing.usage import Usage
+from centralita.calls.metrics import ServiceMetrics
 from centralita.calls.stats import ServiceStats
 from centralita.calls.transcript import TranscriptOrder
 from centralita.calls.watchdog import Alarm, CallWatchdog
@@ -147,6 +148,7 @@ class Call:
         pacer: PacerThread | None = None,
         clips: Clips | None = None,
         stats: ServiceStats | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         """``caller`` and ``callee`` as in ``CallState``; an outbound call needs its ``campaign`` and
         ``attempt_id``, an inbound call has neither (ValueError otherwise).
@@ -154,7 +156,8 @@ class Call:
         ``pacer`` paces the outgoing audio; the service should share one by all its calls (one thread for all
         instead of one each). Without it the call runs a PacerThread of its own. ``clips`` are the recorded
         phrases the watchdogs play (loaded from the package when not given); ``stats`` hears what the call
-        dropped and which watchdogs fired, for the service's health snapshot.
+        dropped and which watchdogs fired, for the service's health snapshot; ``metrics`` counts what the call
+        did for Prometheus (the service's registry).
         """
         direction = Direction(direction)
         if direction is Direction.OUTBOUND and (not campaign or attempt_id is None):
@@ -178,6 +181,7 @@ class Call:
         self._on_end = on_end
         self._clips = clips or Clips.load()
         self._stats = stats
+        self._metrics = metrics
         self._log = call_logger(channel_id, log)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -333,6 +337,9 @@ class Call:
         self._records.end_call(self.state.call_id, outcome, detail)
         if self._stats is not None:
             self._stats.call_ended(outcome)
+        if self._metrics is not None:
+            self._metrics.call_ended(self.state.direction, outcome)
+            self._metrics.transcriptions_failed(self._transcript.failed)
         self._log.info("%s: outcome=%s%s", Event.CALL_ENDED, outcome, f" ({detail})" if detail else "")
         if self._on_end is not None:
             self._on_end(self)
@@ -414,7 +421,15 @@ class Call:
             transcription_language=settings.transcription.language,
         )
         self._log.info("%s", Event.SESSION_UPDATE_SENT)
-        info = connection.connect(update, within=settings.watchdogs.connect_timeout)
+        began = time.monotonic()
+        try:
+            info = connection.connect(update, within=settings.watchdogs.connect_timeout)
+        except (RealtimeError, OSError):
+            if self._metrics is not None:
+                self._metrics.realtime_failed()
+            raise
+        if self._metrics is not None:
+            self._metrics.realtime_connected(time.monotonic() - began)
         with self._lock:  # end() (the caller hung up while it rang) either ran already, or will find it
             ended = self.state.ended.is_set()
             if not ended:
@@ -696,6 +711,8 @@ class Call:
         cost = prices.cost(usage)
         self._tokens += usage
         self._spent += cost
+        if self._metrics is not None:
+            self._metrics.spent(usage, cost, prices.currency, prices.as_of)
         response = event.get("response")
         response_id = str(response.get("id", "")) if isinstance(response, Mapping) else ""
         self._records.add_usage(self.call_id, response_id, usage, cost, prices.currency, prices_as_of=prices.as_of)
@@ -705,6 +722,8 @@ class Call:
             self._converter.reset()
         barge_in = self._playout.barge_in()
         active = self._response_active
+        if self._metrics is not None:
+            self._metrics.barge_in()
         self._log.info("%s: caller spoke, %.0f ms of assistant audio dropped", Event.BARGE_IN, barge_in.dropped_ms)
         if active:
             self._send(response_cancel())
@@ -731,6 +750,8 @@ class Call:
             result = self._tools.run(call.name, call.arguments, context)
             output = result.output
             self._log.info("tool %s -> %s", call.name, "ok" if result.ok else "error")
+            if self._metrics is not None:
+                self._metrics.tool_ran(call.name, "ok" if result.ok else "error", known=call.name in self._tools.tools)
             if result.action is not None:
                 self._after_speech = result.action
             self._records.add_tool_call(
@@ -738,6 +759,8 @@ class Call:
             )
         except Exception:
             self._log.exception("tool %s failed", call.name)
+            if self._metrics is not None:
+                self._metrics.tool_ran(call.name, "failed", known=call.name in self._tools.tools)
         finally:
             self._send_ready(self._assembler.submit(call.call_id, json.dumps(output, ensure_ascii=False, default=str)))
 
