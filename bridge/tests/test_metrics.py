@@ -113,6 +113,7 @@ def test_the_endpoint_answers_on_loopback_with_the_services_metrics(boxes: Calla
     assert samples[key] == 1
     assert samples[("centralita_active_calls", ())] == 0
     assert any(name == "centralita_tokens_total" and count > 0 for (name, _labels), count in samples.items())
+    assert samples[("process_resident_memory_bytes", ())] > 0  # the service's own process
     # Bound to the loopback address only.
     server = box.service.metrics._server
     assert server is not None

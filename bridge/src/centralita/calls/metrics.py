@@ -19,6 +19,7 @@ Metrics (the ``_total`` suffix is added by the client library to counters)::
     centralita_tokens_total{kind}                       Realtime tokens by kind (input_text, input_audio,
                                                         cached_text, cached_audio, output_text, output_audio)
     centralita_cost_total{currency, prices_as_of}       what those tokens cost, at the price table of that date
+    process_*                                           the service's CPU, memory, open files, start time
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from decimal import Decimal
 from typing import Final
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from centralita.billing.usage import Usage
 
@@ -49,6 +50,7 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        ProcessCollector(registry=registry)
         self.calls = Counter(
             "centralita_calls", "Calls ended, by direction and outcome.", ["direction", "outcome"], registry=registry
         )
