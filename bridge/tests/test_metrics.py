@@ -4,6 +4,7 @@ registry and from its loopback endpoint."""
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 from collections.abc import Callable
 from decimal import Decimal
@@ -56,6 +57,9 @@ def test_a_call_with_a_tool_and_a_barge_in_is_counted(boxes: Callable[..., Box])
     assert 0 < value(box, "centralita_realtime_connect_seconds_sum") < TIMEOUT
     assert value(box, "centralita_realtime_connect_failures_total") == 0
     assert value(box, "centralita_tool_calls_total", tool="transferir_a_operador", result="ok") == 1
+    # One answer to the caller's words (the greeting answered nobody), its audio after the tool ran.
+    assert value(box, "centralita_reply_latency_seconds_count") == 1
+    assert 0 < value(box, "centralita_reply_latency_seconds_sum") < TIMEOUT
     # The tokens and cost of every response.done of the session, at the price table's date.
     done = session.server_events("response.done")
     used = Usage()
@@ -91,6 +95,22 @@ def test_barge_ins_refusals_and_connect_failures_are_counted(boxes: Callable[...
     assert value(box, "centralita_realtime_connect_failures_total") == 1
     assert value(box, "centralita_realtime_connect_seconds_count") == 1  # only the session that opened
     assert value(box, "centralita_calls_total", direction="inbound", outcome="realtime_failed") == 1
+
+
+def test_slots_the_pacer_skips_are_counted_as_late_frames(boxes: Callable[..., Box]) -> None:
+    box = boxes([AudioTurn(GREETING * 6, "Un saludo largo.")], pace=1.0)
+    channel_id, _call, leg = box.call_in()
+    leg.wait_heard(lambda heard: len(heard) >= 5, TIMEOUT)
+    assert value(box, "centralita_late_frames_total") == 0
+
+    def stall(_skipped: int) -> bool:  # another stream holds the shared pacer thread for 0.3 s, once
+        time.sleep(0.3)
+        return False
+
+    box.service._pacer.add(stall)
+    wait_for(lambda: value(box, "centralita_late_frames_total") >= 5, "the skipped slots counted")
+    box.asterisk.hang_up(channel_id)
+    box.ended(channel_id)
 
 
 def test_the_endpoint_answers_on_loopback_with_the_services_metrics(boxes: Callable[..., Box]) -> None:

@@ -209,6 +209,7 @@ class Call:
         self._spent = Decimal(0)
         self._tokens = Usage()
         self._rtp_counts: dict[str, int] = {}
+        self._caller_stopped: float | None = None  # when the caller last stopped speaking, until the answer's audio
         # Both sides of the transcript, in the order they were said (the caller's text may come late).
         self._transcript = TranscriptOrder(
             lambda speaker, text, at: self._records.add_transcript(self.call_id, speaker, text, at),
@@ -523,6 +524,8 @@ class Call:
         assert self._asterisk_rtp is not None
         if self._stop.is_set():
             return False
+        if skipped and self._metrics is not None:
+            self._metrics.frames_late(skipped)
         packet = self._playout.next_frame(skipped)
         if packet is None:  # nothing left to play
             if self._final is not None:
@@ -652,6 +655,9 @@ class Call:
         if kind == "response.output_audio.delta":
             if watchdog is not None:
                 watchdog.reply_heard()
+            stopped, self._caller_stopped = self._caller_stopped, None
+            if stopped is not None and self._metrics is not None:
+                self._metrics.replied(time.monotonic() - stopped)
             audio = base64.b64decode(event.get("delta", ""))
             if self._converter is not None:
                 audio = self._converter.convert(audio)
@@ -670,10 +676,12 @@ class Call:
                 self._playout.push(str(event.get("item_id", "")), tail)
             self._playout.pad_remainder()
         elif kind == "input_audio_buffer.speech_started":
+            self._caller_stopped = None
             if watchdog is not None:
                 watchdog.caller_speaking()
             self._barge_in()
         elif kind == "input_audio_buffer.speech_stopped":
+            self._caller_stopped = time.monotonic()
             if watchdog is not None:
                 watchdog.expect_reply(time.monotonic())
         elif kind == "response.created":

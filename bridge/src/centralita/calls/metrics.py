@@ -11,6 +11,10 @@ Metrics (the ``_total`` suffix is added by the client library to counters)::
     centralita_active_calls                             calls the service carries now
     centralita_realtime_connect_seconds                 how long opening a Realtime session took (histogram)
     centralita_realtime_connect_failures_total          Realtime sessions that could not be opened
+    centralita_reply_latency_seconds                    from the caller's end of speech (server VAD) to the first
+                                                        audio of the assistant's answer, tools included (histogram)
+    centralita_late_frames_total                        20 ms slots of assistant audio the pacer skipped because it
+                                                        fell behind (a loaded or suspended machine)
     centralita_tool_calls_total{tool, result}           tools the assistant ran: ok, error (the tool said no,
                                                         or refused its arguments) or failed (it raised)
     centralita_refusals_total{reason}                   calls not given to the assistant, by reason
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 METRICS_HOST: Final = "127.0.0.1"  # loopback only: a scraper on the box, or a tunnel to it
 UNKNOWN_TOOL: Final = "unknown"
 _CONNECT_BUCKETS: Final = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_REPLY_BUCKETS: Final = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 15.0)
 
 
 class ServiceMetrics:
@@ -63,6 +68,15 @@ class ServiceMetrics:
         )
         self.realtime_connect_failures = Counter(
             "centralita_realtime_connect_failures", "Realtime sessions that could not be opened.", registry=registry
+        )
+        self.reply_latency_seconds = Histogram(
+            "centralita_reply_latency_seconds",
+            "Seconds from the caller's end of speech to the first audio of the answer.",
+            buckets=_REPLY_BUCKETS,
+            registry=registry,
+        )
+        self.late_frames = Counter(
+            "centralita_late_frames", "Assistant audio slots skipped because the pacer fell behind.", registry=registry
         )
         self.tool_calls = Counter(
             "centralita_tool_calls",
@@ -103,6 +117,12 @@ class ServiceMetrics:
 
     def realtime_failed(self) -> None:
         self.realtime_connect_failures.inc()
+
+    def replied(self, seconds: float) -> None:
+        self.reply_latency_seconds.observe(seconds)
+
+    def frames_late(self, count: int) -> None:
+        self.late_frames.inc(count)
 
     def tool_ran(self, tool: str, result: str, *, known: bool) -> None:
         self.tool_calls.labels(tool=tool if known else UNKNOWN_TOOL, result=result).inc()
