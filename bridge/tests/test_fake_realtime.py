@@ -577,6 +577,8 @@ def test_ignore_output_format_answers_pcmu_with_pcm16() -> None:
 def test_faults_parse_command_line_specs() -> None:
     faults = Faults.parse(["refuse", "delay_ms=250", "close_after_s=1.5", "ignore-output-format", "error_code=x"])
     assert faults == Faults(refuse=True, delay_ms=250, close_after_s=1.5, ignore_output_format=True, error_code="x")
+    transcription = Faults.parse(["transcription_delay_ms=900", "transcription-fails"])
+    assert transcription == Faults(transcription_delay_ms=900, transcription_fails=True)
     with pytest.raises(ValueError, match="unknown fault"):
         Faults.parse(["explode"])
     with pytest.raises(ValueError, match="needs a value"):
