@@ -336,7 +336,7 @@ def parse_script(document: object, audio_dir: str | Path | None = None, *, sourc
 
 def parse_caller_lines(document: object, *, source: str = "script") -> tuple[str, ...]:
     """The script's ``"caller": [TEXT, ...]``: what the caller says, one line per committed caller item, in order
-    (wrapping around), for the input transcription. None in a script without it."""
+    (wrapping around), for the input transcription; empty for a script without it."""
     lines = document.get("caller", []) if isinstance(document, dict) else []
     if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
         raise ScriptError(f'{source}: "caller" must be a list of texts (what the caller says, in order)')
