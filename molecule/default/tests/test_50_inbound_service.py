@@ -217,24 +217,24 @@ def test_the_callers_transcribed_words_are_stored_in_order_with_the_assistants(h
 
 def test_the_metrics_endpoint_counts_the_call(host, before_the_call, speaking_call):
     # Served on loopback only, by the service itself.
-    listeners = host.check_output("ss -Hltn 'sport = :9464'").split()
-    assert "127.0.0.1:9464" in listeners, listeners
-    assert not any(address.startswith(("0.0.0.0:", "*:", "[::]:")) for address in listeners), listeners
+    listening = [line.split()[3] for line in host.check_output("ss -Hltn 'sport = :9464'").splitlines()]
+    assert listening == ["127.0.0.1:9464"], listening  # the local address column: loopback, and nothing else
     key = ("centralita_calls_total", (("direction", "inbound"), ("outcome", "hung_up_by_caller")))
     old = before_the_call.metrics
-    # The counter moves as the call ends, a moment after its log line: wait for it.
+    active = ("centralita_active_calls", ())
+    # The counter moves, and the call leaves the active ones, as it ends, a moment after its log line: wait.
     deadline = time.monotonic() + 30
     new = metrics(host)
-    while new.get(key, 0) == old.get(key, 0) and time.monotonic() < deadline:
+    while (new.get(key, 0) == old.get(key, 0) or new[active] != 0) and time.monotonic() < deadline:
         time.sleep(0.5)
         new = metrics(host)
     assert new.get(key, 0) == old.get(key, 0) + 1
-    assert new[("centralita_active_calls", ())] == 0
+    assert new[active] == 0
     for tool, result in (("consultar_cliente", "ok"), ("estado_conexion", "ok"), ("reactivar_servicio", "error")):
         tool_key = ("centralita_tool_calls_total", (("result", result), ("tool", tool)))
         assert new.get(tool_key, 0) == old.get(tool_key, 0) + 1, tool
     connects = ("centralita_realtime_connect_seconds_count", ())
-    assert new[connects] == old.get(connects, 0) + 1
+    assert new[connects] >= old.get(connects, 0) + 1  # (a dialer call through the service would add its own)
     tokens = sum(v for (name, _labels), v in new.items() if name == "centralita_tokens_total")
     tokens_before = sum(v for (name, _labels), v in old.items() if name == "centralita_tokens_total")
     assert tokens > tokens_before
