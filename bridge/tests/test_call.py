@@ -35,7 +35,15 @@ from centralita.storage.records import CallRecords, Outcome
 from centralita.tools.call_control import builtin_tools
 from centralita.tools.registry import Tool, ToolAction, ToolContext, ToolRegistry, ToolResult
 from centralita_testing.fake_asterisk import FRAME_BYTES, FakeAsterisk, Heard, RtpLeg
-from centralita_testing.fake_realtime import AudioTurn, FakeRealtimeServer, Faults, SessionRecord, ToolCallTurn, Turn
+from centralita_testing.fake_realtime import (
+    AudioTurn,
+    FakeRealtimeServer,
+    Faults,
+    SessionRecord,
+    ToolCallTurn,
+    Turn,
+    default_caller_lines,
+)
 from centralita_testing.fake_realtime import default_audio_dir as realtime_audio
 
 SAYING = (realtime_audio() / "asistente_saludo.ulaw").read_bytes()
@@ -231,6 +239,44 @@ def test_the_callers_words_reach_the_realtime_api_unchanged(boxes: Callable[...,
     words = SAYING[16000:20000]
     leg.say(words)
     wait_for(lambda: words in session.audio, "the caller's words in the appended audio")
+
+
+def test_the_callers_words_are_transcribed_and_stored_before_the_reply_even_when_their_text_comes_late(
+    boxes: Callable[..., Box],
+) -> None:
+    box = boxes([AudioTurn(GREETING, "Hola."), AudioTurn(REPLY, "Dígame.")], faults=Faults(transcription_delay_ms=800))
+    channel_id, _call, leg = box.call_in()
+    session = box.session()
+    [update] = session.client_events("session.update")
+    assert update["session"]["audio"]["input"]["transcription"] == {"model": "whisper-1", "language": "es"}
+    session.wait_for_server_event("response.done", timeout=TIMEOUT)
+    leg.say(CALLER_WORDS)
+    [completed] = session.wait_for_server_event(
+        "conversation.item.input_audio_transcription.completed", timeout=TIMEOUT
+    )
+    events = [event["type"] for event in session.server_events()]
+    # The reply to the caller's words was done before their text came: the late case did happen.
+    assert events.index("conversation.item.input_audio_transcription.completed") > max(
+        index for index, kind in enumerate(events) if kind == "response.output_audio_transcript.done"
+    )
+    said = default_caller_lines()[0]
+    assert completed["transcript"] == said
+    box.asterisk.hang_up(channel_id)
+    record = box.ended(channel_id)
+    assert [(line["speaker"], line["text"]) for line in record["transcript"]] == [
+        ("assistant", "Hola."),
+        ("caller", said),
+        ("assistant", "Dígame."),
+    ]
+    stamps = [line["at"] for line in record["transcript"]]
+    assert stamps == sorted(stamps)
+
+
+def test_with_transcription_off_the_session_asks_for_none(boxes: Callable[..., Box]) -> None:
+    box = boxes([AudioTurn(GREETING, "Hola.")], TRANSCRIPTION_MODEL="off")
+    _channel_id, _call, _leg = box.call_in()
+    [update] = box.session().client_events("session.update")
+    assert "transcription" not in update["session"]["audio"]["input"]
 
 
 # --- Barge-in -----------------------------------------------------------------------------------------------

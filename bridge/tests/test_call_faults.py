@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,9 @@ def test_every_response_is_recorded_with_its_tokens_and_cost(boxes: Callable[...
     assert usage == expected
     prices = box.service._settings.spending.prices
     assert cost == (prices.cost(expected) * 1_000_000).to_integral_value() / Decimal(1_000_000)
+    # With the date of the price table it was reckoned with, which every report shows beside the cost.
+    rows = box.records.usage_between(box.records.now() - timedelta(hours=1), box.records.now())
+    assert [(row["call_id"], row["prices_as_of"]) for row in rows] == [(channel_id, prices.as_of)]
 
 
 def test_when_the_budget_is_spent_new_calls_go_to_the_operator(asterisk: FakeAsterisk, tmp_path: Path) -> None:

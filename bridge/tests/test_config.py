@@ -346,3 +346,37 @@ def test_from_values_without_a_file() -> None:
         Settings.from_values({})
     assert len(caught.value.problems) == 2
     assert "Invalid Centralita configuration (2 problems):" in str(caught.value)
+
+
+def test_the_caller_is_transcribed_in_spanish_by_default_and_metrics_are_off(tmp_path: Path) -> None:
+    settings = load(write_env(tmp_path, REQUIRED))
+    assert (settings.transcription.model, settings.transcription.language) == ("whisper-1", "es")
+    assert settings.transcription.enabled
+    assert settings.metrics_port == 0
+
+
+@pytest.mark.parametrize(
+    ("lines", "model", "language"),
+    [
+        ("TRANSCRIPTION_MODEL=gpt-4o-mini-transcribe\nTRANSCRIPTION_LANGUAGE=PT\n", "gpt-4o-mini-transcribe", "pt"),
+        ("TRANSCRIPTION_MODEL=off\n", None, "es"),
+        ("TRANSCRIPTION_LANGUAGE=auto\n", "whisper-1", None),
+    ],
+)
+def test_transcription_settings(tmp_path: Path, lines: str, model: str | None, language: str | None) -> None:
+    settings = load(write_env(tmp_path, REQUIRED + lines))
+    assert (settings.transcription.model, settings.transcription.language) == (model, language)
+    assert settings.transcription.enabled is (model is not None)
+
+
+def test_bad_transcription_and_metrics_settings_name_their_fix(tmp_path: Path) -> None:
+    error = load_error(
+        tmp_path,
+        REQUIRED + "TRANSCRIPTION_LANGUAGE=español\nTRANSCRIPTION_MODEL=whisper 1\nMETRICS_PORT=70000\n",
+    )
+    assert (
+        "TRANSCRIPTION_LANGUAGE is 'español', not a two-letter ISO-639-1 language code (or auto): "
+        "set e.g. TRANSCRIPTION_LANGUAGE=es." in error.problems
+    )
+    assert any(problem.startswith("TRANSCRIPTION_MODEL is 'whisper 1'") for problem in error.problems)
+    assert any(problem.startswith("METRICS_PORT is '70000'") for problem in error.problems)

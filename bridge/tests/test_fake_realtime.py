@@ -28,6 +28,7 @@ from centralita_testing.fake_realtime import (
     ScriptError,
     ToolCallTurn,
     default_audio_dir,
+    default_caller_lines,
     default_script,
     load_script,
     vad_rms_threshold,
@@ -586,6 +587,8 @@ def test_ignore_output_format_answers_pcmu_with_pcm16() -> None:
 def test_faults_parse_command_line_specs() -> None:
     faults = Faults.parse(["refuse", "delay_ms=250", "close_after_s=1.5", "ignore-output-format", "error_code=x"])
     assert faults == Faults(refuse=True, delay_ms=250, close_after_s=1.5, ignore_output_format=True, error_code="x")
+    transcription = Faults.parse(["transcription_delay_ms=900", "transcription-fails"])
+    assert transcription == Faults(transcription_delay_ms=900, transcription_fails=True)
     with pytest.raises(ValueError, match="unknown fault"):
         Faults.parse(["explode"])
     with pytest.raises(ValueError, match="needs a value"):
@@ -756,3 +759,80 @@ def test_tool_calls_of_tools_the_session_does_not_offer_are_skipped_and_dates_fi
             assert json.loads(done["arguments"]) == {"fecha": expected}
         finally:
             client.close()
+
+
+# --- The caller's transcription ---
+
+
+def transcribed_session(model: str = "whisper-1") -> JsonObject:
+    session = ga_session()
+    session["audio"]["input"]["transcription"] = {"model": model, "language": "es"}
+    return session
+
+
+@pytest.mark.parametrize("model", ["whisper-1", "gpt-4o-mini-transcribe"])
+def test_a_transcribed_session_gets_the_callers_scripted_words_as_deltas_then_completed(model: str) -> None:
+    lines = ("No tengo internet desde ayer.", "Gracias.")
+    with FakeRealtimeServer(pace=0, caller_lines=lines) as server:
+        client = Client(server)
+        try:
+            client.configure(transcribed_session(model))
+            client.append(SPEECH + SILENCE_1S)
+            events = client.until("conversation.item.input_audio_transcription.completed")
+        finally:
+            client.close()
+    committed = next(e for e in events if e["type"] == "input_audio_buffer.committed")
+    deltas = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]
+    completed = events[-1]
+    assert {e["item_id"] for e in [*deltas, completed]} == {committed["item_id"]}
+    assert "".join(e["delta"] for e in deltas) == lines[0] == completed["transcript"]
+    assert completed["content_index"] == 0
+    if model == "whisper-1":  # billed by the second
+        assert completed["usage"]["type"] == "duration"
+        assert completed["usage"]["seconds"] == pytest.approx((len(SPEECH) + 8000) / 8000, abs=0.6)
+    else:
+        assert completed["usage"]["type"] == "tokens"
+        assert completed["usage"]["input_token_details"]["audio_tokens"] > 0
+
+
+def test_without_transcription_no_transcription_event_is_sent(server: FakeRealtimeServer, client: Client) -> None:
+    client.configure()
+    client.append(SPEECH + SILENCE_1S)
+    events = client.until("response.done")
+    assert not [e for e in events if e["type"].startswith("conversation.item.input_audio_transcription")]
+
+
+def test_a_failing_transcription_sends_failed_with_its_error_after_partial_deltas() -> None:
+    with FakeRealtimeServer(
+        pace=0, caller_lines=("uno dos tres cuatro",), faults=Faults(transcription_fails=True)
+    ) as server:
+        client = Client(server)
+        try:
+            client.configure(transcribed_session())
+            client.append(SPEECH + SILENCE_1S)
+            events = client.until("conversation.item.input_audio_transcription.failed")
+        finally:
+            client.close()
+    deltas = [e["delta"] for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]
+    assert "".join(deltas) == "uno dos "
+    assert events[-1]["error"]["code"] == "audio_unintelligible"
+    assert not [e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
+
+
+@pytest.mark.parametrize(
+    "transcription", [{"model": "whisper-1", "language": "spanish"}, {"model": "whisper-1", "idioma": "es"}]
+)
+def test_a_bad_transcription_setting_is_an_error(client: Client, transcription: JsonObject) -> None:
+    assert client.recv()["type"] == "session.created"
+    session = ga_session()
+    session["audio"]["input"]["transcription"] = transcription
+    client.send("session.update", session=session)
+    error = client.recv()
+    assert error["type"] == "error"
+    assert error["error"]["param"].startswith("session.audio.input.transcription")
+
+
+def test_the_default_script_has_caller_lines() -> None:
+    lines = default_caller_lines()
+    assert lines
+    assert all(line.strip() for line in lines)

@@ -68,7 +68,7 @@ def test_schema_is_created_on_first_use(records: CallRecords, db_path: Path) -> 
     tables = {name for (name,) in sqlite_query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"calls", "transcript", "tool_calls", "usage"} <= tables
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     assert sqlite_query(db_path, "PRAGMA journal_mode") == [("wal",)]
     columns = [row[1] for row in sqlite_query(db_path, "PRAGMA table_info(calls)")]
     assert columns == [
@@ -593,3 +593,26 @@ def test_the_calls_a_previous_run_left_open_are_found(records: CallRecords) -> N
     boundary = records.now()
     assert records.open_calls(before=boundary) == ["old-open"]
     assert records.open_calls() == ["old-open"]
+
+
+def test_a_version_5_database_keeps_its_usage_and_learns_the_price_tables_date(tmp_path: Path) -> None:
+    db_path = tmp_path / "v5.db"
+    connection = sqlite3.connect(db_path)
+    for step in _MIGRATIONS[:5]:
+        step(connection)
+    connection.execute("PRAGMA user_version = 5")
+    connection.execute(
+        "INSERT INTO usage (at, call_id, response_id, input_text, input_audio, cached_text, cached_audio,"
+        " output_text, output_audio, cost_micros, currency)"
+        " VALUES ('2026-03-01T10:00:00.000+00:00', 'c1', 'r1', 1, 2, 3, 4, 5, 6, 700, 'USD')"
+    )
+    connection.commit()
+    connection.close()
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    with CallRecords(db_path) as upgraded:
+        [old] = upgraded.usage_between(day, day + timedelta(days=1))
+        upgraded.add_usage("c1", "r2", Usage(output_text=1), Decimal("0.5"), "USD", at=day, prices_as_of="2025-08-28")
+        new = upgraded.usage_between(day, day + timedelta(days=1))[-1]
+    assert (old["cost_micros"], old["prices_as_of"], old["started_at"]) == (700, None, None)
+    assert (new["cost_micros"], new["prices_as_of"]) == (500_000, "2025-08-28")
+    assert sqlite_query(db_path, "PRAGMA user_version") == [(6,)]

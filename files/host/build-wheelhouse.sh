@@ -21,7 +21,7 @@ for project in "$top/bridge" "$top/bridge/testing"; do
 done
 # The dependencies of both, pinned to the versions the tests ran with.
 pins=()
-for name in websocket-client python-dotenv websockets librouteros pyroute2 phonenumbers "$@"; do
+for name in websocket-client python-dotenv websockets librouteros pyroute2 phonenumbers prometheus-client "$@"; do
     pin=$(grep -i "^${name%%=*}==" "$top/requirements.txt" || true)
     pins+=("${pin:-$name}")
 done

@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "centralita.config.cli",
     "centralita.dialer.cli",
     "centralita.storage.cli",
+    "centralita.storage.report_cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -26,12 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="centralita",
         description="Operate the Centralita phone assistant: diagnose the box, check its settings, run dialer "
-        "campaigns, keep the call records.",
+        "campaigns, keep the call records and report on them.",
         epilog="Who runs what: doctor needs root (sudo centralita doctor): it reads the secrets and Asterisk's "
         "files and asks systemd and Asterisk. config check and campaign read the settings file, which only root "
-        "and the service user may read (sudo centralita campaign ...). records needs no secret, only the service "
-        "user's database. Run as root, campaign and records give root up for the service user before they touch "
-        "its files.",
+        "and the service user may read (sudo centralita campaign ...). records and calls need no secret, only the "
+        "service user's database. Run as root, campaign, records and calls give root up for the service user "
+        "before they touch its files.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:

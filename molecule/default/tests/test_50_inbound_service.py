@@ -1,20 +1,36 @@
 """openai-inbound-calls as deployed: the unit, its sandbox, its files, and a real SIPp call through it.
 
-Runs after test_40, whose suite restarted Asterisk: the call here also proves the service reconnected.
+Runs after test_40, whose suite restarted Asterisk: the call here also proves the service reconnected. The
+same call proves what the operator sees of it: the Prometheus metrics the service serves on loopback, the
+caller's transcribed words in the record, and ``centralita calls report``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import time
+from dataclasses import dataclass
 
 import pytest
 from conftest import BOX, LIFECYCLE, call_record, lifecycle_positions, place_speaking_call, sipp
+from prometheus_client.parser import text_string_to_metric_families
 
 testinfra_hosts = [f"podman://{BOX}"]
 
 LOG = "/var/log/asterisk/inbound_openai.log"
+METRICS_URL = "http://127.0.0.1:9464/metrics"  # bridge_metrics_port's default
+# The fake Realtime server's default script: what its caller says, turn by turn, as the caller's transcription.
+CALLER_LINES = [
+    "Hola, buenas tardes. No tengo internet desde ayer.",
+    "Sí, el servicio está a mi nombre.",
+    "¿Me lo pueden reactivar, por favor?",
+    "Sí, confirmo.",
+    "Muchas gracias, hasta luego.",
+]
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_service_is_enabled_running_and_sandboxed(host):
@@ -85,8 +101,40 @@ def router_rows(host, path):
     return json.loads(host.check_output(f'/usr/local/asterisk/venv/bin/python -c "{script}" {path}'))
 
 
+def metrics(host) -> Samples:
+    """The service's metrics as scraped from inside the box: {(sample name, sorted labels): value}."""
+    text = host.check_output(f"curl -sf -m 10 {METRICS_URL}")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def calls_report_csv(host) -> dict[str, dict[str, str]]:
+    """``centralita calls report --csv`` run by root in the box, in UTC: its rows by date (and ``total``)."""
+    out = host.run("centralita calls report --csv --timezone UTC")
+    assert out.rc == 0, out.stdout + out.stderr
+    return {row["date"]: row for row in csv.DictReader(io.StringIO(out.stdout))}
+
+
+@dataclass(frozen=True)
+class BeforeTheCall:
+    metrics: Samples
+    report: dict[str, dict[str, str]]
+
+
 @pytest.fixture(scope="module")
-def speaking_call(host):
+def before_the_call(host) -> BeforeTheCall:
+    """The metrics and the calls report just before the speaking call (the service has been up since converge)."""
+    deadline = time.monotonic() + 30
+    while host.run(f"curl -sf -m 5 -o /dev/null {METRICS_URL}").rc != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return BeforeTheCall(metrics(host), calls_report_csv(host))
+
+
+@pytest.fixture(scope="module")
+def speaking_call(host, before_the_call):
     return place_speaking_call(host)
 
 
@@ -116,6 +164,69 @@ def test_the_call_is_recorded_with_the_assistant_transcript(host, speaking_call)
     assert '"outcome": "hung_up_by_caller"' in record
     assert '"speaker": "assistant"' in record
     assert '"caller": "5215550004444"' in record
+
+
+def test_the_callers_transcribed_words_are_stored_in_order_with_the_assistants(host, speaking_call):
+    # The box asks the Realtime session for input transcription (bridge_transcription_model: whisper-1); the fake
+    # server transcribes each caller turn as its script's next caller line. The caller speaks after the greeting:
+    # the record holds the greeting, then the caller's words. (The answer to them may still be playing when SIPp
+    # hangs up; its ordering behind late caller text is proven by the unit tests of TranscriptOrder.)
+    call_id, _log = speaking_call
+    transcript = call_record(host, call_id)["transcript"]
+    caller = [line["text"] for line in transcript if line["speaker"] == "caller"]
+    assert caller, transcript
+    assert caller == CALLER_LINES[: len(caller)], transcript  # the script's lines, in the order they were said
+    assert [line["speaker"] for line in transcript[:2]] == ["assistant", "caller"], transcript
+    assert transcript[0]["text"].startswith("Hola, soy el asistente"), transcript
+    assert transcript[1]["text"] == CALLER_LINES[0], transcript
+    stamps = [line["at"] for line in transcript]
+    assert stamps == sorted(stamps), transcript  # the rows' order is the order the words were said
+
+
+def test_the_metrics_endpoint_counts_the_call(host, before_the_call, speaking_call):
+    # Served on loopback only, by the service itself.
+    listening = [line.split()[3] for line in host.check_output("ss -Hltn 'sport = :9464'").splitlines()]
+    assert listening == ["127.0.0.1:9464"], listening  # the local address column: loopback, and nothing else
+    key = ("centralita_calls_total", (("direction", "inbound"), ("outcome", "hung_up_by_caller")))
+    old = before_the_call.metrics
+    active = ("centralita_active_calls", ())
+    # The counter moves, and the call leaves the active ones, as it ends, a moment after its log line: wait.
+    deadline = time.monotonic() + 30
+    new = metrics(host)
+    while (new.get(key, 0) == old.get(key, 0) or new[active] != 0) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        new = metrics(host)
+    assert new.get(key, 0) == old.get(key, 0) + 1
+    assert new[active] == 0
+    for tool, result in (("consultar_cliente", "ok"), ("estado_conexion", "ok"), ("reactivar_servicio", "error")):
+        tool_key = ("centralita_tool_calls_total", (("result", result), ("tool", tool)))
+        assert new.get(tool_key, 0) == old.get(tool_key, 0) + 1, tool
+    connects = ("centralita_realtime_connect_seconds_count", ())
+    assert new[connects] >= old.get(connects, 0) + 1  # (a dialer call through the service would add its own)
+    tokens = sum(v for (name, _labels), v in new.items() if name == "centralita_tokens_total")
+    tokens_before = sum(v for (name, _labels), v in old.items() if name == "centralita_tokens_total")
+    assert tokens > tokens_before
+    assert new[("process_resident_memory_bytes", ())] > 0  # the service's own process figures
+
+
+def test_calls_report_prints_the_call(host, before_the_call, speaking_call):
+    call_id, _log = speaking_call
+    day = call_record(host, call_id)["started_at"][:10]  # stored in UTC, as the report is asked for
+    old = before_the_call.report.get(day, {})
+    new = calls_report_csv(host)[day]
+    assert int(new["inbound"]) == int(old.get("inbound", 0)) + 1, new
+    assert int(new["answered"]) >= int(old.get("answered", 0)) + 1, new
+    assert int(new["outcome_hung_up_by_caller"]) >= int(old.get("outcome_hung_up_by_caller", 0)) + 1, new
+    assert int(new["tokens"]) > int(old.get("tokens", 0)), new
+    # Every cost carries the date of its price table (records schema 6): none recorded here is 'unknown'.
+    assert new["prices_as_of"], new
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", d) for d in new["prices_as_of"].split()), new
+    # The table an operator reads names the day, the call count and the outcome.
+    table = host.run("centralita calls report --timezone UTC")
+    assert table.rc == 0, table.stdout + table.stderr
+    row = next(line.split() for line in table.stdout.splitlines() if line.startswith(day))
+    assert row[1] == new["calls"], table.stdout
+    assert "hung_up_by_caller" in table.stdout.split("Outcomes:")[1], table.stdout
 
 
 def test_nothing_is_left_behind_after_the_call(host, speaking_call):

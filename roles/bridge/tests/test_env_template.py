@@ -62,6 +62,9 @@ SCALARS = {
     "OPENAI_BASE_URL": "bridge_openai_base_url",
     "OPENAI_MODEL": "bridge_openai_model",
     "OPENAI_VOICE": "bridge_openai_voice",
+    "TRANSCRIPTION_MODEL": "bridge_transcription_model",
+    "TRANSCRIPTION_LANGUAGE": "bridge_transcription_language",
+    "METRICS_PORT": "bridge_metrics_port",
     "ARI_URL": "bridge_ari_url",
     "ARI_USER": "bridge_ari_user",
     "ARI_PASSWORD": "bridge_ari_password",
@@ -212,6 +215,21 @@ def test_a_hostile_but_valid_inventory_loads_with_its_exact_values(tmp_path: Pat
     assert box.dialer.caller_id == '"ISP Demo #1" <+525550000000>'
     assert len(box.dialer.policy.windows) == 2
     assert box.dialer.campaigns == ("norte-", "cortados 2026")
+    # The role's defaults: the caller transcribed in Spanish, metrics on their loopback port.
+    assert (box.bridge.transcription.model, box.bridge.transcription.language) == ("whisper-1", "es")
+    assert box.bridge.metrics_port == 9464
+
+
+def test_transcription_and_metrics_can_be_turned_off_from_the_inventory(tmp_path: Path) -> None:
+    off = {
+        **VALID,
+        "bridge_transcription_model": "off",
+        "bridge_transcription_language": "auto",
+        "bridge_metrics_port": 0,
+    }
+    box = load_all(render_env(tmp_path, off), dialer_required=True)
+    assert (box.bridge.transcription.model, box.bridge.transcription.language) == (None, None)
+    assert box.bridge.metrics_port == 0
 
 
 def test_config_check_accepts_it_and_refuses_a_bad_dialer_setting_by_name(

@@ -50,7 +50,9 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from centralita.billing.usage import Usage
+from centralita.calls.metrics import ServiceMetrics
 from centralita.calls.stats import ServiceStats
+from centralita.calls.transcript import TranscriptOrder
 from centralita.calls.watchdog import Alarm, CallWatchdog
 from centralita.config.bridge import FailureAction, Settings
 from centralita.config.limits import CallLimitAction
@@ -63,7 +65,7 @@ from centralita.realtime.connection import CloseInfo, RealtimeConnection, Realti
 from centralita.realtime.events import realtime_url, response_cancel, response_create, session_update, truncate
 from centralita.realtime.tool_calls import ToolCall, ToolCallAssembler
 from centralita.storage.queued import QueuedRecords
-from centralita.storage.records import Direction, Outcome, Speaker
+from centralita.storage.records import Direction, Outcome
 from centralita.telephony.ari import AriError, AriRest
 from centralita.tools.identity import CallIdentity
 from centralita.tools.registry import ToolAction, ToolContext, ToolRegistry
@@ -146,6 +148,7 @@ class Call:
         pacer: PacerThread | None = None,
         clips: Clips | None = None,
         stats: ServiceStats | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         """``caller`` and ``callee`` as in ``CallState``; an outbound call needs its ``campaign`` and
         ``attempt_id``, an inbound call has neither (ValueError otherwise).
@@ -153,7 +156,8 @@ class Call:
         ``pacer`` paces the outgoing audio; the service should share one by all its calls (one thread for all
         instead of one each). Without it the call runs a PacerThread of its own. ``clips`` are the recorded
         phrases the watchdogs play (loaded from the package when not given); ``stats`` hears what the call
-        dropped and which watchdogs fired, for the service's health snapshot.
+        dropped and which watchdogs fired, for the service's health snapshot; ``metrics`` counts what the call
+        did for Prometheus (the service's registry).
         """
         direction = Direction(direction)
         if direction is Direction.OUTBOUND and (not campaign or attempt_id is None):
@@ -177,6 +181,7 @@ class Call:
         self._on_end = on_end
         self._clips = clips or Clips.load()
         self._stats = stats
+        self._metrics = metrics
         self._log = call_logger(channel_id, log)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -204,6 +209,14 @@ class Call:
         self._spent = Decimal(0)
         self._tokens = Usage()
         self._rtp_counts: dict[str, int] = {}
+        self._caller_stopped: float | None = None  # when the caller last stopped speaking, until the answer's audio
+        # Both sides of the transcript, in the order they were said (the caller's text may come late).
+        self._transcript = TranscriptOrder(
+            lambda speaker, text, at: self._records.add_transcript(self.call_id, speaker, text, at),
+            transcribe_caller=settings.transcription.enabled,
+            now=lambda: self._records.now(),
+            logger=self._log,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -308,6 +321,7 @@ class Call:
             if thread is not current:
                 thread.join(2)
         self._tool_pool.shutdown(wait=False, cancel_futures=True)
+        self._transcript.flush()  # the Realtime connection is closed: no more words will come
         if self._socket is not None:
             self._socket.close()
         for channel in (self.state.media_channel_id, self.state.call_id if hangup else ""):
@@ -324,6 +338,9 @@ class Call:
         self._records.end_call(self.state.call_id, outcome, detail)
         if self._stats is not None:
             self._stats.call_ended(outcome)
+        if self._metrics is not None:
+            self._metrics.call_ended(self.state.direction, outcome)
+            self._metrics.transcriptions_failed(self._transcript.failed)
         self._log.info("%s: outcome=%s%s", Event.CALL_ENDED, outcome, f" ({detail})" if detail else "")
         if self._on_end is not None:
             self._on_end(self)
@@ -398,10 +415,22 @@ class Call:
             ping_timeout=settings.ws_ping_timeout,
         )
         update = session_update(
-            instructions=self._instructions, voice=settings.openai_voice, tools=self._tools.schemas()
+            instructions=self._instructions,
+            voice=settings.openai_voice,
+            tools=self._tools.schemas(),
+            transcription_model=settings.transcription.model,
+            transcription_language=settings.transcription.language,
         )
         self._log.info("%s", Event.SESSION_UPDATE_SENT)
-        info = connection.connect(update, within=settings.watchdogs.connect_timeout)
+        began = time.monotonic()
+        try:
+            info = connection.connect(update, within=settings.watchdogs.connect_timeout)
+        except (RealtimeError, OSError):
+            if self._metrics is not None:
+                self._metrics.realtime_failed()
+            raise
+        if self._metrics is not None:
+            self._metrics.realtime_connected(time.monotonic() - began)
         with self._lock:  # end() (the caller hung up while it rang) either ran already, or will find it
             ended = self.state.ended.is_set()
             if not ended:
@@ -495,6 +524,8 @@ class Call:
         assert self._asterisk_rtp is not None
         if self._stop.is_set():
             return False
+        if skipped and self._metrics is not None:
+            self._metrics.frames_late(skipped)
         packet = self._playout.next_frame(skipped)
         if packet is None:  # nothing left to play
             if self._final is not None:
@@ -524,6 +555,7 @@ class Call:
 
     def _check_watchdogs(self, watchdog: CallWatchdog, now: float) -> None:
         """Act on the alarms due now; on the RTP thread, so nothing here may block (endings get a thread)."""
+        self._transcript.release_due()
         for alarm in watchdog.check(now):
             if self._stop.is_set() or self._failing or self._final is not None:
                 return
@@ -623,6 +655,9 @@ class Call:
         if kind == "response.output_audio.delta":
             if watchdog is not None:
                 watchdog.reply_heard()
+            stopped, self._caller_stopped = self._caller_stopped, None
+            if stopped is not None and self._metrics is not None:
+                self._metrics.replied(time.monotonic() - stopped)
             audio = base64.b64decode(event.get("delta", ""))
             if self._converter is not None:
                 audio = self._converter.convert(audio)
@@ -641,10 +676,12 @@ class Call:
                 self._playout.push(str(event.get("item_id", "")), tail)
             self._playout.pad_remainder()
         elif kind == "input_audio_buffer.speech_started":
+            self._caller_stopped = None
             if watchdog is not None:
                 watchdog.caller_speaking()
             self._barge_in()
         elif kind == "input_audio_buffer.speech_stopped":
+            self._caller_stopped = time.monotonic()
             if watchdog is not None:
                 watchdog.expect_reply(time.monotonic())
         elif kind == "response.created":
@@ -652,10 +689,6 @@ class Call:
         elif kind == "response.done":
             self._response_active = False
             self._record_usage(event)
-        elif kind == "response.output_audio_transcript.done":
-            self._records.add_transcript(self.call_id, Speaker.ASSISTANT, str(event.get("transcript", "")))
-        elif kind == "conversation.item.input_audio_transcription.completed":
-            self._records.add_transcript(self.call_id, Speaker.CALLER, str(event.get("transcript", "")))
         elif kind == "error":
             error = event.get("error") or {}
             if error.get("code") == "response_cancel_not_active":
@@ -667,6 +700,7 @@ class Call:
                 self._fail_soon(FailoverReason.REALTIME_ERROR, f"Realtime error: {error.get('code')}")
             else:  # a request of ours the server refused: the session goes on
                 self._log.warning("%s event: %s %s", Event.REALTIME_ERROR, error.get("code"), error.get("message"))
+        self._transcript.on_event(event)
         update = self._assembler.feed(event)
         for call in update.completed:
             if watchdog is not None:
@@ -685,15 +719,19 @@ class Call:
         cost = prices.cost(usage)
         self._tokens += usage
         self._spent += cost
+        if self._metrics is not None:
+            self._metrics.spent(usage, cost, prices.currency, prices.as_of)
         response = event.get("response")
         response_id = str(response.get("id", "")) if isinstance(response, Mapping) else ""
-        self._records.add_usage(self.call_id, response_id, usage, cost, prices.currency)
+        self._records.add_usage(self.call_id, response_id, usage, cost, prices.currency, prices_as_of=prices.as_of)
 
     def _barge_in(self) -> None:
         if self._converter is not None:
             self._converter.reset()
         barge_in = self._playout.barge_in()
         active = self._response_active
+        if self._metrics is not None:
+            self._metrics.barge_in()
         self._log.info("%s: caller spoke, %.0f ms of assistant audio dropped", Event.BARGE_IN, barge_in.dropped_ms)
         if active:
             self._send(response_cancel())
@@ -720,6 +758,8 @@ class Call:
             result = self._tools.run(call.name, call.arguments, context)
             output = result.output
             self._log.info("tool %s -> %s", call.name, "ok" if result.ok else "error")
+            if self._metrics is not None:
+                self._metrics.tool_ran(call.name, "ok" if result.ok else "error", known=call.name in self._tools.tools)
             if result.action is not None:
                 self._after_speech = result.action
             self._records.add_tool_call(
@@ -727,6 +767,8 @@ class Call:
             )
         except Exception:
             self._log.exception("tool %s failed", call.name)
+            if self._metrics is not None:
+                self._metrics.tool_ran(call.name, "failed", known=call.name in self._tools.tools)
         finally:
             self._send_ready(self._assembler.submit(call.call_id, json.dumps(output, ensure_ascii=False, default=str)))
 

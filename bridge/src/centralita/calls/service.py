@@ -32,6 +32,7 @@ from typing import Any, Final
 from centralita.billing.budget import Budget, BudgetState
 from centralita.calls.admission import Admission, AdmissionLimits, Refusal
 from centralita.calls.call import FAILOVER_REASON_VARIABLE, Call, FailoverReason
+from centralita.calls.metrics import ServiceMetrics
 from centralita.calls.outbound import OutboundCalls
 from centralita.calls.reconcile import plan
 from centralita.calls.stats import ServiceStats
@@ -143,6 +144,7 @@ class InboundService:
             budget_spent=self.budget.known_spent,  # the events thread never waits on the database
         )
         self.stats = ServiceStats()
+        self.metrics = ServiceMetrics()  # the service's own registry, served at METRICS_PORT on loopback
         self._status = StatusReporter(settings.status_file, self._snapshot, interval=status_interval)
         self._calls: dict[str, Call] = {}
         self._lock = threading.Lock()
@@ -154,6 +156,7 @@ class InboundService:
         self._reconcile_lock = threading.Lock()  # one reconciliation at a time
         # One thread paces the outgoing audio of every call (docs/PERFORMANCE.md): not a thread per call.
         self._pacer = PacerThread()
+        self.metrics.track_active_calls(lambda: self.active_calls)
 
     @property
     def active_calls(self) -> int:
@@ -178,6 +181,7 @@ class InboundService:
         log.info("starting: ARI %s app %s", redact_url(self._settings.ari_url), self._settings.ari_app)
         self._refresh_budget()
         self._status.start()
+        self.metrics.serve(self._settings.metrics_port)
         self._events.start()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -200,6 +204,7 @@ class InboundService:
         self._pacer.close()
         self._writer.close(timeout)
         self._status.close()
+        self.metrics.close()
         log.info("stopped")
 
     # -- ARI ---------------------------------------------------------------------------------------
@@ -292,6 +297,8 @@ class InboundService:
             detail = f"{refusal}: {Event.TRANSFER_FAILED}: {error}"
         self._queued.end_call(channel_id, Outcome.REFUSED, detail)
         self.stats.call_ended(Outcome.REFUSED)
+        self.metrics.refused(refusal)
+        self.metrics.call_ended(direction, Outcome.REFUSED)
 
     def _start_outbound(self, channel_id: str, caller_id: str, args: list[Any]) -> None:
         """A customer the dialer called answered (and AMD, if used, heard a person): the assistant takes it.
@@ -360,6 +367,7 @@ class InboundService:
             pacer=self._pacer,
             clips=self._clips,
             stats=self.stats,
+            metrics=self.metrics,
         )
         with self._lock:
             self._calls[channel_id] = call

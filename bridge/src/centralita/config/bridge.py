@@ -1,5 +1,6 @@
-"""The bridge's settings (openai-inbound-calls): OpenAI, ARI, RTP, the keepalive, logs, records, failover, and
-the limits (``config/limits.py``: admission, watchdogs, prices and budgets, the status file).
+"""The bridge's settings (openai-inbound-calls): OpenAI, ARI, RTP, the keepalive, logs, records, failover, the
+caller's transcription, the metrics port, and the limits (``config/limits.py``: admission, watchdogs, prices and
+budgets, the status file).
 
 They are read with the shared ``EnvReader`` (``config/env.py``) from the box's one .env file, together with
 the routers' and the dialer's (``config/box.py``). The ARI variables and the keepalive rule are defined here
@@ -9,6 +10,7 @@ once: the dialer reads ARI with ``read_ari``, and ``telephony/ari.py`` refuses a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +37,7 @@ __all__ = [
     "Secret",
     "Settings",
     "Spending",
+    "Transcription",
     "Watchdogs",
     "keepalive_problem",
     "read_ari",
@@ -44,6 +47,10 @@ __all__ = [
 ARI_URL_DEFAULT: Final = "http://127.0.0.1:8088"
 OPENAI_BASE_URL_DEFAULT: Final = "wss://api.openai.com/v1/realtime"
 _ARI_PASSWORD: Final = "the password of ARI_USER in Asterisk's ari.conf"
+TRANSCRIPTION_MODEL_DEFAULT: Final = "whisper-1"
+TRANSCRIPTION_LANGUAGE_DEFAULT: Final = "es"
+_OFF: Final = frozenset({"off", "none", "no", "false", "0"})
+_LANGUAGE: Final = re.compile(r"^[a-z]{2}$")
 
 
 class FailureAction(StrEnum):
@@ -102,6 +109,46 @@ def read_keepalive(reader: EnvReader) -> tuple[float, float]:
 
 
 @dataclass(frozen=True, slots=True)
+class Transcription:
+    """What the Realtime session is asked to transcribe of the caller (``audio.input.transcription``).
+
+    ``model`` None: the caller's words are not transcribed (the transcript then holds the assistant's lines
+    only). ``language`` None: the model guesses the language on every turn, which is slower and less accurate
+    than naming it.
+    """
+
+    model: str | None = TRANSCRIPTION_MODEL_DEFAULT
+    language: str | None = TRANSCRIPTION_LANGUAGE_DEFAULT
+
+    @property
+    def enabled(self) -> bool:
+        return self.model is not None
+
+
+def read_transcription(reader: EnvReader) -> Transcription:
+    """TRANSCRIPTION_MODEL (default whisper-1; ``off`` for none) and TRANSCRIPTION_LANGUAGE (ISO-639-1, default
+    es; ``auto`` to let the model guess)."""
+    model: str | None = reader.identifier("TRANSCRIPTION_MODEL", TRANSCRIPTION_MODEL_DEFAULT, example="whisper-1")
+    if model is not None and model.lower() in _OFF:
+        model = None
+    language: str | None = TRANSCRIPTION_LANGUAGE_DEFAULT
+    raw = reader.raw("TRANSCRIPTION_LANGUAGE")
+    if raw is not None:
+        if raw.lower() == "auto":
+            language = None
+        elif _LANGUAGE.match(raw.lower()):
+            language = raw.lower()
+        else:
+            reader.invalid(
+                "TRANSCRIPTION_LANGUAGE",
+                raw,
+                "not a two-letter ISO-639-1 language code (or auto)",
+                TRANSCRIPTION_LANGUAGE_DEFAULT,
+            )
+    return Transcription(model, language)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Validated settings; each field is read from the environment variable of the same name in capitals.
 
@@ -130,6 +177,8 @@ class Settings:
     watchdogs: Watchdogs = field(default_factory=Watchdogs)
     spending: Spending = field(default_factory=Spending)
     status_file: Path = Path("/run/centralita/openai-inbound-calls.json")
+    transcription: Transcription = field(default_factory=Transcription)
+    metrics_port: int = 0  # Prometheus metrics on 127.0.0.1 at this port; 0: none
 
     @classmethod
     def read(cls, reader: EnvReader) -> Settings:
@@ -164,6 +213,8 @@ class Settings:
             watchdogs=read_watchdogs(reader),
             spending=read_spending(reader),
             status_file=read_status_file(reader),
+            transcription=read_transcription(reader),
+            metrics_port=reader.integer("METRICS_PORT", 0, 0, 65535),
         )
 
     @classmethod

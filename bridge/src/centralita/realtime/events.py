@@ -100,11 +100,15 @@ def session_update(
     turn_detection: TurnDetection | None = None,
     input_format: AudioFormat = PCMU,
     output_format: AudioFormat = PCMU,
+    transcription_model: str | None = None,
+    transcription_language: str | None = None,
 ) -> JsonObject:
     """The ``session.update`` the bridge sends: GA shape, G.711 μ-law both ways, server VAD, audio out.
 
     μ-law end to end means no resampling anywhere in the bridge; the connection checks afterwards whether the
     server honoured the output format. ``turn_detection=None`` means the defaults, not manual turns.
+    ``transcription_model`` asks for the caller's words as text (``conversation.item.input_audio_transcription.*``
+    events), in ``transcription_language`` (ISO-639-1) when given; None leaves the caller untranscribed.
     """
     session: JsonObject = {
         "type": "realtime",
@@ -120,6 +124,11 @@ def session_update(
         "tools": [_check_tool(tool) for tool in tools],
         "tool_choice": "auto",
     }
+    if transcription_model is not None:
+        transcription: JsonObject = {"model": transcription_model}
+        if transcription_language is not None:
+            transcription["language"] = transcription_language
+        session["audio"]["input"]["transcription"] = transcription
     if model is not None:
         session["model"] = model
     return _event("session.update", session=session)

@@ -14,6 +14,7 @@ on the threads that need their answer (an unaudited router write is refused, so 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -44,8 +45,13 @@ class QueuedRecords:
         answered_at = self.records.now()
         self.writer.submit(f"call {call_id} answered", lambda: self.records.mark_answered(call_id, at=answered_at))
 
-    def add_transcript(self, call_id: str, speaker: Speaker, text: str) -> None:
-        at = self.records.now()
+    def now(self) -> datetime:
+        """The records' clock (what a write queued now would be stamped with)."""
+        return self.records.now()
+
+    def add_transcript(self, call_id: str, speaker: Speaker, text: str, at: datetime | None = None) -> None:
+        """Queue a transcript line said at ``at`` (default now: a line may be written after it was said)."""
+        at = at if at is not None else self.records.now()
         self.writer.submit(
             f"a transcript line of call {call_id}", lambda: self.records.add_transcript(call_id, speaker, text, at=at)
         )
@@ -65,11 +71,22 @@ class QueuedRecords:
             lambda: self.records.add_tool_call(call_id, tool_call_id, name, arguments, result, ok, at=at),
         )
 
-    def add_usage(self, call_id: str, response_id: str, usage: Usage, cost: Decimal, currency: str) -> None:
+    def add_usage(
+        self,
+        call_id: str,
+        response_id: str,
+        usage: Usage,
+        cost: Decimal,
+        currency: str,
+        *,
+        prices_as_of: str | None = None,
+    ) -> None:
         at = self.records.now()
         self.writer.submit(
             f"the usage of a response of call {call_id}",
-            lambda: self.records.add_usage(call_id, response_id, usage, cost, currency, at=at),
+            lambda: self.records.add_usage(
+                call_id, response_id, usage, cost, currency, at=at, prices_as_of=prices_as_of
+            ),
         )
 
     def end_call(self, call_id: str, outcome: Outcome, detail: str = "") -> None:

@@ -45,6 +45,8 @@ Schema versions:
 5. ``usage``: the tokens of every Realtime response (``response.done``) and what they cost at the price table
    of the time (in millionths of its currency, summed exactly), for the spending budget. No foreign key to
    ``calls``: spending is recorded even when its call's row could not be written.
+6. ``usage.prices_as_of``: the date of the price table each cost was reckoned with, shown beside every cost
+   (NULL in rows written before: their table's date was not kept).
 """
 
 from __future__ import annotations
@@ -271,6 +273,10 @@ def _migrate_to_5(connection: sqlite3.Connection) -> None:
     connection.execute("CREATE INDEX usage_call_id ON usage (call_id)")
 
 
+def _migrate_to_6(connection: sqlite3.Connection) -> None:
+    connection.execute("ALTER TABLE usage ADD COLUMN prices_as_of TEXT")
+
+
 # _MIGRATIONS[n] upgrades a database at user_version n to n + 1. Append only; never edit a released step.
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_to_1,
@@ -278,6 +284,7 @@ _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_to_3,
     _migrate_to_4,
     _migrate_to_5,
+    _migrate_to_6,
 )
 _MICROS: Final = Decimal(1_000_000)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -487,10 +494,18 @@ class CallRecords(SharedDatabase):
     # -- spending ---------------------------------------------------------------------------------------
 
     def add_usage(
-        self, call_id: str, response_id: str, usage: Usage, cost: Decimal, currency: str, at: datetime | None = None
+        self,
+        call_id: str,
+        response_id: str,
+        usage: Usage,
+        cost: Decimal,
+        currency: str,
+        at: datetime | None = None,
+        *,
+        prices_as_of: str | None = None,
     ) -> None:
         """Record the tokens of one response and their ``cost`` (kept to the millionth of ``currency``), at ``at``
-        (default now)."""
+        (default now), reckoned with the price table of ``prices_as_of``."""
         if cost < 0:
             raise ValueError(f"a cost is 0 or more, not {cost}")
         micros = int((cost * _MICROS).to_integral_value())
@@ -498,7 +513,8 @@ class CallRecords(SharedDatabase):
         with self._lock:
             self._connection().execute(
                 "INSERT INTO usage (at, call_id, response_id, input_text, input_audio, cached_text, cached_audio,"
-                " output_text, output_audio, cost_micros, currency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " output_text, output_audio, cost_micros, currency, prices_as_of)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     stamp,
                     call_id,
@@ -511,6 +527,7 @@ class CallRecords(SharedDatabase):
                     usage.output_audio,
                     micros,
                     currency,
+                    prices_as_of,
                 ),
             )
 
@@ -524,6 +541,36 @@ class CallRecords(SharedDatabase):
                 .fetchone()
             )
         return Decimal(int(row["micros"] or 0)) / _MICROS
+
+    def calls_started_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """The call rows that started at or after ``start`` and before ``end``, oldest first."""
+        with self._lock:
+            rows: list[dict[str, Any]] = (
+                self._connection()
+                .execute(
+                    "SELECT call_id, direction, started_at, answered_at, ended_at, outcome FROM calls"
+                    " WHERE started_at >= ? AND started_at < ? ORDER BY started_at, rowid",
+                    (_timestamp(start), _timestamp(end)),
+                )
+                .fetchall()
+            )
+        return rows
+
+    def usage_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """The usage rows recorded at or after ``start`` and before ``end``, each with ``started_at``, the start
+        of its call (None when the call's row is missing)."""
+        with self._lock:
+            rows: list[dict[str, Any]] = (
+                self._connection()
+                .execute(
+                    "SELECT usage.*, calls.started_at AS started_at FROM usage"
+                    " LEFT JOIN calls ON calls.call_id = usage.call_id"
+                    " WHERE usage.at >= ? AND usage.at < ? ORDER BY usage.id",
+                    (_timestamp(start), _timestamp(end)),
+                )
+                .fetchall()
+            )
+        return rows
 
     def usage_of(self, call_id: str) -> tuple[Usage, Decimal]:
         """The tokens of every response of the call, summed, and what they cost."""

@@ -13,6 +13,9 @@ that speaks the GA protocol closely enough for the bridge's client to be tested 
   ``error`` event rather than being ignored, because a silently ignored setting is exactly the bug to catch;
 * server VAD on the energy of the appended audio, then a scripted reply: audio from a raw μ-law file with
   its transcript, or a tool call whose arguments arrive in pieces;
+* the caller's words as text when the session asks for input transcription: each committed caller item gets
+  the script's next ``caller`` line, as ``conversation.item.input_audio_transcription.delta`` events and a
+  ``.completed`` (or a ``.failed``), after a configurable delay that can put them after the reply;
 * barge-in, ``response.cancel`` and ``conversation.item.truncate`` with their error cases;
 * faults to rehearse the failure paths: refuse, slow start, a dropped TCP connection mid-response, an
   ``error`` event mid-call, the 1001 session-length close, and a server that ignores the requested output
@@ -69,7 +72,9 @@ __all__ = [
     "ToolCallTurn",
     "Turn",
     "default_audio_dir",
+    "default_caller_lines",
     "default_script",
+    "load_caller_lines",
     "load_script",
     "main",
 ]
@@ -115,6 +120,7 @@ _SESSION_FIELDS: Final = frozenset(
         "parallel_tool_calls",
     }
 )
+_TRANSCRIPTION_FIELDS: Final = frozenset({"model", "language", "prompt", "delay"})
 _TURN_DETECTION_FIELDS: Final = frozenset(
     {
         "type",
@@ -328,6 +334,33 @@ def parse_script(document: object, audio_dir: str | Path | None = None, *, sourc
     return tuple(turns)
 
 
+def parse_caller_lines(document: object, *, source: str = "script") -> tuple[str, ...]:
+    """The script's ``"caller": [TEXT, ...]``: what the caller says, one line per committed caller item, in order
+    (wrapping around), for the input transcription; empty for a script without it."""
+    lines = document.get("caller", []) if isinstance(document, dict) else []
+    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+        raise ScriptError(f'{source}: "caller" must be a list of texts (what the caller says, in order)')
+    return tuple(lines)
+
+
+def load_caller_lines(path: str | Path) -> tuple[str, ...]:
+    """The caller lines of the script file ``path`` (see ``parse_caller_lines``)."""
+    script_path = Path(path)
+    try:
+        document = json.loads(script_path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ScriptError(f"cannot read the script {script_path}: {error.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ScriptError(f"the script {script_path} is not valid JSON: {error}") from None
+    return parse_caller_lines(document, source=str(script_path))
+
+
+def default_caller_lines() -> tuple[str, ...]:
+    """The caller lines of the script shipped with the package."""
+    text = (resources.files("centralita_testing") / "data" / DEFAULT_SCRIPT_NAME).read_text(encoding="utf-8")
+    return parse_caller_lines(json.loads(text), source=DEFAULT_SCRIPT_NAME)
+
+
 def default_script(audio_dir: str | Path | None = None) -> tuple[Turn, ...]:
     """The script shipped with the package: a greeting, a tool call, then the greeting again."""
     text = (resources.files("centralita_testing") / "data" / DEFAULT_SCRIPT_NAME).read_text(encoding="utf-8")
@@ -351,6 +384,9 @@ class Faults:
     ignore_output_format: report and send audio/pcm 24 kHz whatever output format the client asked for.
     silent_after_responses: a model that stops answering: the responses after this many start
         (``response.created``) and then send nothing until cancelled (0: not even the greeting).
+    transcription_delay_ms: the caller's transcription (when the session asks for it) starts this long after
+        the caller's item is committed: long enough, and it comes after the reply, as it may on the real API.
+    transcription_fails: the caller's transcription ends with ``.failed`` (after the deltas of its first half).
     """
 
     refuse: bool = False
@@ -361,6 +397,8 @@ class Faults:
     close_after_s: float | None = None
     ignore_output_format: bool = False
     silent_after_responses: int | None = None
+    transcription_delay_ms: int = 0
+    transcription_fails: bool = False
 
     @classmethod
     def parse(cls, specs: Sequence[str]) -> Faults:
@@ -742,8 +780,15 @@ def _merge_audio(audio: JsonObject, update: object, *, voice_locked: bool) -> No
                 raise _ClientError("invalid_value", f"'{where}.type' must be 'near_field' or 'far_field'.", where)
             audio["input"]["noise_reduction"] = value
         else:  # transcription
-            if value is not None and (not isinstance(value, dict) or not isinstance(value.get("model"), str)):
-                raise _ClientError("invalid_value", f"'{where}' must be null or an object with a model.", where)
+            if value is not None:
+                if not isinstance(value, dict) or not isinstance(value.get("model"), str):
+                    raise _ClientError("invalid_value", f"'{where}' must be null or an object with a model.", where)
+                _check_keys(value, _TRANSCRIPTION_FIELDS, where)
+                language = value.get("language")
+                if language is not None and (not isinstance(language, str) or not re.fullmatch(r"[a-z]{2}", language)):
+                    raise _ClientError(
+                        "invalid_value", f"'{where}.language' must be an ISO-639-1 code such as 'es'.", where
+                    )
             audio["input"]["transcription"] = value
     for key, value in out.items():
         where = f"session.audio.output.{key}"
@@ -840,6 +885,7 @@ class _Options:
     min_speech_ms: int
     tool_done_delay_ms: int
     echo: bool = False
+    caller_lines: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -879,6 +925,7 @@ class _Session:
         self._deltas_sent = 0
         self._responses_started = 0
         self._timers: list[asyncio.Task[None]] = []
+        self._caller_turns = 0  # caller items transcribed so far: the next caller line to say
 
     # -- plumbing --
 
@@ -1058,6 +1105,7 @@ class _Session:
 
     async def _commit(self, item_id: str) -> None:
         previous = next(reversed(self._items), None)
+        audio_ms = len(self._buffer) // _format_bytes_per_ms(self._session["audio"]["input"]["format"])
         self._buffer.clear()
         self._speech_item_id = None
         await self._send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
@@ -1070,6 +1118,57 @@ class _Session:
             "content": [{"type": "input_audio", "transcript": None}],
         }
         await self._add_item(item, previous)
+        transcription = self._session["audio"]["input"]["transcription"]
+        if transcription is not None and not self._options.echo:
+            line = ""
+            if self._options.caller_lines:
+                line = self._options.caller_lines[self._caller_turns % len(self._options.caller_lines)]
+            self._caller_turns += 1
+            self._timers.append(asyncio.create_task(self._transcribe(item, line, audio_ms, transcription["model"])))
+
+    async def _transcribe(self, item: JsonObject, line: str, audio_ms: int, model: str) -> None:
+        """The caller's item as text (the script's line for it), after ``transcription_delay_ms``: word deltas,
+        then ``.completed`` with its usage (whisper-1 bills seconds, the other models tokens), or ``.failed``."""
+        with contextlib.suppress(ConnectionClosed):
+            if self._faults.transcription_delay_ms:
+                await asyncio.sleep(self._faults.transcription_delay_ms / 1000)
+            ids = {"item_id": item["id"], "content_index": 0}
+            words = re.findall(r"\S+\s*", line)
+            if self._faults.transcription_fails:
+                words = words[: len(words) // 2]
+            for word in words:
+                await self._send({"type": "conversation.item.input_audio_transcription.delta", **ids, "delta": word})
+            if self._faults.transcription_fails:
+                error = {
+                    "type": "transcription_error",
+                    "code": "audio_unintelligible",
+                    "message": "The audio could not be transcribed.",
+                    "param": None,
+                }
+                await self._send({"type": "conversation.item.input_audio_transcription.failed", **ids, "error": error})
+                return
+            usage: JsonObject
+            if model == "whisper-1":
+                usage = {"type": "duration", "seconds": round(audio_ms / 1000, 3)}
+            else:
+                audio_tokens = max(1, audio_ms // 100)
+                text_tokens = max(1, len(line) // 4)
+                usage = {
+                    "type": "tokens",
+                    "input_tokens": audio_tokens,
+                    "output_tokens": text_tokens,
+                    "total_tokens": audio_tokens + text_tokens,
+                    "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+                }
+            item["content"] = [{"type": "input_audio", "transcript": line}]
+            await self._send(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    **ids,
+                    "transcript": line,
+                    "usage": usage,
+                }
+            )
 
     async def _add_item(self, item: JsonObject, previous: str | None) -> None:
         self._items[item["id"]] = item
@@ -1558,6 +1657,7 @@ class FakeRealtimeServer:
         min_speech_ms: int = 60,
         tool_done_delay_ms: int = 50,
         echo: bool = False,
+        caller_lines: Sequence[str] | None = None,
     ) -> None:
         if chunk_ms <= 0 or chunk_ms % 10:
             raise ValueError(f"chunk_ms must be a positive multiple of 10, not {chunk_ms}")
@@ -1574,6 +1674,7 @@ class FakeRealtimeServer:
             min_speech_ms=min_speech_ms,
             tool_done_delay_ms=tool_done_delay_ms,
             echo=echo,
+            caller_lines=tuple(caller_lines) if caller_lines is not None else default_caller_lines(),
         )
         self._host = host
         self._requested_port = port
@@ -1884,7 +1985,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="FAULT",
         help="refuse | delay_ms=N | drop_after_deltas=K | error_after_ms=N | error_code=CODE | close_after_s=T | "
-        "ignore_output_format | silent_after_responses=N (repeatable); at run time, GET /fake/faults?set=... with "
+        "ignore_output_format | silent_after_responses=N | transcription_delay_ms=N | transcription_fails "
+        "(repeatable); at run time, GET /fake/faults?set=... with "
         "the API key changes them for new connections and GET /fake/drop cuts every open session",
     )
     parser.add_argument("--pace", type=float, default=4.0, help="audio sent at this many times real time; 0: no pause")
@@ -1903,6 +2005,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         faults = Faults.parse(args.fault)
         script = load_script(args.script, args.audio_dir) if args.script else default_script(args.audio_dir)
+        caller_lines = load_caller_lines(args.script) if args.script else default_caller_lines()
         server = FakeRealtimeServer(
             host=args.host,
             port=args.port,
@@ -1912,6 +2015,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pace=args.pace,
             chunk_ms=args.chunk_ms,
             echo=args.echo,
+            caller_lines=caller_lines,
         )
     except (ValueError, OSError) as error:
         print(f"fake_realtime: {error}", file=sys.stderr)
