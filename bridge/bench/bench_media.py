@@ -40,8 +40,10 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import bisect
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import multiprocessing
@@ -157,6 +159,14 @@ def timer_noise(seconds: float) -> dict[str, float]:
     return {"noise_p50_ms": _ms(values, 50), "noise_p99_ms": _ms(values, 99), "noise_max_ms": _ms(values, 100)}
 
 
+def rss_bytes() -> int:
+    """This process's resident set size, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def machine_cpu_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine, all cores, from /proc/stat."""
     values = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -245,14 +255,15 @@ class StampedLegs(LegHooks):
         self.kernel_stamped = 0
 
 
-def _asterisk_main(control: Connection, cpus: set[int] | None, user: str, password: str) -> None:
+def _asterisk_main(control: Connection, cpus: set[int] | None, user: str, password: str, media_loop: bool) -> None:
     """The child process: the fake Asterisk until told to stop; commands come over ``control``.
 
-    Its legs hold their media until "play", so the load starts once every call is up.
+    Its legs hold their media until "play", so the load starts once every call is up. With ``media_loop`` all
+    legs run on one epoll loop (``LoopMedia``), else on a sending and a receiving thread.
     """
     _pin(0, cpus)  # before its threads start: they inherit it
     legs = StampedLegs()
-    asterisk = FakeAsterisk(user, password, hooks=legs, hold_media=True).start()
+    asterisk = FakeAsterisk(user, password, hooks=legs, hold_media=True, media_loop=media_loop).start()
     control.send({"ari_url": asterisk.url})
     try:
         while True:
@@ -265,7 +276,10 @@ def _asterisk_main(control: Connection, cpus: set[int] | None, user: str, passwo
                     asterisk.incoming_call(command["app"], ("inbound", CALLEE), caller=CALLER, channel_id=channel_id)
                 control.send("ringing")
             elif isinstance(command, dict) and command.get("record"):
-                control.send(legs.record(command["record"], command["pids"]))
+                skipped = asterisk.media_skipped
+                collected = legs.record(command["record"], command["pids"])
+                collected["skipped"] = asterisk.media_skipped - skipped
+                control.send(collected)
             else:
                 break
     except EOFError:
@@ -313,7 +327,7 @@ class WsProbe:
     def __init__(self) -> None:
         self.recording = False
         self.sent: list[tuple[int, bytes]] = []
-        self.received: list[tuple[int, bytes]] = []
+        self.received: list[tuple[int, int, bytes]] = []  # (arrival, socket, bytes read)
         self.kernel_stamped = 0
         self.offset = realtime_offset_ns()
 
@@ -355,7 +369,7 @@ class WsProbe:
                     arrival = time.monotonic_ns()
                 else:
                     probe.kernel_stamped += 1
-                probe.received.append((arrival, data))
+                probe.received.append((arrival, id(self), data))
                 return data
 
         module = types.ModuleType("socket", "the socket module, but for its socket class: the bench's probe")
@@ -379,6 +393,39 @@ def _unmask_client_frame(chunk: bytes) -> bytes | None:
         return None
     key = (mask * (length // 4 + 1))[:length]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+def delta_arrivals(reads: Sequence[tuple[int, int, bytes]]) -> dict[int, int]:
+    """``(leg << 32) | frame`` -> when the delta carrying that frame was whole in the bridge's socket.
+
+    ``reads`` are the probe's (arrival, socket, bytes) reads. A delta may span reads and carry many frames
+    (``--deltas realistic``): each socket's reads are joined, every delta's base64 decoded, and each 160-byte
+    frame in it matched by its stamp; the delta's time is that of the read holding its last byte.
+    """
+    streams: dict[int, list[tuple[int, bytes]]] = {}
+    for arrival, sock, data in reads:
+        streams.setdefault(sock, []).append((arrival, data))
+    found: dict[int, int] = {}
+    for chunks in streams.values():
+        text = b"".join(data for _, data in chunks)
+        ends = list(itertools.accumulate(len(data) for _, data in chunks))
+        position = text.find(DELTA_KEY)
+        while position >= 0:
+            start = position + len(DELTA_KEY)
+            end = text.find(b'"', start)
+            if end < 0:
+                break
+            arrival = chunks[bisect.bisect_right(ends, end)][0]
+            try:
+                audio = base64.b64decode(text[start:end], validate=True)
+            except (binascii.Error, ValueError):
+                audio = b""
+            for offset in range(0, len(audio) - STAMP.size + 1, FRAME_BYTES):
+                magic, leg, frame, _t_in = STAMP.unpack_from(audio, offset)
+                if magic == MAGIC:
+                    found.setdefault((leg << 32) | frame, arrival)
+            position = text.find(DELTA_KEY, end)
+    return found
 
 
 def _stamp_after(text: bytes, key: bytes) -> tuple[int, int, int] | None:
@@ -407,11 +454,14 @@ def _pin(pid: int, cpus: set[int] | None) -> None:
 
 
 class AsteriskProcess:
-    def __init__(self, cpus: set[int] | None) -> None:
+    def __init__(self, cpus: set[int] | None, media_loop: bool) -> None:
         context = multiprocessing.get_context("spawn")
         self._control, child = context.Pipe()
         self._process = context.Process(
-            target=_asterisk_main, args=(child, cpus, ARI_USER, ARI_PASSWORD), name="asterisk-sim", daemon=True
+            target=_asterisk_main,
+            args=(child, cpus, ARI_USER, ARI_PASSWORD, media_loop),
+            name="asterisk-sim",
+            daemon=True,
         )
         self._process.start()
         child.close()
@@ -445,26 +495,24 @@ class AsteriskProcess:
 
 
 class FakeRealtimeProcess:
-    def __init__(self, cpus: set[int] | None) -> None:
+    """The Realtime side in echo mode: the lean ``echo_realtime`` peer (``harness="loop"``), or the full
+    ``fake_realtime`` server (asyncio and websockets, ``harness="threads"``, worst-case deltas only)."""
+
+    def __init__(self, cpus: set[int] | None, harness: str, deltas: str) -> None:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), str(TESTING_SRC), os.environ.get("PYTHONPATH")])),
         }
-        command = [
-            sys.executable,
-            "-m",
-            "centralita_testing.fake_realtime",
-            "--echo",
-            "--port",
-            "0",
-            "--api-key",
-            API_KEY,
-        ]
+        if harness == "loop":
+            command = [sys.executable, "-m", "centralita_testing.echo_realtime", "--deltas", deltas]
+        else:
+            command = [sys.executable, "-m", "centralita_testing.fake_realtime", "--echo"]
+        command += ["--port", "0", "--api-key", API_KEY]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         self.pid = self._process.pid
         _pin(self.pid, cpus)
         assert self._process.stdout is not None
-        line = self._process.stdout.readline()  # "fake Realtime server listening on ws://HOST:PORT/v1/realtime"
+        line = self._process.stdout.readline()  # "... listening on ws://HOST:PORT/v1/realtime"
         if "listening on" not in line:
             self.stop()
             raise RuntimeError(f"the fake Realtime server did not start: {line!r}")
@@ -495,6 +543,8 @@ class Options:
     shared_pacer: bool
     bridge_cpus: set[int] | None  # None: not pinned
     harness_cpus: set[int] | None
+    harness: str = "loop"  # "loop": one epoll loop per harness process; "threads": the fakes of the unit tests
+    deltas: str = "worst"  # "worst": a delta per 20 ms frame; "realistic": 100-300 ms each
 
 
 @dataclass
@@ -525,9 +575,14 @@ class StepResult:
     cpu_per_call_pct: float
     fake_cpu_pct: float
     asterisk_cpu_pct: float
+    harness_cpu_pct: float
     machine_cpu_pct: float
     other_cpu_pct: float
     saturated: bool
+    harness_saturated: bool
+    bridge_rss_mb: float
+    bridge_rss_per_call_kb: float
+    skipped_slots: int
     gc_collections: int
     gc_max_pause_ms: float
     gc_max_pause_cpu_ms: float
@@ -563,7 +618,8 @@ def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Pat
 
 def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) -> StepResult:
     harness_cpus = options.harness_cpus
-    asterisk = AsteriskProcess(harness_cpus)
+    rss_before = rss_bytes()
+    asterisk = AsteriskProcess(harness_cpus, options.harness == "loop")
     fake: FakeRealtimeProcess | None = None
     started: list[Call] = []
     failed = 0
@@ -572,7 +628,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
         records: CallRecords | None = None
         writer: RecordWriter | None = None
         try:
-            fake = FakeRealtimeProcess(harness_cpus)
+            fake = FakeRealtimeProcess(harness_cpus, options.harness, options.deltas)
             settings = _settings(fake, asterisk, Path(tmp))
             records = CallRecords(settings.db_path)
             writer = RecordWriter("bench")
@@ -614,6 +670,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
             probe.start()
             collected = asterisk.record(options.duration, {"bridge": os.getpid(), "fake": fake.pid})
             probe.stop()
+            collected["rss"] = (rss_bytes(), rss_before)
             threads_end = thread_cpu_seconds()
         finally:
             with ThreadPoolExecutor(max_workers=32) as pool:
@@ -682,12 +739,8 @@ def analyse(
     in_rows = np.array(appends, dtype=np.int64).reshape(-1, 4)
     latency_in = in_rows[:, 0] - in_rows[:, 3]
 
-    # Out: when each echoed delta reached the bridge's socket.
-    deltas: dict[int, int] = {}
-    for arrival, chunk in probe.received:
-        stamp = _stamp_after(chunk, DELTA_KEY)
-        if stamp is not None:
-            deltas.setdefault((stamp[0] << 32) | stamp[1], arrival)
+    # Out: when each echoed frame, in whichever delta, reached the bridge's socket.
+    deltas = delta_arrivals(probe.received)
 
     received = {name: _column(raw) for name, raw in collected["received"].items()}
     t_out, legs, frames, rtp_ts = received["t_out"], received["leg"], received["frame"], received["rtp_ts"]
@@ -727,6 +780,13 @@ def analyse(
     expected = (sent["leg"][sent["t_in"] < cutoff] << 32) | sent["frame"][sent["t_in"] < cutoff]
     lost = int(np.sum(~np.isin(expected, (legs << 32) | frames)))
 
+    # The harness: its two processes share the harness CPU when pinned to one (this machine's 2 cores), so
+    # their sum is what saturates it; unpinned, each process is one Python thread of work at most.
+    harness_cpu = cpu["fake_cpu_pct"] + cpu["asterisk_cpu_pct"]
+    shared_core = options.harness_cpus is not None and len(options.harness_cpus) == 1
+    harness_saturated = (harness_cpu if shared_core else max(cpu["fake_cpu_pct"], cpu["asterisk_cpu_pct"])) > 90
+    rss_now, rss_before = collected["rss"]
+
     kernel = probe.kernel_stamped + int(collected["kernel_stamped"])
     total_reads = len(probe.received) + len(t_out) + int(collected["unstamped"])
     return StepResult(
@@ -756,15 +816,18 @@ def analyse(
         cpu_per_call_pct=round(cpu["bridge_cpu_pct"] / max(calls - failed, 1), 3),
         fake_cpu_pct=round(cpu["fake_cpu_pct"], 1),
         asterisk_cpu_pct=round(cpu["asterisk_cpu_pct"], 1),
+        harness_cpu_pct=round(harness_cpu, 1),
         machine_cpu_pct=round(cpu["machine_cpu_pct"], 1),
         other_cpu_pct=round(
             max(0.0, cpu["machine_cpu_pct"] - cpu["bridge_cpu_pct"] - cpu["fake_cpu_pct"] - cpu["asterisk_cpu_pct"]),
             1,
         ),
-        # The fake Realtime server or the fake Asterisk (Python) or the whole machine at
-        # its limit: the harness, not only the bridge, is then behind.
-        saturated=max(cpu["fake_cpu_pct"], cpu["asterisk_cpu_pct"]) > 90
-        or cpu["machine_cpu_pct"] > 95 * (os.cpu_count() or 1),
+        # The harness or the whole machine at its limit: the harness, not only the bridge, is then behind.
+        saturated=harness_saturated or cpu["machine_cpu_pct"] > 95 * (os.cpu_count() or 1),
+        harness_saturated=harness_saturated,
+        bridge_rss_mb=round(rss_now / 2**20, 1),
+        bridge_rss_per_call_kb=round((rss_now - rss_before) / 1024 / max(calls - failed, 1), 1),
+        skipped_slots=int(collected.get("skipped", 0)),
         gc_collections=int(cpu["gc_collections"]),
         gc_max_pause_ms=round(cpu["gc_max_pause_ms"], 2),
         gc_max_pause_cpu_ms=round(cpu["gc_max_pause_cpu_ms"], 2),
@@ -789,9 +852,11 @@ _TABLE = (
     ("bridge%", "bridge_cpu_pct", "{:>7.1f}"),
     ("fake%", "fake_cpu_pct", "{:>6.1f}"),
     ("ast%", "asterisk_cpu_pct", "{:>5.1f}"),
+    ("harn%", "harness_cpu_pct", "{:>5.1f}"),
     ("machine%", "machine_cpu_pct", "{:>8.1f}"),
     ("other%", "other_cpu_pct", "{:>6.1f}"),
     ("gc.max", "gc_max_pause_ms", "{:>6.2f}"),
+    ("kB/call", "bridge_rss_per_call_kb", "{:>7.0f}"),
     ("sat", "saturated", "{!s:>5}"),
 )
 
@@ -836,7 +901,23 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="store_false",
         help="do not pin the bridge to one CPU and the fake Realtime server and the fake Asterisk to the others",
     )
+    parser.add_argument(
+        "--harness",
+        choices=("loop", "threads"),
+        default="loop",
+        help="loop: the fake Asterisk's legs on one epoll loop and the lean echo peer (echo_realtime); threads: "
+        "the unit tests' fakes (two media threads, fake_realtime on asyncio/websockets), to compare (default loop)",
+    )
+    parser.add_argument(
+        "--deltas",
+        choices=("worst", "realistic"),
+        default="worst",
+        help="worst: the echo sends one delta per 20 ms frame; realistic: deltas of 100-300 ms, each at once, as "
+        "the real API sends them (--harness loop only; default worst)",
+    )
     args = parser.parse_args(argv)
+    if args.deltas == "realistic" and args.harness != "loop":
+        parser.error("--deltas realistic needs --harness loop (fake_realtime's echo sends a delta per frame)")
     steps = sorted({int(step) for step in args.steps.split(",") if step.strip()})
     if not steps or steps[0] < 1:
         parser.error("--steps needs call counts of 1 or more")
@@ -851,6 +932,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         shared_pacer=args.pacer == "shared",
         bridge_cpus=bridge_cpus,
         harness_cpus=harness_cpus,
+        harness=args.harness,
+        deltas=args.deltas,
     )
 
 
@@ -920,6 +1003,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pinned": options.bridge_cpus is not None,
         "pacer": "shared" if options.shared_pacer else "per-call",
         "gc_freeze": options.gc_freeze,
+        "harness": options.harness,
+        "deltas": options.deltas,
+        "harness_cpu_pct_per_step": [result.harness_cpu_pct for result in results],
+        "harness_saturated_per_step": [result.harness_saturated for result in results],
+        "bridge_rss_per_call_kb_per_step": [result.bridge_rss_per_call_kb for result in results],
+        "load_average": list(os.getloadavg()),
         "nproc": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "python": sys.version.split()[0],
