@@ -10,19 +10,29 @@ bridge's own work is counted as the bridge's:
 * the fake Asterisk (``centralita_testing.fake_asterisk``, the one the unit tests use) in a child process
   (``_asterisk_main``): it answers the ARI REST calls a call makes over HTTP and plays each call's
   ExternalMedia leg, real RTP (PCMU, 160-byte frames) every 20 ms from the leg's own port to the call's
-  socket, the legs spread evenly over the 20 ms period; its legs here are ``StampedLegs``, which stamp what
-  they send and time what they receive with the kernel's receive timestamps; the child also times the
-  measured window and takes the CPU figures (of all three processes and of the machine), so an overloaded
-  bridge cannot distort them;
-* the fake Realtime server in echo mode (``python -m centralita_testing.fake_realtime --echo``): every appended
-  frame comes straight back as a ``response.output_audio.delta``.
+  socket, the legs spread evenly over the 20 ms period, all of them on one epoll loop (``LoopMedia``: one
+  deadline-based ``SendSchedule`` for every leg's sends, each ready leg read to the end with its kernel
+  receive timestamps); its legs here are ``StampedLegs``, which stamp what they send and time what they
+  receive; the child also times the measured window and takes the CPU figures (of all three processes and of
+  the machine), so an overloaded bridge cannot distort them;
+* the echo peer of the Realtime API (``python -m centralita_testing.echo_realtime``, one ``selectors`` loop):
+  every appended frame comes straight back as a ``response.output_audio.delta`` (``--deltas worst``), or the
+  caller's audio goes back in deltas of 100-300 ms, each sent at once (``--deltas realistic``, as the real
+  API sends a reply).
+
+``--harness threads`` runs the unit tests' fakes instead (the fake Asterisk's two media threads, and
+``fake_realtime --echo`` on asyncio and websockets), to compare: they fill the harness's CPU at a fraction of
+the calls (see docs/PERFORMANCE.md). The harness is ``saturated`` when its processes (which share one CPU
+when pinned) take over 90 % of it, or when the media loop gives up over 1 % of its 20 ms slots
+(``skipped_slots``: it could not keep its schedule, its CPU taken by its own work or by other programs).
 
 The first 20 bytes of every frame the fake Asterisk sends are a stamp (leg, frame number, send time);
 the echo returns the audio byte for byte, so each frame is followed from socket to socket:
 
 * latency in: RTP sent to the bridge's socket (on loopback the packet is in that socket when ``sendto``
   returns) -> the WebSocket frame carrying its ``input_audio_buffer.append`` handed to the kernel;
-* latency out: the delta's bytes in the bridge's TCP socket (kernel receive timestamp) -> the RTP frame in
+* latency out: the delta's last bytes in the bridge's TCP socket (kernel receive timestamp of the read that
+  completed it; a realistic delta carries many frames, each matched by its stamp) -> the RTP frame in
   the fake Asterisk's leg (kernel receive timestamp; loopback delivers it during the bridge's
   ``sendto``), less the wait for the frame's own 20 ms slot: ``sent - max(delta received, slot deadline)``;
 * jitter: each call's RTP is put on its 20 ms grid by its RTP timestamps (the pacer's slot numbers); the
