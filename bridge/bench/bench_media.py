@@ -135,6 +135,28 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_sched_seconds(pid: int) -> tuple[float, float] | None:
+    """(CPU time, time runnable but waiting for a CPU) of a process's live threads, from schedstat; None when
+    the kernel has no schedstat.
+
+    Exact, unlike /proc/PID/stat's tick-sampled times, which miss much of a loop that runs in short bursts; the
+    wait says how long the process was kept from its CPU by others (the machine's other programs included).
+    """
+    run = wait = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue
+        run += int(fields[0])
+        wait += int(fields[1])
+    return (run / 1e9, wait / 1e9) if run else None
+
+
 def thread_cpu_seconds() -> dict[str, float]:
     """CPU seconds of this process's threads by kind (the first two dash-separated words of the name)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -237,16 +259,23 @@ class StampedLegs(LegHooks):
         """
         pids = {**pids, "asterisk": os.getpid()}
         self._reset_columns()
+        sched_start = {name: process_sched_seconds(pid) for name, pid in pids.items()}
         start = time.monotonic_ns(), {name: process_cpu_seconds(pid) for name, pid in pids.items()}
         machine_start = machine_cpu_seconds()
         self.recording = True
         time.sleep(seconds)
         self.recording = False
         end = time.monotonic_ns(), {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+        sched_end = {name: process_sched_seconds(pid) for name, pid in pids.items()}
         machine_end = machine_cpu_seconds()
         time.sleep(0.05)  # let the media threads finish the frame in hand
         wall = (end[0] - start[0]) / 1e9
         cpu = {f"{name}_cpu_pct": 100 * (end[1][name] - start[1][name]) / wall for name in pids}
+        for name in pids:  # schedstat's exact figures where the kernel has them
+            before, after = sched_start[name], sched_end[name]
+            if before is not None and after is not None:
+                cpu[f"{name}_cpu_pct"] = 100 * (after[0] - before[0]) / wall
+                cpu[f"{name}_wait_pct"] = 100 * (after[1] - before[1]) / wall
         cpu["machine_cpu_pct"] = 100 * (machine_end[0] - machine_start[0]) / wall
         return {
             "window": (start[0], end[0]),
@@ -586,6 +615,9 @@ class StepResult:
     fake_cpu_pct: float
     asterisk_cpu_pct: float
     harness_cpu_pct: float
+    harness_cpu_per_call_pct: float
+    fake_wait_pct: float
+    asterisk_wait_pct: float
     machine_cpu_pct: float
     other_cpu_pct: float
     saturated: bool
@@ -834,6 +866,11 @@ def analyse(
         fake_cpu_pct=round(cpu["fake_cpu_pct"], 1),
         asterisk_cpu_pct=round(cpu["asterisk_cpu_pct"], 1),
         harness_cpu_pct=round(harness_cpu, 1),
+        # Per call actually served: a starved harness sends fewer frames than its calls should, and its CPU
+        # per frame is what says how many calls it could carry given its core.
+        harness_cpu_per_call_pct=round(harness_cpu / max(len(sent["t_in"]) / (wall * 1e9 / FRAME_NS), 1e-9), 3),
+        fake_wait_pct=round(cpu.get("fake_wait_pct", float("nan")), 1),
+        asterisk_wait_pct=round(cpu.get("asterisk_wait_pct", float("nan")), 1),
         machine_cpu_pct=round(cpu["machine_cpu_pct"], 1),
         other_cpu_pct=round(
             max(0.0, cpu["machine_cpu_pct"] - cpu["bridge_cpu_pct"] - cpu["fake_cpu_pct"] - cpu["asterisk_cpu_pct"]),
@@ -870,6 +907,8 @@ _TABLE = (
     ("fake%", "fake_cpu_pct", "{:>6.1f}"),
     ("ast%", "asterisk_cpu_pct", "{:>5.1f}"),
     ("harn%", "harness_cpu_pct", "{:>5.1f}"),
+    ("h/call", "harness_cpu_per_call_pct", "{:>6.3f}"),
+    ("h.wait%", "asterisk_wait_pct", "{:>7.1f}"),
     ("machine%", "machine_cpu_pct", "{:>8.1f}"),
     ("other%", "other_cpu_pct", "{:>6.1f}"),
     ("gc.max", "gc_max_pause_ms", "{:>6.2f}"),
@@ -1025,6 +1064,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "harness": options.harness,
         "deltas": options.deltas,
         "harness_cpu_pct_per_step": [result.harness_cpu_pct for result in results],
+        "harness_cpu_per_call_pct_per_step": [result.harness_cpu_per_call_pct for result in results],
         "harness_saturated_per_step": [result.harness_saturated for result in results],
         "bridge_rss_per_call_kb_per_step": [result.bridge_rss_per_call_kb for result in results],
         "load_average": list(os.getloadavg()),

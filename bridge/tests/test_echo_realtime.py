@@ -171,8 +171,11 @@ def test_a_session_echoes_the_callers_audio_in_deltas_of_the_chosen_size(peer: E
             ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(frame).decode()}))
         ws.send(json.dumps({"type": "response.cancel"}))
         deltas: list[bytes] = []
+        event_ids: set[str] = set()
         while (event := recv_event(ws))["type"] == "response.output_audio.delta":
             deltas.append(base64.b64decode(event["delta"]))
+            event_ids.add(event["event_id"])
+        assert len(event_ids) == len(deltas)  # every event has its own id
         assert event["type"] == "response.output_audio.done"
         assert recv_event(ws)["response"]["status"] == "cancelled"
         assert b"".join(deltas) == b"".join(frames)  # byte for byte, in order

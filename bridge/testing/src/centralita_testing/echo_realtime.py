@@ -48,6 +48,7 @@ __all__ = [
     "ProtocolError",
     "accept_key",
     "server_frame",
+    "start_in_thread",
 ]
 
 OP_CONTINUATION: Final = 0x0
@@ -196,7 +197,7 @@ class _Session:
             },
         }
         self.response_id: str | None = None
-        self.delta_prefix = b""  # the delta event up to its base64 audio, for the open response
+        self.delta_fields = b""  # the open response's delta fields after the event id, up to the audio
         self.pending = bytearray()  # realistic mode: audio gathered for the next delta
         self.target = 0
 
@@ -207,7 +208,9 @@ class _Session:
         self.out += server_frame(OP_TEXT, json.dumps(event).encode())
 
     def send_delta(self, b64: bytes) -> None:
-        self.out += server_frame(OP_TEXT, self.delta_prefix + b64 + b'"}')
+        event_id = b"event_echo%012d" % self.peer.next_number()
+        self.out += server_frame(OP_TEXT, b'{"type": "response.output_audio.delta", "event_id": "%s", %s%s"}' % (
+            event_id, self.delta_fields, b64))  # fmt: skip
 
     # -- input --
 
@@ -348,8 +351,8 @@ class _Session:
         self.send_event({"type": "response.output_item.added", "response_id": response_id, "output_index": 0,
                          "item": {**item, "status": "in_progress", "content": []}})  # fmt: skip
         self.send_event({"type": "response.content_part.added", **ids, "part": {"type": "audio", "transcript": ""}})
-        head = json.dumps({"type": "response.output_audio.delta", "event_id": "evt_echo", **ids, "delta": ""})
-        self.delta_prefix = head[:-2].encode()  # up to the opening quote of the delta's value
+        fields = json.dumps({**ids, "delta": ""})
+        self.delta_fields = fields[1:-2].encode()  # '"response_id": ..., "delta": "' (no braces, no closing quote)
         self.pending.clear()
         self.target = self.peer.delta_frames() * _FRAME_BYTES
 
@@ -414,6 +417,9 @@ class EchoPeer:
     def base_url(self) -> str:
         """What to give the client as OPENAI_BASE_URL."""
         return f"ws://{self.host}:{self.port}/v1/realtime"
+
+    def next_number(self) -> int:
+        return next(self._ids)
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_echo{next(self._ids):012d}"
