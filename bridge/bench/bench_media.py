@@ -708,11 +708,12 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
             asterisk.play()
             time.sleep(options.warmup)
 
+            rss_running = rss_bytes()  # before the probe records anything: the calls' memory, not the bench's
             threads_start = thread_cpu_seconds()
             probe.start()
             collected = asterisk.record(options.duration, {"bridge": os.getpid(), "fake": fake.pid})
             probe.stop()
-            collected["rss"] = (rss_bytes(), rss_before)
+            collected["rss"] = (rss_running, rss_before)
             threads_end = thread_cpu_seconds()
         finally:
             with ThreadPoolExecutor(max_workers=32) as pool:
