@@ -658,9 +658,9 @@ def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Pat
     )
 
 
-def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) -> StepResult:
+def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rss_before: int) -> StepResult:
+    """One step of ``calls`` calls; ``rss_before`` is the bridge's RSS before the ramp's first call."""
     harness_cpus = options.harness_cpus
-    rss_before = rss_bytes()
     asterisk = AsteriskProcess(harness_cpus, options.harness == "loop")
     fake: FakeRealtimeProcess | None = None
     started: list[Call] = []
@@ -1032,9 +1032,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
         gc.freeze()
     results: list[StepResult] = []
+    # Measured from before the ramp, not before each step: a step reuses the memory the one before freed.
+    rss_before = rss_bytes()
     for calls in options.steps:
         log.info("step: %d calls", calls)
-        result = run_step(calls, options, probe, gc_probe)
+        result = run_step(calls, options, probe, gc_probe, rss_before)
         results.append(result)
         if len(results) == 1:
             print(_row(None), file=sys.stderr)
