@@ -798,8 +798,11 @@ def analyse(
         if len(rows) < 2:
             continue
         ts = rtp_ts[rows]
-        slots = np.cumsum(np.concatenate(([0], ((np.diff(ts) % (1 << 32)) // FRAME_BYTES))))
-        underruns += int(np.sum(np.diff(slots) - 1))
+        # Signed 32-bit steps: a packet read out of order (or a clock step between two reads' timestamps)
+        # moves the grid back by its slots, instead of 2**32 samples forward (a jitter of days).
+        steps = (np.diff(ts) + (1 << 31)) % (1 << 32) - (1 << 31)
+        slots = np.cumsum(np.concatenate(([0], steps // FRAME_BYTES)))
+        underruns += int(np.sum(np.maximum(np.diff(slots) - 1, 0)))
         offsets = t_out[rows] - slots * FRAME_NS
         deviation_parts.append(np.abs(offsets - np.int64(np.median(offsets))))
         anchor = offsets.min()
