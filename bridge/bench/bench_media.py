@@ -116,8 +116,21 @@ I64 = npt.NDArray[np.int64]
 
 
 def realtime_offset_ns() -> int:
-    """CLOCK_REALTIME - CLOCK_MONOTONIC: kernel packet timestamps are wall-clock time, ours are monotonic."""
-    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.monotonic_ns()
+    """CLOCK_REALTIME - CLOCK_MONOTONIC: kernel packet timestamps are wall-clock time, ours are monotonic.
+
+    Read between two monotonic readings, the closest pair of a few tries: a thread preempted between the two
+    clock reads (a busy machine) would otherwise shift every later arrival by the time it waited.
+    """
+    best_spread, best_offset = -1, 0
+    for _ in range(5):
+        before = time.monotonic_ns()
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        after = time.monotonic_ns()
+        if best_spread < 0 or after - before < best_spread:
+            best_spread, best_offset = after - before, real - (before + after) // 2
+        if best_spread < 20_000:
+            break
+    return best_offset
 
 
 def kernel_time_ns(ancdata: list[tuple[int, int, bytes]], offset: int) -> int | None:
