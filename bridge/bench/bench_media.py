@@ -21,10 +21,11 @@ bridge's own work is counted as the bridge's:
   API sends a reply).
 
 ``--harness threads`` runs the unit tests' fakes instead (the fake Asterisk's two media threads, and
-``fake_realtime --echo`` on asyncio and websockets), to compare: they fill the harness's CPU at a fraction of
-the calls (see docs/PERFORMANCE.md). The harness is ``saturated`` when its processes (which share one CPU
-when pinned) take over 90 % of it, or when the media loop gives up over 1 % of its 20 ms slots
-(``skipped_slots``: it could not keep its schedule, its CPU taken by its own work or by other programs).
+``fake_realtime --echo`` on asyncio and websockets), to compare: they take about twice the harness's CPU
+per call, the echo server four times (see docs/PERFORMANCE.md). The harness is ``saturated`` when its
+processes (which share one CPU when pinned) take over 90 % of it, or when the media loop gives up over 1 %
+of its 20 ms slots (``skipped_slots``: it could not keep its schedule, its CPU taken by its own work or by
+other programs).
 
 The first 20 bytes of every frame the fake Asterisk sends are a stamp (leg, frame number, send time);
 the echo returns the audio byte for byte, so each frame is followed from socket to socket:
