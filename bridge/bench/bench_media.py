@@ -10,19 +10,30 @@ bridge's own work is counted as the bridge's:
 * the fake Asterisk (``centralita_testing.fake_asterisk``, the one the unit tests use) in a child process
   (``_asterisk_main``): it answers the ARI REST calls a call makes over HTTP and plays each call's
   ExternalMedia leg, real RTP (PCMU, 160-byte frames) every 20 ms from the leg's own port to the call's
-  socket, the legs spread evenly over the 20 ms period; its legs here are ``StampedLegs``, which stamp what
-  they send and time what they receive with the kernel's receive timestamps; the child also times the
-  measured window and takes the CPU figures (of all three processes and of the machine), so an overloaded
-  bridge cannot distort them;
-* the fake Realtime server in echo mode (``python -m centralita_testing.fake_realtime --echo``): every appended
-  frame comes straight back as a ``response.output_audio.delta``.
+  socket, the legs spread evenly over the 20 ms period, all of them on one epoll loop (``LoopMedia``: one
+  deadline-based ``SendSchedule`` for every leg's sends, each ready leg read to the end with its kernel
+  receive timestamps); its legs here are ``StampedLegs``, which stamp what they send and time what they
+  receive; the child also times the measured window and takes the CPU figures (of all three processes and of
+  the machine), so an overloaded bridge cannot distort them;
+* the echo peer of the Realtime API (``python -m centralita_testing.echo_realtime``, one ``selectors`` loop):
+  every appended frame comes straight back as a ``response.output_audio.delta`` (``--deltas worst``), or the
+  caller's audio goes back in deltas of 100-300 ms, each sent at once (``--deltas realistic``, as the real
+  API sends a reply).
+
+``--harness threads`` runs the unit tests' fakes instead (the fake Asterisk's two media threads, and
+``fake_realtime --echo`` on asyncio and websockets), to compare: they take about twice the harness's CPU
+per call, the echo server four times (see docs/PERFORMANCE.md). The harness is ``saturated`` when its
+processes (which share one CPU when pinned) take over 90 % of it, or when the media loop gives up over 1 %
+of its 20 ms slots (``skipped_slots``: it could not keep its schedule, its CPU taken by its own work or by
+other programs).
 
 The first 20 bytes of every frame the fake Asterisk sends are a stamp (leg, frame number, send time);
 the echo returns the audio byte for byte, so each frame is followed from socket to socket:
 
 * latency in: RTP sent to the bridge's socket (on loopback the packet is in that socket when ``sendto``
   returns) -> the WebSocket frame carrying its ``input_audio_buffer.append`` handed to the kernel;
-* latency out: the delta's bytes in the bridge's TCP socket (kernel receive timestamp) -> the RTP frame in
+* latency out: the delta's last bytes in the bridge's TCP socket (kernel receive timestamp of the read that
+  completed it; a realistic delta carries many frames, each matched by its stamp) -> the RTP frame in
   the fake Asterisk's leg (kernel receive timestamp; loopback delivers it during the bridge's
   ``sendto``), less the wait for the frame's own 20 ms slot: ``sent - max(delta received, slot deadline)``;
 * jitter: each call's RTP is put on its 20 ms grid by its RTP timestamps (the pacer's slot numbers); the
@@ -40,8 +51,10 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import bisect
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import multiprocessing
@@ -104,8 +117,21 @@ I64 = npt.NDArray[np.int64]
 
 
 def realtime_offset_ns() -> int:
-    """CLOCK_REALTIME - CLOCK_MONOTONIC: kernel packet timestamps are wall-clock time, ours are monotonic."""
-    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.monotonic_ns()
+    """CLOCK_REALTIME - CLOCK_MONOTONIC: kernel packet timestamps are wall-clock time, ours are monotonic.
+
+    Read between two monotonic readings, the closest pair of a few tries: a thread preempted between the two
+    clock reads (a busy machine) would otherwise shift every later arrival by the time it waited.
+    """
+    best_spread, best_offset = -1, 0
+    for _ in range(5):
+        before = time.monotonic_ns()
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        after = time.monotonic_ns()
+        if best_spread < 0 or after - before < best_spread:
+            best_spread, best_offset = after - before, real - (before + after) // 2
+        if best_spread < 20_000:
+            break
+    return best_offset
 
 
 def kernel_time_ns(ancdata: list[tuple[int, int, bytes]], offset: int) -> int | None:
@@ -121,6 +147,28 @@ def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of another process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_sched_seconds(pid: int) -> tuple[float, float] | None:
+    """(CPU time, time runnable but waiting for a CPU) of a process's live threads, from schedstat; None when
+    the kernel has no schedstat.
+
+    Exact, unlike /proc/PID/stat's tick-sampled times, which miss much of a loop that runs in short bursts; the
+    wait says how long the process was kept from its CPU by others (the machine's other programs included).
+    """
+    run = wait = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue
+        run += int(fields[0])
+        wait += int(fields[1])
+    return (run / 1e9, wait / 1e9) if run else None
 
 
 def thread_cpu_seconds() -> dict[str, float]:
@@ -155,6 +203,14 @@ def timer_noise(seconds: float) -> dict[str, float]:
         late.append(time.monotonic_ns() - deadline)
     values = np.array(late, dtype=np.int64)
     return {"noise_p50_ms": _ms(values, 50), "noise_p99_ms": _ms(values, 99), "noise_max_ms": _ms(values, 100)}
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -217,16 +273,23 @@ class StampedLegs(LegHooks):
         """
         pids = {**pids, "asterisk": os.getpid()}
         self._reset_columns()
+        sched_start = {name: process_sched_seconds(pid) for name, pid in pids.items()}
         start = time.monotonic_ns(), {name: process_cpu_seconds(pid) for name, pid in pids.items()}
         machine_start = machine_cpu_seconds()
         self.recording = True
         time.sleep(seconds)
         self.recording = False
         end = time.monotonic_ns(), {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+        sched_end = {name: process_sched_seconds(pid) for name, pid in pids.items()}
         machine_end = machine_cpu_seconds()
         time.sleep(0.05)  # let the media threads finish the frame in hand
         wall = (end[0] - start[0]) / 1e9
         cpu = {f"{name}_cpu_pct": 100 * (end[1][name] - start[1][name]) / wall for name in pids}
+        for name in pids:  # schedstat's exact figures where the kernel has them
+            before, after = sched_start[name], sched_end[name]
+            if before is not None and after is not None:
+                cpu[f"{name}_cpu_pct"] = 100 * (after[0] - before[0]) / wall
+                cpu[f"{name}_wait_pct"] = 100 * (after[1] - before[1]) / wall
         cpu["machine_cpu_pct"] = 100 * (machine_end[0] - machine_start[0]) / wall
         return {
             "window": (start[0], end[0]),
@@ -245,14 +308,15 @@ class StampedLegs(LegHooks):
         self.kernel_stamped = 0
 
 
-def _asterisk_main(control: Connection, cpus: set[int] | None, user: str, password: str) -> None:
+def _asterisk_main(control: Connection, cpus: set[int] | None, user: str, password: str, media_loop: bool) -> None:
     """The child process: the fake Asterisk until told to stop; commands come over ``control``.
 
-    Its legs hold their media until "play", so the load starts once every call is up.
+    Its legs hold their media until "play", so the load starts once every call is up. With ``media_loop`` all
+    legs run on one epoll loop (``LoopMedia``), else on a sending and a receiving thread.
     """
     _pin(0, cpus)  # before its threads start: they inherit it
     legs = StampedLegs()
-    asterisk = FakeAsterisk(user, password, hooks=legs, hold_media=True).start()
+    asterisk = FakeAsterisk(user, password, hooks=legs, hold_media=True, media_loop=media_loop).start()
     control.send({"ari_url": asterisk.url})
     try:
         while True:
@@ -265,7 +329,10 @@ def _asterisk_main(control: Connection, cpus: set[int] | None, user: str, passwo
                     asterisk.incoming_call(command["app"], ("inbound", CALLEE), caller=CALLER, channel_id=channel_id)
                 control.send("ringing")
             elif isinstance(command, dict) and command.get("record"):
-                control.send(legs.record(command["record"], command["pids"]))
+                skipped = asterisk.media_skipped
+                collected = legs.record(command["record"], command["pids"])
+                collected["skipped"] = asterisk.media_skipped - skipped
+                control.send(collected)
             else:
                 break
     except EOFError:
@@ -313,7 +380,7 @@ class WsProbe:
     def __init__(self) -> None:
         self.recording = False
         self.sent: list[tuple[int, bytes]] = []
-        self.received: list[tuple[int, bytes]] = []
+        self.received: list[tuple[int, int, bytes]] = []  # (arrival, socket, bytes read)
         self.kernel_stamped = 0
         self.offset = realtime_offset_ns()
 
@@ -355,7 +422,7 @@ class WsProbe:
                     arrival = time.monotonic_ns()
                 else:
                     probe.kernel_stamped += 1
-                probe.received.append((arrival, data))
+                probe.received.append((arrival, id(self), data))
                 return data
 
         module = types.ModuleType("socket", "the socket module, but for its socket class: the bench's probe")
@@ -379,6 +446,39 @@ def _unmask_client_frame(chunk: bytes) -> bytes | None:
         return None
     key = (mask * (length // 4 + 1))[:length]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+def delta_arrivals(reads: Sequence[tuple[int, int, bytes]]) -> dict[int, int]:
+    """``(leg << 32) | frame`` -> when the delta carrying that frame was whole in the bridge's socket.
+
+    ``reads`` are the probe's (arrival, socket, bytes) reads. A delta may span reads and carry many frames
+    (``--deltas realistic``): each socket's reads are joined, every delta's base64 decoded, and each 160-byte
+    frame in it matched by its stamp; the delta's time is that of the read holding its last byte.
+    """
+    streams: dict[int, list[tuple[int, bytes]]] = {}
+    for arrival, sock, data in reads:
+        streams.setdefault(sock, []).append((arrival, data))
+    found: dict[int, int] = {}
+    for chunks in streams.values():
+        text = b"".join(data for _, data in chunks)
+        ends = list(itertools.accumulate(len(data) for _, data in chunks))
+        position = text.find(DELTA_KEY)
+        while position >= 0:
+            start = position + len(DELTA_KEY)
+            end = text.find(b'"', start)
+            if end < 0:
+                break
+            arrival = chunks[bisect.bisect_right(ends, end)][0]
+            try:
+                audio = base64.b64decode(text[start:end], validate=True)
+            except (binascii.Error, ValueError):
+                audio = b""
+            for offset in range(0, len(audio) - STAMP.size + 1, FRAME_BYTES):
+                magic, leg, frame, _t_in = STAMP.unpack_from(audio, offset)
+                if magic == MAGIC:
+                    found.setdefault((leg << 32) | frame, arrival)
+            position = text.find(DELTA_KEY, end)
+    return found
 
 
 def _stamp_after(text: bytes, key: bytes) -> tuple[int, int, int] | None:
@@ -407,11 +507,14 @@ def _pin(pid: int, cpus: set[int] | None) -> None:
 
 
 class AsteriskProcess:
-    def __init__(self, cpus: set[int] | None) -> None:
+    def __init__(self, cpus: set[int] | None, media_loop: bool) -> None:
         context = multiprocessing.get_context("spawn")
         self._control, child = context.Pipe()
         self._process = context.Process(
-            target=_asterisk_main, args=(child, cpus, ARI_USER, ARI_PASSWORD), name="asterisk-sim", daemon=True
+            target=_asterisk_main,
+            args=(child, cpus, ARI_USER, ARI_PASSWORD, media_loop),
+            name="asterisk-sim",
+            daemon=True,
         )
         self._process.start()
         child.close()
@@ -445,26 +548,24 @@ class AsteriskProcess:
 
 
 class FakeRealtimeProcess:
-    def __init__(self, cpus: set[int] | None) -> None:
+    """The Realtime side in echo mode: the lean ``echo_realtime`` peer (``harness="loop"``), or the full
+    ``fake_realtime`` server (asyncio and websockets, ``harness="threads"``, worst-case deltas only)."""
+
+    def __init__(self, cpus: set[int] | None, harness: str, deltas: str) -> None:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), str(TESTING_SRC), os.environ.get("PYTHONPATH")])),
         }
-        command = [
-            sys.executable,
-            "-m",
-            "centralita_testing.fake_realtime",
-            "--echo",
-            "--port",
-            "0",
-            "--api-key",
-            API_KEY,
-        ]
+        if harness == "loop":
+            command = [sys.executable, "-m", "centralita_testing.echo_realtime", "--deltas", deltas]
+        else:
+            command = [sys.executable, "-m", "centralita_testing.fake_realtime", "--echo"]
+        command += ["--port", "0", "--api-key", API_KEY]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         self.pid = self._process.pid
         _pin(self.pid, cpus)
         assert self._process.stdout is not None
-        line = self._process.stdout.readline()  # "fake Realtime server listening on ws://HOST:PORT/v1/realtime"
+        line = self._process.stdout.readline()  # "... listening on ws://HOST:PORT/v1/realtime"
         if "listening on" not in line:
             self.stop()
             raise RuntimeError(f"the fake Realtime server did not start: {line!r}")
@@ -495,6 +596,8 @@ class Options:
     shared_pacer: bool
     bridge_cpus: set[int] | None  # None: not pinned
     harness_cpus: set[int] | None
+    harness: str = "loop"  # "loop": one epoll loop per harness process; "threads": the fakes of the unit tests
+    deltas: str = "worst"  # "worst": a delta per 20 ms frame; "realistic": 100-300 ms each
 
 
 @dataclass
@@ -525,9 +628,17 @@ class StepResult:
     cpu_per_call_pct: float
     fake_cpu_pct: float
     asterisk_cpu_pct: float
+    harness_cpu_pct: float
+    harness_cpu_per_call_pct: float
+    fake_wait_pct: float
+    asterisk_wait_pct: float
     machine_cpu_pct: float
     other_cpu_pct: float
     saturated: bool
+    harness_saturated: bool
+    bridge_rss_mb: float
+    bridge_rss_per_call_kb: float
+    skipped_slots: int
     gc_collections: int
     gc_max_pause_ms: float
     gc_max_pause_cpu_ms: float
@@ -561,9 +672,10 @@ def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Pat
     )
 
 
-def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) -> StepResult:
+def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rss_before: int) -> StepResult:
+    """One step of ``calls`` calls; ``rss_before`` is the bridge's RSS before the ramp's first call."""
     harness_cpus = options.harness_cpus
-    asterisk = AsteriskProcess(harness_cpus)
+    asterisk = AsteriskProcess(harness_cpus, options.harness == "loop")
     fake: FakeRealtimeProcess | None = None
     started: list[Call] = []
     failed = 0
@@ -572,7 +684,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
         records: CallRecords | None = None
         writer: RecordWriter | None = None
         try:
-            fake = FakeRealtimeProcess(harness_cpus)
+            fake = FakeRealtimeProcess(harness_cpus, options.harness, options.deltas)
             settings = _settings(fake, asterisk, Path(tmp))
             records = CallRecords(settings.db_path)
             writer = RecordWriter("bench")
@@ -610,10 +722,12 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe) ->
             asterisk.play()
             time.sleep(options.warmup)
 
+            rss_running = rss_bytes()  # before the probe records anything: the calls' memory, not the bench's
             threads_start = thread_cpu_seconds()
             probe.start()
             collected = asterisk.record(options.duration, {"bridge": os.getpid(), "fake": fake.pid})
             probe.stop()
+            collected["rss"] = (rss_running, rss_before)
             threads_end = thread_cpu_seconds()
         finally:
             with ThreadPoolExecutor(max_workers=32) as pool:
@@ -682,12 +796,8 @@ def analyse(
     in_rows = np.array(appends, dtype=np.int64).reshape(-1, 4)
     latency_in = in_rows[:, 0] - in_rows[:, 3]
 
-    # Out: when each echoed delta reached the bridge's socket.
-    deltas: dict[int, int] = {}
-    for arrival, chunk in probe.received:
-        stamp = _stamp_after(chunk, DELTA_KEY)
-        if stamp is not None:
-            deltas.setdefault((stamp[0] << 32) | stamp[1], arrival)
+    # Out: when each echoed frame, in whichever delta, reached the bridge's socket.
+    deltas = delta_arrivals(probe.received)
 
     received = {name: _column(raw) for name, raw in collected["received"].items()}
     t_out, legs, frames, rtp_ts = received["t_out"], received["leg"], received["frame"], received["rtp_ts"]
@@ -702,8 +812,11 @@ def analyse(
         if len(rows) < 2:
             continue
         ts = rtp_ts[rows]
-        slots = np.cumsum(np.concatenate(([0], ((np.diff(ts) % (1 << 32)) // FRAME_BYTES))))
-        underruns += int(np.sum(np.diff(slots) - 1))
+        # Signed 32-bit steps: a packet read out of order (or a clock step between two reads' timestamps)
+        # moves the grid back by its slots, instead of 2**32 samples forward (a jitter of days).
+        steps = (np.diff(ts) + (1 << 31)) % (1 << 32) - (1 << 31)
+        slots = np.cumsum(np.concatenate(([0], steps // FRAME_BYTES)))
+        underruns += int(np.sum(np.maximum(np.diff(slots) - 1, 0)))
         offsets = t_out[rows] - slots * FRAME_NS
         deviation_parts.append(np.abs(offsets - np.int64(np.median(offsets))))
         anchor = offsets.min()
@@ -726,6 +839,20 @@ def analyse(
     cutoff = sent["t_in"].max() - 200_000_000 if len(sent["t_in"]) else 0
     expected = (sent["leg"][sent["t_in"] < cutoff] << 32) | sent["frame"][sent["t_in"] < cutoff]
     lost = int(np.sum(~np.isin(expected, (legs << 32) | frames)))
+
+    # The harness: its two processes share the harness CPU when pinned to one (this machine's 2 cores), so
+    # their sum is what saturates it; unpinned, each process is one Python thread of work at most. A harness
+    # that cannot keep its 20 ms schedule (over 1 % of the slots given up: its CPU taken by the machine's other
+    # programs, or by its own work) is saturated too, whatever its CPU figure.
+    harness_cpu = cpu["fake_cpu_pct"] + cpu["asterisk_cpu_pct"]
+    shared_core = options.harness_cpus is not None and len(options.harness_cpus) == 1
+    skipped = int(collected.get("skipped", 0))
+    slots_due = (calls - failed) * wall * 1e9 / FRAME_NS
+    harness_saturated = bool(
+        (harness_cpu if shared_core else max(cpu["fake_cpu_pct"], cpu["asterisk_cpu_pct"])) > 90
+        or skipped > 0.01 * slots_due
+    )
+    rss_now, rss_before = collected["rss"]
 
     kernel = probe.kernel_stamped + int(collected["kernel_stamped"])
     total_reads = len(probe.received) + len(t_out) + int(collected["unstamped"])
@@ -756,15 +883,23 @@ def analyse(
         cpu_per_call_pct=round(cpu["bridge_cpu_pct"] / max(calls - failed, 1), 3),
         fake_cpu_pct=round(cpu["fake_cpu_pct"], 1),
         asterisk_cpu_pct=round(cpu["asterisk_cpu_pct"], 1),
+        harness_cpu_pct=round(harness_cpu, 1),
+        # Per call actually served: a starved harness sends fewer frames than its calls should, and its CPU
+        # per frame is what says how many calls it could carry given its core.
+        harness_cpu_per_call_pct=round(harness_cpu / max(len(sent["t_in"]) / (wall * 1e9 / FRAME_NS), 1e-9), 3),
+        fake_wait_pct=round(cpu.get("fake_wait_pct", float("nan")), 1),
+        asterisk_wait_pct=round(cpu.get("asterisk_wait_pct", float("nan")), 1),
         machine_cpu_pct=round(cpu["machine_cpu_pct"], 1),
         other_cpu_pct=round(
             max(0.0, cpu["machine_cpu_pct"] - cpu["bridge_cpu_pct"] - cpu["fake_cpu_pct"] - cpu["asterisk_cpu_pct"]),
             1,
         ),
-        # The fake Realtime server or the fake Asterisk (Python) or the whole machine at
-        # its limit: the harness, not only the bridge, is then behind.
-        saturated=max(cpu["fake_cpu_pct"], cpu["asterisk_cpu_pct"]) > 90
-        or cpu["machine_cpu_pct"] > 95 * (os.cpu_count() or 1),
+        # The harness or the whole machine at its limit: the harness, not only the bridge, is then behind.
+        saturated=harness_saturated or cpu["machine_cpu_pct"] > 95 * (os.cpu_count() or 1),
+        harness_saturated=harness_saturated,
+        bridge_rss_mb=round(rss_now / 2**20, 1),
+        bridge_rss_per_call_kb=round((rss_now - rss_before) / 1024 / max(calls - failed, 1), 1),
+        skipped_slots=skipped,
         gc_collections=int(cpu["gc_collections"]),
         gc_max_pause_ms=round(cpu["gc_max_pause_ms"], 2),
         gc_max_pause_cpu_ms=round(cpu["gc_max_pause_cpu_ms"], 2),
@@ -789,9 +924,15 @@ _TABLE = (
     ("bridge%", "bridge_cpu_pct", "{:>7.1f}"),
     ("fake%", "fake_cpu_pct", "{:>6.1f}"),
     ("ast%", "asterisk_cpu_pct", "{:>5.1f}"),
+    ("harn%", "harness_cpu_pct", "{:>5.1f}"),
+    ("h/call", "harness_cpu_per_call_pct", "{:>6.3f}"),
+    ("h.wait%", "asterisk_wait_pct", "{:>7.1f}"),
     ("machine%", "machine_cpu_pct", "{:>8.1f}"),
     ("other%", "other_cpu_pct", "{:>6.1f}"),
     ("gc.max", "gc_max_pause_ms", "{:>6.2f}"),
+    ("kB/call", "bridge_rss_per_call_kb", "{:>7.0f}"),
+    ("skip", "skipped_slots", "{:>6}"),
+    ("h.sat", "harness_saturated", "{!s:>5}"),
     ("sat", "saturated", "{!s:>5}"),
 )
 
@@ -836,7 +977,23 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="store_false",
         help="do not pin the bridge to one CPU and the fake Realtime server and the fake Asterisk to the others",
     )
+    parser.add_argument(
+        "--harness",
+        choices=("loop", "threads"),
+        default="loop",
+        help="loop: the fake Asterisk's legs on one epoll loop and the lean echo peer (echo_realtime); threads: "
+        "the unit tests' fakes (two media threads, fake_realtime on asyncio/websockets), to compare (default loop)",
+    )
+    parser.add_argument(
+        "--deltas",
+        choices=("worst", "realistic"),
+        default="worst",
+        help="worst: the echo sends one delta per 20 ms frame; realistic: deltas of 100-300 ms, each at once, as "
+        "the real API sends them (--harness loop only; default worst)",
+    )
     args = parser.parse_args(argv)
+    if args.deltas == "realistic" and args.harness != "loop":
+        parser.error("--deltas realistic needs --harness loop (fake_realtime's echo sends a delta per frame)")
     steps = sorted({int(step) for step in args.steps.split(",") if step.strip()})
     if not steps or steps[0] < 1:
         parser.error("--steps needs call counts of 1 or more")
@@ -851,6 +1008,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         shared_pacer=args.pacer == "shared",
         bridge_cpus=bridge_cpus,
         harness_cpus=harness_cpus,
+        harness=args.harness,
+        deltas=args.deltas,
     )
 
 
@@ -890,9 +1049,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
         gc.freeze()
     results: list[StepResult] = []
+    # Measured from before the ramp, not before each step: a step reuses the memory the one before freed.
+    rss_before = rss_bytes()
     for calls in options.steps:
         log.info("step: %d calls", calls)
-        result = run_step(calls, options, probe, gc_probe)
+        result = run_step(calls, options, probe, gc_probe, rss_before)
         results.append(result)
         if len(results) == 1:
             print(_row(None), file=sys.stderr)
@@ -920,6 +1081,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pinned": options.bridge_cpus is not None,
         "pacer": "shared" if options.shared_pacer else "per-call",
         "gc_freeze": options.gc_freeze,
+        "harness": options.harness,
+        "deltas": options.deltas,
+        "harness_cpu_pct_per_step": [result.harness_cpu_pct for result in results],
+        "harness_cpu_per_call_pct_per_step": [result.harness_cpu_per_call_pct for result in results],
+        "harness_saturated_per_step": [result.harness_saturated for result in results],
+        "bridge_rss_per_call_kb_per_step": [result.bridge_rss_per_call_kb for result in results],
+        "load_average": list(os.getloadavg()),
         "nproc": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "python": sys.version.split()[0],

@@ -209,7 +209,8 @@ def test_failures_and_slow_answers_on_demand(fake: FakeAsterisk, events: Events)
     assert events.next()["type"] == "StasisEnd"
 
 
-def test_custom_leg_hooks_choose_what_legs_send_and_see_what_they_get() -> None:
+@pytest.mark.parametrize("media_loop", [False, True], ids=["two-threads", "one-loop"])
+def test_custom_leg_hooks_choose_what_legs_send_and_see_what_they_get(media_loop: bool) -> None:
     class Counting(LegHooks):
         def __init__(self) -> None:
             self.sent = 0
@@ -223,7 +224,7 @@ def test_custom_leg_hooks_choose_what_legs_send_and_see_what_they_get() -> None:
             self.got.append((len(datagram), kernel_stamped))
 
     hooks = Counting()
-    with FakeAsterisk(USER, PASSWORD, hooks=hooks, hold_media=True) as fake:
+    with FakeAsterisk(USER, PASSWORD, hooks=hooks, hold_media=True, media_loop=media_loop) as fake:
         caller = fake.incoming_call(APP)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bridge_side:
             bridge_side.bind(("127.0.0.1", 0))
@@ -240,9 +241,16 @@ def test_custom_leg_hooks_choose_what_legs_send_and_see_what_they_get() -> None:
                 bridge_side.recv(2048)  # held
             fake.release_media()
             bridge_side.settimeout(5)
-            assert bridge_side.recv(2048)[12:] == bytes([leg.index]) * FRAME_BYTES
+            first = parse_rtp(bridge_side.recv(2048), 0.0)
+            assert first is not None
+            assert first.payload == bytes([leg.index]) * FRAME_BYTES
+            second = parse_rtp(bridge_side.recv(2048), 0.0)  # the next 20 ms slot, the next RTP numbers
+            assert second is not None
+            assert (second.sequence - first.sequence) & 0xFFFF == 1
+            assert (second.timestamp - first.timestamp) & 0xFFFFFFFF == FRAME_BYTES
             bridge_side.sendto(rtp(1, b"\x02" * 10), leg.address)
-            assert fake.wait_until(lambda: hooks.got == [(22, True)])
+            bridge_side.sendto(rtp(2, b"\x03" * 10), leg.address)
+            assert fake.wait_until(lambda: hooks.got == [(22, True), (22, True)])
     assert hooks.sent >= 1
     assert leg.heard == []  # the hooks took the packet instead
 

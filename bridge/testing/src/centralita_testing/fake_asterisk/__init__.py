@@ -9,7 +9,9 @@ in its own ``LegHooks`` to stamp and time every frame.
 
 Modules:
     ari        ``FakeAsterisk``: the channels, bridges and apps behind ARI's REST interface and events.
-    rtp        ``RtpLeg`` (one ExternalMedia channel's port) and ``Media``, the two threads that run every leg.
+    rtp        ``RtpLeg`` (one ExternalMedia channel's port) and ``Media``, the two threads that run every leg
+               (``LoopMedia``: one loop for all).
+    schedule   ``SendSchedule``: which legs are due on the common 20 ms clock.
     websocket  The server side of the events WebSocket.
 """
 

@@ -47,7 +47,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from centralita_testing.fake_asterisk import websocket
-from centralita_testing.fake_asterisk.rtp import LegHooks, Media, RtpLeg
+from centralita_testing.fake_asterisk.rtp import LegHooks, LoopMedia, Media, RtpLeg
 
 __all__ = ["Bridge", "Channel", "FakeAsterisk", "Recorded"]
 
@@ -153,7 +153,8 @@ class FakeAsterisk:
     """The fake on 127.0.0.1:<free port>; a context manager. ``url`` is what ARI_URL would be.
 
     ``hooks`` decide what the RTP legs send and what becomes of what they receive (default: ``say`` and
-    ``heard``); with ``hold_media`` no leg sends until ``release_media()``.
+    ``heard``); with ``hold_media`` no leg sends until ``release_media()``; with ``media_loop`` every leg runs
+    on one thread (``LoopMedia``, for load) instead of a sending and a receiving thread.
     """
 
     def __init__(
@@ -163,6 +164,7 @@ class FakeAsterisk:
         *,
         hooks: LegHooks | None = None,
         hold_media: bool = False,
+        media_loop: bool = False,
         seed: int = 7,
     ) -> None:
         self.user = user
@@ -180,7 +182,7 @@ class FakeAsterisk:
         self._counter = itertools.count(1)
         self._legs = itertools.count()
         self._rng = random.Random(seed)
-        self._media = Media(hooks, hold=hold_media)
+        self._media = (LoopMedia if media_loop else Media)(hooks, hold=hold_media)
         self._expected_auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         fake = self
 
@@ -287,6 +289,11 @@ class FakeAsterisk:
     def release_media(self) -> None:
         """Let the legs held by ``hold_media`` send."""
         self._media.release()
+
+    @property
+    def media_skipped(self) -> int:
+        """Frame slots the legs gave up because the media loop fell over 3 frames behind (``media_loop`` only)."""
+        return int(getattr(self._media, "skipped", 0))
 
     # ---- the test drives the other side ------------------------------------------------------------------
 

@@ -29,7 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["FRAME_BYTES", "FRAME_NS", "SILENCE", "Heard", "LegHooks", "Media", "RtpLeg", "parse_rtp"]
+from centralita_testing.fake_asterisk.schedule import SendSchedule
+
+__all__ = ["FRAME_BYTES", "FRAME_NS", "SILENCE", "Heard", "LegHooks", "LoopMedia", "Media", "RtpLeg", "parse_rtp"]
 
 FRAME_BYTES: Final = 160  # 20 ms of PCMU at 8000 samples/s
 FRAME_NS: Final = 20_000_000
@@ -74,8 +76,21 @@ def parse_rtp(datagram: bytes, arrival: float) -> Heard | None:
 
 
 def _monotonic_offset_ns() -> int:
-    """CLOCK_REALTIME - CLOCK_MONOTONIC: kernel receive timestamps are wall-clock time, ours are monotonic."""
-    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.monotonic_ns()
+    """CLOCK_REALTIME - CLOCK_MONOTONIC: kernel receive timestamps are wall-clock time, ours are monotonic.
+
+    Read between two monotonic readings, the closest pair of a few tries: a thread preempted between the two
+    clock reads (a busy machine) would otherwise shift every later arrival by the time it waited.
+    """
+    best_spread, best_offset = -1, 0
+    for _ in range(5):
+        before = time.monotonic_ns()
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        after = time.monotonic_ns()
+        if best_spread < 0 or after - before < best_spread:
+            best_spread, best_offset = after - before, real - (before + after) // 2
+        if best_spread < 20_000:
+            break
+    return best_offset
 
 
 def _kernel_arrival_ns(ancillary: list[tuple[int, int, bytes]], offset: int) -> int | None:
@@ -349,3 +364,66 @@ class Media:
                             hooks.received(leg, datagram, time.monotonic_ns(), False)
                         else:
                             hooks.received(leg, datagram, arrival, True)
+
+
+class LoopMedia(Media):
+    """``Media`` on one thread: one epoll loop sends every leg's frames and receives every leg's packets.
+
+    For load: the two threads of ``Media`` hand the GIL to each other hundreds of times per period, and each
+    of its sends is a sleep of its own. Here the legs' deadlines share one ``SendSchedule``: each wake-up sends
+    every leg due by then (legs 0.1 ms apart are served together, each frame timed when it is really sent),
+    then the loop waits in ``epoll`` until the next deadline, reading each ready leg until it is empty
+    (kernel receive timestamps kept per packet). The hooks, legs and the add/hold/close interface are
+    ``Media``'s.
+    """
+
+    def __init__(self, hooks: LegHooks | None = None, *, hold: bool = False) -> None:
+        super().__init__(hooks, hold=hold)
+        self.skipped = 0  # slots given up because the loop was more than 3 frames behind
+        self._threads = [threading.Thread(target=self._loop, name="fake-asterisk-rtp", daemon=True)]
+
+    def _loop(self) -> None:
+        schedule: SendSchedule[RtpLeg] = SendSchedule(FRAME_NS, time.monotonic_ns(), _MAX_BEHIND_NS)
+        scheduled: list[RtpLeg] | None = None
+        offset = _monotonic_offset_ns()
+        reads = 0
+        hooks = self.hooks
+        by_fd = self._by_fd
+        poll = self._poll
+        while not self._stop.is_set():
+            if self._closing:
+                self._close_pending()
+            playing = self._playing  # replaced, never changed in place: a new list is a new set of legs
+            if playing is not scheduled:
+                schedule.set_items(((leg.phase_ns, leg) for leg in playing), time.monotonic_ns())
+                scheduled = playing
+            for leg in schedule.due(time.monotonic_ns()):
+                if leg.closed:
+                    continue
+                with contextlib.suppress(OSError):
+                    leg.socket.sendto(leg.packet(hooks.payload(leg, time.monotonic_ns())), leg.remote)
+            self.skipped = schedule.skipped
+            deadline = schedule.next_deadline()
+            timeout = 0.2 if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
+            try:
+                ready = poll.poll(timeout)
+            except OSError:
+                return
+            for fd, _events in ready:
+                heard_on = by_fd.get(fd)  # a leg closed meanwhile keeps its socket until _close_pending, here
+                if heard_on is None:
+                    continue
+                receive = heard_on.socket.recvmsg
+                while True:
+                    try:
+                        datagram, ancillary, _flags, _address = receive(2048, _ANCILLARY)
+                    except OSError:  # BlockingIOError: the leg is empty
+                        break
+                    reads += 1
+                    if reads % 1000 == 0:  # the two clocks drift apart slowly (NTP)
+                        offset = _monotonic_offset_ns()
+                    arrival = _kernel_arrival_ns(ancillary, offset)
+                    if arrival is None:
+                        hooks.received(heard_on, datagram, time.monotonic_ns(), False)
+                    else:
+                        hooks.received(heard_on, datagram, arrival, True)
