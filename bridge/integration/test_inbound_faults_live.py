@@ -367,7 +367,7 @@ def test_asterisk_restarted_with_a_call_up_ends_and_records_it_then_the_next_cal
     endpoint: AriEndpoint, fake: FakeRealtimeServer, service: tuple[InboundService, CallRecords], callers: Any
 ) -> None:
     """``systemctl restart asterisk`` with a call up: the service reconnects, ends the call Asterisk dropped
-    (``channel_gone``, recorded), leaves nothing in Asterisk, and the assistant answers the next call."""
+    (recorded), leaves nothing in Asterisk, and the assistant answers the next call."""
     svc, records = service
     rest = AriRest(endpoint)
     dropped = callers(svc)
@@ -381,13 +381,15 @@ def test_asterisk_restarted_with_a_call_up_ends_and_records_it_then_the_next_cal
     poll(lambda: app_registered(rest, CALLER_APP), "the test's caller app registered again", 60)
     record = wait_record(records, dropped.call_id, timeout=30)
     ended_at = time.monotonic()
-    assert record["outcome"] == "channel_gone", record
+    # Asterisk hangs its channels up as it stops: the service records the hang-up when the events of it reach it
+    # before the connection closes, and otherwise its reconciliation after the reconnection finds the channel gone.
+    assert record["outcome"] in ("hung_up_by_caller", "channel_gone"), record
     assert record["answered_at"]
     poll(lambda: dropped.call_id not in svc._calls, "the dropped call released by the service", 15)
     poll(lambda: nothing_of_ours(rest, {dropped.call_id}), "nothing of the service left in Asterisk", 15)
     print(
         f"asterisk restart: reconnected {reconnected_at - restarted_at:.1f} s after the restart command, "
-        f"the dropped call recorded {ended_at - restarted_at:.1f} s after it"
+        f"the dropped call recorded ({record['outcome']}) {ended_at - restarted_at:.1f} s after it"
     )
     # A new call is answered by the assistant, who greets it.
     caller = callers(svc)
