@@ -232,7 +232,23 @@ def test_the_concurrency_check_waits_for_a_valid_max_calls_and_a_dialer() -> Non
     reader = EnvReader({**MINIMAL, "DIALER_MAX_CONCURRENT": "5", "MAX_CALLS": "many"})
     DialerSettings.read(reader)
     assert reader.problems == []
-    # Without DIALER_TIMEZONE no dialer runs on this box: its (always written) concurrency limits nothing.
+    # Where the dialer does not run (openai-inbound-calls' own read: the role always writes DIALER_TIMEZONE and
+    # DIALER_MAX_CONCURRENT), its concurrency limits nothing: a one-call box without the dialer starts.
+    reader = EnvReader({**MINIMAL, "DIALER_MAX_CONCURRENT": "2", "MAX_CALLS": "1"})
+    assert DialerSettings.read(reader, required=False) is not None
+    assert reader.problems == []
     reader = EnvReader({"DIALER_MAX_CONCURRENT": "5", "MAX_CALLS": "1"})
     assert DialerSettings.read(reader, required=False) is None
     assert reader.problems == []
+
+
+def test_a_one_call_box_without_the_dialer_loads(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "DIALER_TIMEZONE=America/Mexico_City\nDIALER_MAX_CONCURRENT=2\nMAX_CALLS=1\nOPENAI_API_KEY=sk-test\n"
+        "ARI_PASSWORD=ari-test\n"
+    )
+    assert load_all(env).bridge.limits.max_calls == 1
+    with pytest.raises(ConfigError) as caught:
+        load_all(env, dialer_required=True)  # where the dialer runs
+    assert caught.value.variables == ("DIALER_MAX_CONCURRENT",)

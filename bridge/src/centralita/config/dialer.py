@@ -161,7 +161,7 @@ class DialerSettings:
             ari_app=ari.app,
             campaigns=campaigns,
         )
-        if timezone is not None:
+        if required and timezone is not None:  # where the dialer runs: elsewhere its limit limits nothing
             _check_concurrency(reader, max_concurrent)
         if settings.events_app == settings.ari_app and reader.valid("DIALER_EVENTS_APP", "ARI_APP"):
             reader.fail(
