@@ -4,25 +4,34 @@ The Realtime server (the shipped fake) refuses, drops, errors, expires a session
 caller is a Local channel into from-voip played by the test through its own ExternalMedia leg, as in
 test_inbound_live.py (same configuration). Each failing call must end with the caller hearing the Spanish
 notice and reaching the operator context, leave no bridge or channel behind, and leave other calls alone.
+
+The box's own faults, with the service in this process: Asterisk restarted with a call up, the records
+database locked by another process mid-call, and a real SIP caller (SIPp, provider_call_falls_silent.xml)
+whose audio stops, given up by the no-caller-audio watchdog (RTP_TIMEOUT shortened for that test only).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import logging
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from test_ari_live import box_command, wait_for
 from test_ari_live import endpoint as endpoint  # the same ARI credentials fixture
-from test_inbound_live import CALLER_APP, GREETING, CallerLeg
+from test_inbound_live import CALLER_APP, GREETING, CallerLeg, running_service
 from test_inbound_live import fake as fake  # the fake Realtime server fixture
 from test_inbound_live import service as service  # the bridge service fixture
 
@@ -319,23 +328,216 @@ def test_barge_in_silences_the_assistant_within_100_ms(
     assert 0 < truncates[0]["audio_end_ms"] <= len(GREETING) / 8
 
 
-def test_the_service_reconnects_after_asterisk_restarts(
+def registered_again(rest: AriRest, svc: InboundService, connections_before: int) -> bool:
+    """The service's events connection is a new one (not the one Asterisk's restart closed) and Asterisk lists
+    the Stasis app again, so the dialplan's calls reach it."""
+    connected = svc._events.connections > connections_before and svc._events.connected
+    return connected and app_registered(rest, "centralita")
+
+
+def app_registered(rest: AriRest, app: str) -> bool:
+    try:
+        rest.request("GET", f"/applications/{app}")
+    except AriError:
+        return False
+    return True
+
+
+def poll(check: Any, what: str, timeout: float, every: float = 0.1) -> Any:
+    """``check()`` until it gives something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+    return value
+
+
+def nothing_of_ours(rest: AriRest, call_ids: set[str]) -> bool:
+    """No channel or bridge of the Stasis app, no ExternalMedia channel or centralita bridge of these calls."""
+    app = rest.request("GET", "/applications/centralita")
+    channels = {c["id"] for c in rest.list_channels()}
+    bridges = {b.get("name", "") for b in rest.list_bridges()}
+    return (
+        not app["channel_ids"]
+        and not app["bridge_ids"]
+        and not channels & ({f"{call_id}-media" for call_id in call_ids} | call_ids)
+        and not bridges & {f"centralita-{call_id}" for call_id in call_ids}
+    )
+
+
+def test_asterisk_restarted_with_a_call_up_ends_and_records_it_then_the_next_call_is_answered(
     endpoint: AriEndpoint, fake: FakeRealtimeServer, service: tuple[InboundService, CallRecords], callers: Any
 ) -> None:
+    """``systemctl restart asterisk`` with a call up: the service reconnects, ends the call Asterisk dropped
+    (recorded), leaves nothing in Asterisk, and the assistant answers the next call."""
     svc, records = service
+    rest = AriRest(endpoint)
+    dropped = callers(svc)
+    assert dropped.call_id
+    assert wait_heard(dropped.leg, 20, timeout=15) >= 20  # the assistant is talking
+    connections_before = svc._events.connections
+    restarted_at = time.monotonic()
     box_command("systemctl restart asterisk")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            AriRest(endpoint).list_bridges()
-            break
-        except Exception:
-            time.sleep(0.5)
-    assert svc.wait_connected(30)
-    time.sleep(1.0)  # the Stasis app registered again
+    poll(lambda: registered_again(rest, svc, connections_before), "the service's app registered again", 60)
+    reconnected_at = time.monotonic()
+    poll(lambda: app_registered(rest, CALLER_APP), "the test's caller app registered again", 60)
+    record = wait_record(records, dropped.call_id, timeout=30)
+    ended_at = time.monotonic()
+    # Asterisk hangs its channels up as it stops: the service records the hang-up when the events of it reach it
+    # before the connection closes, and otherwise its reconciliation after the reconnection finds the channel gone.
+    assert record["outcome"] in ("hung_up_by_caller", "channel_gone"), record
+    assert record["answered_at"]
+    poll(lambda: dropped.call_id not in svc._calls, "the dropped call released by the service", 15)
+    poll(lambda: nothing_of_ours(rest, {dropped.call_id}), "nothing of the service left in Asterisk", 15)
+    print(
+        f"asterisk restart: reconnected {reconnected_at - restarted_at:.1f} s after the restart command, "
+        f"the dropped call recorded ({record['outcome']}) {ended_at - restarted_at:.1f} s after it"
+    )
+    # A new call is answered by the assistant, who greets it.
     caller = callers(svc)
     assert caller.call_id
     assert wait_heard(caller.leg, 50, timeout=15) >= 50
+    answered = records.get_call(caller.call_id)
+    assert answered is not None
+    assert answered["answered_at"]
+    assert answered["ended_at"] is None
+
+
+# Holds an exclusive lock on the records database, as another program (a backup, an operator's sqlite3 shell)
+# would: prints "locked" once it holds it, releases it after argv[2] seconds.
+_LOCKER = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("COMMIT")
+"""
+LOCK_SECONDS = 8.0
+
+
+def test_a_database_locked_by_another_process_mid_call_stops_no_audio_and_the_records_resume(
+    fake: FakeRealtimeServer, service: tuple[InboundService, CallRecords], callers: Any
+) -> None:
+    svc, records = service
+    caller = callers(svc)
+    assert caller.call_id
+    fake.wait_for_session(0, timeout=10)
+    assert wait_heard(caller.leg, 10, timeout=15) >= 10  # the greeting has started
+    before = records.get_call(caller.call_id)
+    assert before is not None
+    assert before["answered_at"]
+    # Every change in what the leg has heard, with its time.
+    arrivals: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        seen = 0
+        while not stop.is_set():
+            heard = len(caller.leg.heard)
+            if heard != seen:
+                arrivals.append((time.monotonic(), heard))
+                seen = heard
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    locker = subprocess.Popen(
+        [sys.executable, "-c", _LOCKER, str(svc._settings.db_path), str(LOCK_SECONDS)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert locker.stdout is not None
+        assert locker.stdout.readline().strip() == "locked"
+        locked_at = time.monotonic()
+        most_queued = 0
+        while locker.poll() is None:
+            most_queued = max(most_queued, svc._queued.stats().queued)
+            time.sleep(0.05)
+        released_at = time.monotonic()
+    finally:
+        if locker.poll() is None:
+            locker.kill()
+        locker.wait(10)
+    stop.set()
+    watcher.join(2)
+    assert locker.returncode == 0
+    # The lock held the call's writes (the greeting's transcript and usage) in the writer's queue...
+    assert most_queued > 0
+    # ...and the caller heard the greeting on, at the pace it was sent, while the database was locked.
+    during = [(t, n) for t, n in arrivals if locked_at <= t <= released_at]
+    assert during, "no audio reached the caller while the database was locked"
+    greeting_heard = [t for t, n in during if n >= len(GREETING) - 20 * FRAME_BYTES]
+    assert greeting_heard, f"the greeting was not heard whole before the lock ended: {during[-1][1]} bytes"
+    times = [locked_at] + [t for t, _ in during if t <= greeting_heard[0]]
+    gap = max(b - a for a, b in itertools.pairwise(times))
+    print(f"database locked {released_at - locked_at:.1f} s; longest pause in the caller's audio {gap:.2f} s")
+    assert gap < 0.5
+    # Once the lock is gone the queued writes are made: nothing lost, the transcript there, the call goes on.
+    poll(lambda: svc._queued.stats().queued == 0, "the writer's queue to empty", 30)
+    assert svc._queued.stats().lost == 0
     record = records.get_call(caller.call_id)
     assert record is not None
-    assert record["answered_at"]
+    assert ("assistant", "Hola, soy el asistente.") in [(t["speaker"], t["text"]) for t in record["transcript"]]
+    assert caller.call_id in svc._calls
+    caller.leg.rest.hangup(caller.local_id)
+    assert wait_record(records, caller.call_id)["outcome"] == "hung_up_by_caller"
+
+
+SIPP_DIR = Path(os.environ.get("CENTRALITA_SIPP_DIR", "/opt/centralita-test/sipp"))
+RTP_TIMEOUT = 3.0
+# cliente_sin_internet.wav, the caller's only words before its line falls silent.
+CALLER_SPEECH_SECONDS = 7.0
+
+
+@pytest.fixture
+def short_rtp_timeout(
+    endpoint: AriEndpoint, fake: FakeRealtimeServer, tmp_path: Path
+) -> Iterator[tuple[InboundService, CallRecords]]:
+    """The service with RTP_TIMEOUT shortened for this test only (the shipped default is 30 s)."""
+    with running_service(endpoint, fake, tmp_path, RTP_TIMEOUT=f"{RTP_TIMEOUT:g}") as running:
+        yield running
+
+
+def test_a_caller_whose_audio_stops_is_given_up_by_the_watchdog_and_reaches_the_operator(
+    endpoint: AriEndpoint, short_rtp_timeout: tuple[InboundService, CallRecords]
+) -> None:
+    """A real SIP call (SIPp) speaks for 7 s and then sends no more RTP: the no-caller-audio watchdog ends the
+    call (``no_caller_audio``, recorded) and the caller hears the notice and reaches the operator context."""
+    svc, records = short_rtp_timeout
+    offset = full_log_size()
+    before = {call["call_id"] for call in records.recent_calls(100)}
+    started_at = time.monotonic()
+    command = "sipp -sf provider_call_falls_silent.xml -s 5215550002222 127.0.0.1:5060 -i 127.0.0.1 -p 5079 -m 1"
+    sipp = subprocess.Popen(
+        [*command.split(), "-timeout", "90s", "-nostdin"],
+        cwd=SIPP_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        call_id = poll(
+            lambda: ({c["call_id"] for c in records.recent_calls(100)} - before or {""}).pop(), "the call", 30
+        )
+        record = wait_record(records, call_id, timeout=60)
+        given_up_at = time.monotonic()
+        output, _ = sipp.communicate(timeout=60)
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait(10)
+    assert record["outcome"] == "no_caller_audio", record
+    assert f"no audio from Asterisk for {RTP_TIMEOUT:g} s" in record["detail"]
+    # Given up once the caller's audio had stopped, not before: RTP came and was seen while the caller spoke.
+    assert given_up_at - started_at >= CALLER_SPEECH_SECONDS + RTP_TIMEOUT - 1, given_up_at - started_at
+    print(f"no-caller-audio watchdog: call given up {given_up_at - started_at:.1f} s after it was placed")
+    # The notice plays, then the operator context runs and ends the call (SIPp sees the BYE and exits 0).
+    assert sipp.returncode == 0, output
+    log = full_log_since(offset)
+    assert "(no_caller_audio) - sent to the operator" in log
+    assert "Playing 'centralita/asistente-no-disponible.ulaw' (language 'es')" in log
+    assert "Goto (centralita-operator,s,1)" in log
+    assert_released(AriRest(endpoint), svc, call_id)

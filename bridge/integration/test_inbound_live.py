@@ -93,10 +93,12 @@ def fake() -> Iterator[FakeRealtimeServer]:
         yield server
 
 
-@pytest.fixture
-def service(
-    endpoint: AriEndpoint, fake: FakeRealtimeServer, tmp_path: Path
+@contextlib.contextmanager
+def running_service(
+    endpoint: AriEndpoint, fake: FakeRealtimeServer, tmp_path: Path, **extra: str
 ) -> Iterator[tuple[InboundService, CallRecords]]:
+    """The bridge service in this process, on the dialplan's Stasis app; ``extra``: more .env values (e.g. a
+    watchdog shortened for one test)."""
     settings = Settings.from_values(
         {
             "OPENAI_API_KEY": fake.api_key,
@@ -110,6 +112,7 @@ def service(
             "LOG_FILE": str(tmp_path / "inbound_openai.log"),
             "DB_PATH": str(tmp_path / "centralita.db"),
             "STATUS_FILE": str(tmp_path / "status.json"),  # not the deployed service's snapshot
+            **extra,
         }
     )
     # The app name is the one the dialplan uses: the deployed service, if any, steps aside meanwhile.
@@ -118,13 +121,23 @@ def service(
         box_command("systemctl stop openai-inbound-calls")
     records = CallRecords(settings.db_path)
     svc = InboundService(settings, records, builtin_tools(), default_instructions())
-    svc.start()
-    assert svc.wait_connected(10)
-    yield svc, records
-    svc.stop()
-    records.close()
-    if deployed:
-        box_command("systemctl start openai-inbound-calls")
+    try:
+        svc.start()
+        assert svc.wait_connected(10)
+        yield svc, records
+    finally:
+        svc.stop()
+        records.close()
+        if deployed:
+            box_command("systemctl start openai-inbound-calls")
+
+
+@pytest.fixture
+def service(
+    endpoint: AriEndpoint, fake: FakeRealtimeServer, tmp_path: Path
+) -> Iterator[tuple[InboundService, CallRecords]]:
+    with running_service(endpoint, fake, tmp_path) as running:
+        yield running
 
 
 def test_a_caller_talks_with_the_assistant_and_everything_is_released(endpoint, fake, service) -> None:

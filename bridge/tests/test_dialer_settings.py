@@ -198,3 +198,57 @@ def test_a_campaign_prefix_that_no_campaign_name_can_start_with_is_refused() -> 
     assert len(found) == 1
     assert found[0].startswith("DIALER_CAMPAIGNS is 'norte-,sur/*', with 'sur/*', not the start of a campaign name")
     assert "set e.g. DIALER_CAMPAIGNS=norte-,cortados-" in found[0]
+
+
+def test_the_dialer_may_not_place_more_calls_at_once_than_the_box_carries(tmp_path: Path) -> None:
+    """Each answered dialer call takes one of the box's MAX_CALLS places: a dialer allowed more would ring
+    customers only for the box to send them to the failover context once they answer."""
+    assert problems({**MINIMAL, "DIALER_MAX_CONCURRENT": "5", "MAX_CALLS": "4"}) == [
+        "DIALER_MAX_CONCURRENT is 5, above MAX_CALLS (4), the calls the box carries at once, inbound and the "
+        "dialer's together: the customers answering the calls over the limit would be sent to the failover "
+        "context instead of the assistant. Set DIALER_MAX_CONCURRENT=4 or less, or raise MAX_CALLS (with the "
+        "dialplan's limit, asterisk_max_calls, as high)."
+    ]
+    # Against MAX_CALLS' default (20) when it is unset.
+    assert problems({**MINIMAL, "DIALER_MAX_CONCURRENT": "21"})[0].startswith(
+        "DIALER_MAX_CONCURRENT is 21, above MAX_CALLS (20)"
+    )
+    assert DialerSettings.from_values({**MINIMAL, "DIALER_MAX_CONCURRENT": "4", "MAX_CALLS": "4"}).max_concurrent == 4
+    assert DialerSettings.from_values({**MINIMAL, "DIALER_MAX_CONCURRENT": "20"}).max_concurrent == 20
+    # The services' start (one read of the whole .env) stops on it, naming the file.
+    env = tmp_path / ".env"
+    env.write_text(
+        "DIALER_TIMEZONE=UTC\nDIALER_MAX_CONCURRENT=3\nMAX_CALLS=2\nOPENAI_API_KEY=sk-test\nARI_PASSWORD=ari-test\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_all(env, dialer_required=True)
+    assert str(env) in str(caught.value)
+    assert caught.value.variables == ("DIALER_MAX_CONCURRENT",)
+    assert "above MAX_CALLS (2)" in caught.value.problems[0]
+
+
+def test_the_concurrency_check_waits_for_a_valid_max_calls_and_a_dialer() -> None:
+    # A wrong MAX_CALLS is the bridge's problem, reported once, and there is nothing to compare with.
+    reader = EnvReader({**MINIMAL, "DIALER_MAX_CONCURRENT": "5", "MAX_CALLS": "many"})
+    DialerSettings.read(reader)
+    assert reader.problems == []
+    # Where the dialer does not run (openai-inbound-calls' own read: the role always writes DIALER_TIMEZONE and
+    # DIALER_MAX_CONCURRENT), its concurrency limits nothing: a one-call box without the dialer starts.
+    reader = EnvReader({**MINIMAL, "DIALER_MAX_CONCURRENT": "2", "MAX_CALLS": "1"})
+    assert DialerSettings.read(reader, required=False) is not None
+    assert reader.problems == []
+    reader = EnvReader({"DIALER_MAX_CONCURRENT": "5", "MAX_CALLS": "1"})
+    assert DialerSettings.read(reader, required=False) is None
+    assert reader.problems == []
+
+
+def test_a_one_call_box_without_the_dialer_loads(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "DIALER_TIMEZONE=America/Mexico_City\nDIALER_MAX_CONCURRENT=2\nMAX_CALLS=1\nOPENAI_API_KEY=sk-test\n"
+        "ARI_PASSWORD=ari-test\n"
+    )
+    assert load_all(env).bridge.limits.max_calls == 1
+    with pytest.raises(ConfigError) as caught:
+        load_all(env, dialer_required=True)  # where the dialer runs
+    assert caught.value.variables == ("DIALER_MAX_CONCURRENT",)

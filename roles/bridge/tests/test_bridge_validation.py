@@ -131,3 +131,16 @@ def test_two_dialer_boxes_that_could_dial_one_campaign_are_refused(
     assert "localhost and pbx2 all run the dialer (bridge_dialer_enabled), and two boxes could dial the same" in out
     assert named in out
     assert "Give each dialer box its own campaign name prefixes in bridge_dialer_campaigns" in out
+
+
+def test_the_dialer_may_not_place_more_calls_at_once_than_the_box_carries(tmp_path: Path) -> None:
+    rc, out = validate(tmp_path, bridge_dialer_enabled=True, bridge_dialer_max_concurrent=6, bridge_max_calls=5)
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "bridge_dialer_max_concurrent (6) is above bridge_max_calls (5)" in flat
+    assert "Set bridge_dialer_max_concurrent to 5 or less, or raise bridge_max_calls" in flat
+    rc, out = validate(tmp_path, bridge_dialer_enabled=True, bridge_dialer_max_concurrent=5, bridge_max_calls=5)
+    assert rc == 0, out
+    # Without the dialer on this box its concurrency limits nothing.
+    rc, out = validate(tmp_path, bridge_dialer_enabled=False, bridge_dialer_max_concurrent=6, bridge_max_calls=5)
+    assert rc == 0, out

@@ -11,7 +11,7 @@ Variables, with their defaults (docs/DIALER.md explains each rule)::
     DIALER_MAX_ATTEMPTS=10                  dials per customer per campaign, then the customer is exhausted
     DIALER_RETRY_INTERVAL=4h                after busy, no answer, machine or failure
     DIALER_COOLDOWN=7d                      after a conversation or a promise to pay
-    DIALER_MAX_CONCURRENT=2                 calls at once, all campaigns together
+    DIALER_MAX_CONCURRENT=2                 calls at once, all campaigns together (at most MAX_CALLS)
     DIALER_CALLS_PER_MINUTE=4               new calls per minute, all campaigns together
     DIALER_CALLER_ID=                       e.g. "ISP Demo" <+525550000000>; empty: the trunk's own number
     DIALER_COUNTRY_CODE=                    e.g. 52: national numbers (imports, opt-outs, caller IDs) are +52...
@@ -49,6 +49,7 @@ from zoneinfo import ZoneInfo
 
 from centralita.config.bridge import read_ari
 from centralita.config.env import ConfigError, EnvReader, Secret, validated
+from centralita.config.limits import MAX_CALLS_RANGE, CallLimits
 from centralita.dialer.policy import CallingPolicy, Window, parse_duration, parse_holidays, parse_windows
 from centralita.isp.phones import region_for_country_code
 
@@ -160,6 +161,8 @@ class DialerSettings:
             ari_app=ari.app,
             campaigns=campaigns,
         )
+        if required and timezone is not None:  # where the dialer runs: elsewhere its limit limits nothing
+            _check_concurrency(reader, max_concurrent)
         if settings.events_app == settings.ari_app and reader.valid("DIALER_EVENTS_APP", "ARI_APP"):
             reader.fail(
                 "DIALER_EVENTS_APP",
@@ -178,6 +181,26 @@ class DialerSettings:
         if settings is None:  # pragma: no cover - a required time zone that is missing is a problem above
             raise ConfigError(["DIALER_TIMEZONE is missing."], source, ["DIALER_TIMEZONE"])
         return settings
+
+
+def _check_concurrency(reader: EnvReader, max_concurrent: int) -> None:
+    """DIALER_MAX_CONCURRENT may not exceed MAX_CALLS, the box's limit on calls with the assistant.
+
+    Every answered dialer call takes one of the box's MAX_CALLS places (and one in the dialplan's copy of the limit,
+    asterisk_max_calls): a dialer allowed more calls than that would ring customers and, once they answer, hand
+    them to the failover context as box_full instead of the assistant. MAX_CALLS is read on a reader of its own:
+    a wrong MAX_CALLS is the bridge's problem to report, and then there is nothing to compare with.
+    """
+    box = EnvReader({"MAX_CALLS": reader.raw("MAX_CALLS")})
+    max_calls = box.integer("MAX_CALLS", CallLimits().max_calls, *MAX_CALLS_RANGE)
+    if max_concurrent > max_calls and box.valid("MAX_CALLS") and reader.valid("DIALER_MAX_CONCURRENT"):
+        reader.fail(
+            "DIALER_MAX_CONCURRENT",
+            f"DIALER_MAX_CONCURRENT is {max_concurrent}, above MAX_CALLS ({max_calls}), the calls the box carries "
+            "at once, inbound and the dialer's together: the customers answering the calls over the limit would be "
+            f"sent to the failover context instead of the assistant. Set DIALER_MAX_CONCURRENT={max_calls} or "
+            "less, or raise MAX_CALLS (with the dialplan's limit, asterisk_max_calls, as high).",
+        )
 
 
 def _read_duration(reader: EnvReader, name: str, default: str, minimum: timedelta) -> timedelta:

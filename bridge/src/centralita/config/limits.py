@@ -53,6 +53,7 @@ from centralita.config.env import EnvReader
 
 __all__ = [
     "DEFAULT_STATUS_FILE",
+    "MAX_CALLS_RANGE",
     "REALTIME_SESSION_SECONDS",
     "CallLimitAction",
     "CallLimits",
@@ -68,6 +69,8 @@ __all__ = [
 REALTIME_SESSION_SECONDS: Final = 3600
 _CALL_SECONDS_MAX: Final = 3300  # five minutes short of the session's end: the call ends on our side first
 DEFAULT_STATUS_FILE: Final = "/run/centralita/openai-inbound-calls.json"
+# MAX_CALLS: the fewest and the most calls at once a box may be set to carry (the dialer's settings read it too).
+MAX_CALLS_RANGE: Final = (1, 1000)
 _PRICE_FIELDS: Final = (
     ("PRICE_INPUT_TEXT", "input_text"),
     ("PRICE_INPUT_AUDIO", "input_audio"),
@@ -127,7 +130,7 @@ class Spending:
 
 def read_limits(reader: EnvReader) -> CallLimits:
     return CallLimits(
-        max_calls=reader.integer("MAX_CALLS", 20, 1, 1000),
+        max_calls=reader.integer("MAX_CALLS", CallLimits().max_calls, *MAX_CALLS_RANGE),
         max_per_caller=reader.integer("MAX_CALLS_PER_CALLER", 2, 0, 1000),
         max_per_caller_per_minute=reader.integer("MAX_CALLS_PER_CALLER_PER_MINUTE", 6, 0, 10000),
     )
