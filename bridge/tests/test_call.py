@@ -452,6 +452,32 @@ def test_the_transfers_own_stasis_end_is_not_a_hang_up(
     assert box.continues(channel_id) == [(OPERATOR, "s", 1)]
 
 
+def test_a_channel_not_yet_in_stasis_is_added_to_the_bridge_again(boxes: Callable[..., Box]) -> None:
+    """A busy Asterisk puts the ExternalMedia channel into the Stasis app just after answering the request that
+    created it: the add that comes first is refused with 422, and the call must not end for that."""
+    box = boxes([AudioTurn(GREETING, "Hola.")])
+    box.asterisk.fail("POST", "/ari/bridges/*/addChannel", 422, "Channel not in Stasis application", times=2)
+    channel_id, call, leg = box.call_in()
+    leg.wait_heard(lambda heard: len(heard) >= 5, TIMEOUT)  # the greeting plays
+    adds = box.asterisk.requests_to("POST", "/ari/bridges/*/addChannel")
+    assert len(adds) == 4  # two refused, then the caller's channel and the media channel
+    assert call.state.bridge_id is not None
+    assert set(box.asterisk.bridges[call.state.bridge_id].channels) == {channel_id, f"{channel_id}-media"}
+    record = box.records.get_call(channel_id)
+    assert record is not None
+    assert record["ended_at"] is None
+
+
+def test_a_channel_that_never_reaches_stasis_ends_the_call_with_an_error(boxes: Callable[..., Box]) -> None:
+    box = boxes([AudioTurn(GREETING, "Hola.")])
+    box.asterisk.fail("POST", "/ari/bridges/*/addChannel", 422, "Channel not in Stasis application", times=10**6)
+    channel_id, _call = box.ring()
+    record = box.ended(channel_id)
+    assert record["outcome"] == Outcome.ERROR
+    assert "Channel not in Stasis application" in record["detail"]
+    assert len(box.asterisk.requests_to("POST", "/ari/bridges/*/addChannel")) > 2  # tried again, then gave up
+
+
 def test_a_transfer_asterisk_refuses_hangs_up_with_an_error(boxes: Callable[..., Box]) -> None:
     box = boxes([ToolCallTurn("transferir_a_operador", "{}", pieces=1), AudioTurn(REPLY, "Le transfiero.")])
     box.asterisk.fail("POST", "/ari/channels/*/continue", 500, "Internal Server Error")

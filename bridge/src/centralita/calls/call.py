@@ -82,6 +82,11 @@ _WATCHDOG_EVERY: Final = 0.2  # seconds between two looks at a call's watchdogs 
 _UNSPECIFIED: Final = frozenset({"0.0.0.0", "::", ""})
 
 
+# How long a channel refused by the bridge as "not in Stasis" yet is tried again, and how often.
+_JOIN_SECONDS: Final = 3.0
+_JOIN_RETRY_SECONDS: Final = 0.05
+
+
 class FailoverReason(StrEnum):
     """Why the assistant could not go on: the value of ``CENTRALITA_FAILOVER_REASON``, which the failover
     context logs before the caller hears the notice (the dialplan's vocabulary: values never change)."""
@@ -284,6 +289,11 @@ class Call:
             self._log.info("%s", Event.ARI_ANSWERED)
             self._setup_media()
         except (AriError, OSError) as error:
+            with self._lock:
+                handed_on = self._failing
+            if handed_on:  # the session failed meanwhile: the failover already has the caller, never hang up
+                self._log.warning("%s: %s; the caller is being handed on already", Event.SETUP_FAILED, error)
+                return
             self._log.error("%s: %s", Event.SETUP_FAILED, error)
             self.end(Outcome.ERROR, str(error), hangup=True)
             return
@@ -398,9 +408,25 @@ class Call:
         state.media_channel_id = str(media["id"])
         variables = media.get("channelvars", {})
         self._asterisk_rtp = (str(variables["UNICASTRTP_LOCAL_ADDRESS"]), int(variables["UNICASTRTP_LOCAL_PORT"]))
-        self._rest.add_to_bridge(state.bridge_id, state.call_id)
-        self._rest.add_to_bridge(state.bridge_id, state.media_channel_id)
+        self._join_bridge(state.bridge_id, state.call_id)
+        self._join_bridge(state.bridge_id, state.media_channel_id)
         self._log.info("%s: rtp %s:%s <-> asterisk %s:%s", Event.MEDIA_READY, host, port, *self._asterisk_rtp)
+
+    def _join_bridge(self, bridge_id: str, channel_id: str) -> None:
+        """Add a channel to the call's bridge. The ExternalMedia channel enters the Stasis app only after the
+        request that created it has returned: on a busy Asterisk the add can come first and is refused (422
+        "Channel not in Stasis application"), so it is tried again for up to ``_JOIN_SECONDS``. Any other error,
+        a caller who hung up meanwhile, or the time running out, raises."""
+        deadline = time.monotonic() + _JOIN_SECONDS
+        while True:
+            try:
+                self._rest.add_to_bridge(bridge_id, channel_id)
+                return
+            except AriError as error:
+                if error.status != 422 or self._stop.is_set() or time.monotonic() >= deadline:
+                    raise
+                self._log.info("%s not in the Stasis app yet; adding it again", channel_id)
+            time.sleep(_JOIN_RETRY_SECONDS)
 
     def _connect_realtime(self) -> None:
         settings = self._settings
