@@ -3,20 +3,22 @@ registry and from its loopback endpoint."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import urllib.request
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, ProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from test_call import APP, CALLER_WORDS, DID, FAILOVER, GREETING, REPLY, TIMEOUT, Box, wait_for
 from test_call import asterisk as asterisk  # the fixtures, under their own names
 from test_call import boxes as boxes
 
 from centralita.billing.usage import Usage
-from centralita.calls.metrics import METRICS_HOST, ServiceMetrics
+from centralita.calls.metrics import METRICS_HOST, SandboxedProcessCollector, ServiceMetrics
 from centralita.storage.records import Outcome
 from centralita_testing.fake_realtime import AudioTurn, Faults, ToolCallTurn
 
@@ -173,3 +175,17 @@ def test_every_service_counts_in_its_own_registry() -> None:
     )
     assert one.registry.get_sample_value("centralita_tool_calls_total", {"tool": "unknown", "result": "error"}) == 1
     assert REGISTRY.get_sample_value("centralita_calls_total", {"direction": "inbound", "outcome": "completed"}) is None
+
+
+def test_the_process_figures_need_no_proc_stat(tmp_path: Path) -> None:
+    # The service's sandbox (ProcSubset=pid) shows /proc/self but hides /proc/stat: a /proc with only "self" in it.
+    (tmp_path / "self").symlink_to(f"/proc/{os.getpid()}")
+    names = {family.name for family in SandboxedProcessCollector(proc=str(tmp_path), registry=None).collect()}
+    assert {"process_resident_memory_bytes", "process_start_time_seconds", "process_open_fds"} <= names
+    assert list(ProcessCollector(proc=str(tmp_path), registry=None).collect()) == []  # the library's gives nothing
+    start = next(
+        family.samples[0].value
+        for family in SandboxedProcessCollector(proc=str(tmp_path), registry=None).collect()
+        if family.name == "process_start_time_seconds"
+    )
+    assert time.time() - 24 * 3600 * 365 < start <= time.time()  # a real moment, not seconds since boot

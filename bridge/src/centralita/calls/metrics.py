@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Final
@@ -39,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from centralita.billing.usage import Usage
 
-__all__ = ["METRICS_HOST", "ServiceMetrics"]
+__all__ = ["METRICS_HOST", "SandboxedProcessCollector", "ServiceMetrics"]
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,24 @@ _CONNECT_BUCKETS: Final = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _REPLY_BUCKETS: Final = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 15.0)
 
 
+class SandboxedProcessCollector(ProcessCollector):
+    """The library's process figures, with the boot time taken from the clocks instead of /proc/stat.
+
+    The service's sandbox (``ProcSubset=pid``) hides /proc/stat; the library's collector then reports no process
+    figure at all. /proc/self/stat's start time counts from boot, as CLOCK_BOOTTIME does.
+    """
+
+    def _boot_time(self) -> float:
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class ServiceMetrics:
     """The metrics of one service; thread-safe (the client library locks each value)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
-        ProcessCollector(registry=registry)
+        SandboxedProcessCollector(registry=registry)
         self.calls = Counter(
             "centralita_calls", "Calls ended, by direction and outcome.", ["direction", "outcome"], registry=registry
         )
