@@ -91,6 +91,7 @@ from centralita.storage.writer import RecordWriter
 from centralita.telephony.ari import AriEndpoint, AriRest
 from centralita.tools.registry import ToolRegistry
 from centralita_testing.fake_asterisk import FakeAsterisk, LegHooks, RtpLeg
+from centralita_testing.fake_asterisk.rtp import monotonic_offset_ns
 
 log = logging.getLogger("bench")
 
@@ -114,24 +115,6 @@ CALLEE: Final = "910000000"
 ARI_PASSWORD: Final = "bench"
 
 I64 = npt.NDArray[np.int64]
-
-
-def realtime_offset_ns() -> int:
-    """CLOCK_REALTIME - CLOCK_MONOTONIC: kernel packet timestamps are wall-clock time, ours are monotonic.
-
-    Read between two monotonic readings, the closest pair of a few tries: a thread preempted between the two
-    clock reads (a busy machine) would otherwise shift every later arrival by the time it waited.
-    """
-    best_spread, best_offset = -1, 0
-    for _ in range(5):
-        before = time.monotonic_ns()
-        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        after = time.monotonic_ns()
-        if best_spread < 0 or after - before < best_spread:
-            best_spread, best_offset = after - before, real - (before + after) // 2
-        if best_spread < 20_000:
-            break
-    return best_offset
 
 
 def kernel_time_ns(ancdata: list[tuple[int, int, bytes]], offset: int) -> int | None:
@@ -382,12 +365,12 @@ class WsProbe:
         self.sent: list[tuple[int, bytes]] = []
         self.received: list[tuple[int, int, bytes]] = []  # (arrival, socket, bytes read)
         self.kernel_stamped = 0
-        self.offset = realtime_offset_ns()
+        self.offset = monotonic_offset_ns()
 
     def start(self) -> None:
         self.sent, self.received = [], []
         self.kernel_stamped = 0
-        self.offset = realtime_offset_ns()
+        self.offset = monotonic_offset_ns()
         self.recording = True
 
     def stop(self) -> None:

@@ -31,7 +31,18 @@ from typing import Final
 
 from centralita_testing.fake_asterisk.schedule import SendSchedule
 
-__all__ = ["FRAME_BYTES", "FRAME_NS", "SILENCE", "Heard", "LegHooks", "LoopMedia", "Media", "RtpLeg", "parse_rtp"]
+__all__ = [
+    "FRAME_BYTES",
+    "FRAME_NS",
+    "SILENCE",
+    "Heard",
+    "LegHooks",
+    "LoopMedia",
+    "Media",
+    "RtpLeg",
+    "monotonic_offset_ns",
+    "parse_rtp",
+]
 
 FRAME_BYTES: Final = 160  # 20 ms of PCMU at 8000 samples/s
 FRAME_NS: Final = 20_000_000
@@ -75,7 +86,7 @@ def parse_rtp(datagram: bytes, arrival: float) -> Heard | None:
     return Heard(arrival, second & 0x7F, bool(second & 0x80), sequence, timestamp, ssrc, bytes(datagram[offset:end]))
 
 
-def _monotonic_offset_ns() -> int:
+def monotonic_offset_ns() -> int:
     """CLOCK_REALTIME - CLOCK_MONOTONIC: kernel receive timestamps are wall-clock time, ours are monotonic.
 
     Read between two monotonic readings, the closest pair of a few tries: a thread preempted between the two
@@ -338,7 +349,7 @@ class Media:
                 time.sleep(-behind / 1e9)
 
     def _receive_loop(self) -> None:
-        offset = _monotonic_offset_ns()
+        offset = monotonic_offset_ns()
         reads = 0
         hooks = self.hooks
         while not self._stop.is_set():
@@ -358,7 +369,7 @@ class Media:
                             break
                         reads += 1
                         if reads % 1000 == 0:  # the two clocks drift apart slowly (NTP)
-                            offset = _monotonic_offset_ns()
+                            offset = monotonic_offset_ns()
                         arrival = _kernel_arrival_ns(ancillary, offset)
                         if arrival is None:
                             hooks.received(leg, datagram, time.monotonic_ns(), False)
@@ -385,7 +396,7 @@ class LoopMedia(Media):
     def _loop(self) -> None:
         schedule: SendSchedule[RtpLeg] = SendSchedule(FRAME_NS, time.monotonic_ns(), _MAX_BEHIND_NS)
         scheduled: list[RtpLeg] | None = None
-        offset = _monotonic_offset_ns()
+        offset = monotonic_offset_ns()
         reads = 0
         hooks = self.hooks
         by_fd = self._by_fd
@@ -421,7 +432,7 @@ class LoopMedia(Media):
                         break
                     reads += 1
                     if reads % 1000 == 0:  # the two clocks drift apart slowly (NTP)
-                        offset = _monotonic_offset_ns()
+                        offset = monotonic_offset_ns()
                     arrival = _kernel_arrival_ns(ancillary, offset)
                     if arrival is None:
                         hooks.received(heard_on, datagram, time.monotonic_ns(), False)
