@@ -104,6 +104,31 @@ def monotonic_offset_ns() -> int:
     return best_offset
 
 
+class _Arrivals:
+    """What one media thread reads: every datagram waiting on a leg, with its kernel arrival time on the monotonic
+    clock (the offset between the clocks read again every 1000 reads: they drift apart slowly, NTP)."""
+
+    def __init__(self, hooks: LegHooks) -> None:
+        self._hooks = hooks
+        self._offset = monotonic_offset_ns()
+        self._reads = 0
+
+    def drain(self, leg: RtpLeg) -> None:
+        while True:
+            try:
+                datagram, ancillary, _flags, _address = leg.socket.recvmsg(2048, _ANCILLARY)
+            except OSError:  # BlockingIOError: the leg is empty
+                return
+            self._reads += 1
+            if self._reads % 1000 == 0:
+                self._offset = monotonic_offset_ns()
+            arrival = _kernel_arrival_ns(ancillary, self._offset)
+            if arrival is None:
+                self._hooks.received(leg, datagram, time.monotonic_ns(), False)
+            else:
+                self._hooks.received(leg, datagram, arrival, True)
+
+
 def _kernel_arrival_ns(ancillary: list[tuple[int, int, bytes]], offset: int) -> int | None:
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
@@ -349,9 +374,7 @@ class Media:
                 time.sleep(-behind / 1e9)
 
     def _receive_loop(self) -> None:
-        offset = monotonic_offset_ns()
-        reads = 0
-        hooks = self.hooks
+        arrivals = _Arrivals(self.hooks)
         while not self._stop.is_set():
             try:
                 ready = self._poll.poll(0.2)
@@ -362,19 +385,7 @@ class Media:
                     leg = self._by_fd.get(fd)
                     if leg is None:
                         continue
-                    while True:
-                        try:
-                            datagram, ancillary, _flags, _address = leg.socket.recvmsg(2048, _ANCILLARY)
-                        except (BlockingIOError, OSError):
-                            break
-                        reads += 1
-                        if reads % 1000 == 0:  # the two clocks drift apart slowly (NTP)
-                            offset = monotonic_offset_ns()
-                        arrival = _kernel_arrival_ns(ancillary, offset)
-                        if arrival is None:
-                            hooks.received(leg, datagram, time.monotonic_ns(), False)
-                        else:
-                            hooks.received(leg, datagram, arrival, True)
+                    arrivals.drain(leg)
 
 
 class LoopMedia(Media):
@@ -396,9 +407,8 @@ class LoopMedia(Media):
     def _loop(self) -> None:
         schedule: SendSchedule[RtpLeg] = SendSchedule(FRAME_NS, time.monotonic_ns(), _MAX_BEHIND_NS)
         scheduled: list[RtpLeg] | None = None
-        offset = monotonic_offset_ns()
-        reads = 0
         hooks = self.hooks
+        arrivals = _Arrivals(hooks)
         by_fd = self._by_fd
         poll = self._poll
         while not self._stop.is_set():
@@ -424,17 +434,4 @@ class LoopMedia(Media):
                 heard_on = by_fd.get(fd)  # a leg closed meanwhile keeps its socket until _close_pending, here
                 if heard_on is None:
                     continue
-                receive = heard_on.socket.recvmsg
-                while True:
-                    try:
-                        datagram, ancillary, _flags, _address = receive(2048, _ANCILLARY)
-                    except OSError:  # BlockingIOError: the leg is empty
-                        break
-                    reads += 1
-                    if reads % 1000 == 0:  # the two clocks drift apart slowly (NTP)
-                        offset = monotonic_offset_ns()
-                    arrival = _kernel_arrival_ns(ancillary, offset)
-                    if arrival is None:
-                        hooks.received(heard_on, datagram, time.monotonic_ns(), False)
-                    else:
-                        hooks.received(heard_on, datagram, arrival, True)
+                arrivals.drain(heard_on)
