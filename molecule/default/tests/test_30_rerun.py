@@ -16,8 +16,9 @@ def asterisk_main_pid(host) -> str:
 
 
 def test_dialplan_change_reloads_without_restarting_asterisk(host):
+    """A dialplan setting changed the way the operator's guide says: the Asterisk part of the playbook only."""
     pid_before = asterisk_main_pid(host)
-    changed = run_playbook("-e", "asterisk_operator_timeout=17")
+    changed = run_playbook("-e", "asterisk_operator_timeout=17", "--tags", "asterisk")
     assert changed.returncode == 0, changed.stdout[-3000:]
     assert "RUNNING HANDLER [asterisk : Reload asterisk dialplan]" in changed.stdout
     assert "RUNNING HANDLER [asterisk : Restart asterisk]" not in changed.stdout
