@@ -6,8 +6,11 @@ test_inbound_live.py (same configuration). Each failing call must end with the c
 notice and reaching the operator context, leave no bridge or channel behind, and leave other calls alone.
 
 The box's own faults, with the service in this process: Asterisk restarted with a call up, the records
-database locked by another process mid-call, and a real SIP caller (SIPp, provider_call_falls_silent.xml)
-whose audio stops, given up by the no-caller-audio watchdog (RTP_TIMEOUT shortened for that test only).
+database locked by another process mid-call or made immutable (``chattr +i``) mid-call, and a real SIP caller
+(SIPp, provider_call_falls_silent.xml) whose audio stops, given up by the no-caller-audio watchdog.
+
+The watchdogs run with their thresholds shortened for their test only, through the service's own settings
+(RTP_TIMEOUT=3, REPLY_TIMEOUT=2, MAX_CALL_SECONDS=8): each takes seconds, not the shipped minutes.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,10 +42,13 @@ from test_inbound_live import fake as fake  # the fake Realtime server fixture
 from test_inbound_live import service as service  # the bridge service fixture
 
 from centralita.calls.service import InboundService
+from centralita.media.clips import Clips
 from centralita.media.rtp import FRAME_BYTES
 from centralita.storage.records import CallRecords
 from centralita.telephony.ari import AriEndpoint, AriError, AriEvents, AriRest
-from centralita_testing.fake_realtime import _ULAW_TABLE, FakeRealtimeServer, Faults
+from centralita.tools.call_control import builtin_tools
+from centralita.tools.registry import Tool, ToolContext, ToolResult
+from centralita_testing.fake_realtime import _ULAW_TABLE, AudioTurn, FakeRealtimeServer, Faults, ToolCallTurn, Turn
 
 # Two seconds of the greeting as the caller's words, then a second of silence so the VAD hears them end.
 CALLER_SPEECH = GREETING[: 8000 * 2] + b"\xff" * 8000
@@ -65,7 +74,14 @@ class Caller:
 @pytest.fixture
 def callers(endpoint: AriEndpoint, service: tuple[InboundService, CallRecords]) -> Iterator[Any]:
     """Places calls into from-voip; hangs up whatever is left at the end."""
-    _svc, records = service
+    with placing_calls(endpoint, service[1]) as place:
+        yield place
+
+
+@contextlib.contextmanager
+def placing_calls(endpoint: AriEndpoint, records: CallRecords) -> Iterator[Any]:
+    """``place(svc, number)`` puts a call into from-voip for the service ``svc`` (whose records are ``records``);
+    whatever is left is hung up at the end."""
     rest = AriRest(endpoint)
     events: queue.Queue[dict[str, Any]] = queue.Queue()
     app = AriEvents(AriEndpoint(endpoint.url, endpoint.user, endpoint.password, CALLER_APP), events.put)
@@ -541,3 +557,316 @@ def test_a_caller_whose_audio_stops_is_given_up_by_the_watchdog_and_reaches_the_
     assert "Playing 'centralita/asistente-no-disponible.ulaw' (language 'es')" in log
     assert "Goto (centralita-operator,s,1)" in log
     assert_released(AriRest(endpoint), svc, call_id)
+
+
+# --- The watchdogs that need the model or the clock, with their thresholds shortened for these tests only ---
+
+
+class Arrivals:
+    """When the caller's leg heard each change in how much it has heard: ``(time.monotonic(), bytes)`` pairs,
+    sampled every 5 ms by a thread of its own until ``stop()``."""
+
+    def __init__(self, leg: CallerLeg) -> None:
+        self.leg = leg
+        self.points: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        seen = 0
+        while not self._stop.is_set():
+            heard = len(self.leg.heard)
+            if heard != seen:
+                self.points.append((time.monotonic(), heard))
+                seen = heard
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def time_of(self, offset: int) -> float:
+        """When the leg had heard ``offset`` bytes (the first look that saw them)."""
+        return next(t for t, n in self.points if n >= offset)
+
+    def longest_pause(self, start: float, end: float) -> float:
+        """The longest time without a new frame between ``start`` and ``end`` (both ends count)."""
+        times = [start] + [t for t, _ in self.points if start <= t <= end] + [end]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+def clip_found_at(clip: bytes, heard: bytes, threshold: float = 0.8) -> list[int]:
+    """Where in ``heard`` (byte offsets of the clip's start) a recording of ``clip`` was heard: the places where a
+    half-second stretch from inside the clip correlates with what was heard above ``threshold`` (Asterisk's path
+    to the test's leg changes the level, not the waveform). Matches closer than the clip's length are one."""
+    table = np.array(_ULAW_TABLE, dtype=np.float64)
+    start = min(4000, len(clip) // 4)
+    reference = table[np.frombuffer(clip, dtype=np.uint8)][start : start + 4000]
+    received = table[np.frombuffer(heard, dtype=np.uint8)]
+    if len(received) < len(reference):
+        return []
+    scores = np.correlate(received, reference, "valid")
+    energy = np.concatenate(([0.0], np.cumsum(received**2)))
+    windows = energy[len(reference) :] - energy[: -len(reference)]
+    normalised = scores / np.sqrt(np.sum(reference**2) * np.maximum(windows, 1e-9))
+    found: list[int] = []
+    for at in np.flatnonzero(normalised >= threshold):
+        if not found or at - (found[-1] + start) >= len(clip):
+            found.append(int(at) - start)
+    return found
+
+
+REPLY_TIMEOUT = 2.0
+SHORT_GREETING = GREETING[: 8000 * 2]
+
+
+def test_a_model_that_goes_silent_after_the_caller_speaks_gets_one_filler_then_the_caller_reaches_the_operator(
+    endpoint: AriEndpoint, tmp_path: Path
+) -> None:
+    """The Realtime server greets, then starts its reply to the caller's words and never sends it (REPLY_TIMEOUT
+    shortened to 2 s for this test): the caller hears "un momento, por favor" once, then the notice and the
+    operator context; the call is recorded ``no_reply``."""
+    clips = Clips.load()
+    faults = Faults(silent_after_responses=1)  # the greeting, then nothing
+    with (
+        FakeRealtimeServer(script=[AudioTurn(SHORT_GREETING, "Hola.")], faults=faults, pace=1.0) as server,
+        running_service(endpoint, server, tmp_path, REPLY_TIMEOUT=f"{REPLY_TIMEOUT:g}") as (svc, records),
+        placing_calls(endpoint, records) as place,
+    ):
+        offset = full_log_size()
+        caller = place(svc)
+        assert caller.call_id
+        session = server.wait_for_session(0, timeout=10)
+        arrivals = Arrivals(caller.leg)
+        try:
+            poll(lambda: session.server_events("response.output_audio.done"), "the greeting sent whole", 15)
+            assert wait_heard(caller.leg, 50, timeout=10) >= 50  # a second of the greeting reached the caller
+            # The caller speaks; the moment the server hears them stop is when the reply is due.
+            speaking = threading.Thread(target=caller.leg.say, args=(CALLER_SPEECH,), daemon=True)
+            speaking.start()
+            stopped = session.server_events
+            poll(lambda: stopped("input_audio_buffer.speech_stopped"), "the caller's words heard", 10, every=0.02)
+            stopped_at = time.monotonic()
+            speaking.join(5)
+            record = wait_record(records, caller.call_id, timeout=30)
+            given_up_at = time.monotonic()
+            # The notice's first second reaches the leg too, or the leg is gone with the caller's channel.
+            log = full_log_since(offset)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and "centralita-operator" not in log:  # after the notice
+                time.sleep(0.5)
+                log = full_log_since(offset)
+        finally:
+            arrivals.stop()
+        assert record["outcome"] == "no_reply", record
+        assert record["detail"] == f"no reply from the model for {REPLY_TIMEOUT:g} s after the filler"
+        # The caller heard the filler once (the reply the fake started never came).
+        heard = bytes(caller.leg.heard)
+        fillers = clip_found_at(clips.filler, heard)
+        assert len(fillers) == 1, fillers
+        filler_heard_at = arrivals.time_of(fillers[0] + len(clips.filler) // 2)
+        # Not before REPLY_TIMEOUT (the filler's middle is a second into it), given up after as long again.
+        assert filler_heard_at - stopped_at >= REPLY_TIMEOUT, filler_heard_at - stopped_at
+        assert given_up_at - stopped_at >= 2 * REPLY_TIMEOUT - 0.2, given_up_at - stopped_at
+        assert svc.stats.snapshot()["watchdogs"] == {"filler": 1, "no_reply": 1}
+        assert "(realtime_no_reply) - sent to the operator" in log
+        assert "Playing 'centralita/asistente-no-disponible.ulaw' (language 'es')" in log
+        assert "Goto (centralita-operator,s,1)" in log
+        print(
+            f"reply watchdog (REPLY_TIMEOUT={REPLY_TIMEOUT:g} s): the filler heard at the caller's leg "
+            f"{filler_heard_at - stopped_at:.1f} s after the caller stopped speaking (its middle), the call given up "
+            f"{given_up_at - stopped_at:.1f} s after it"
+        )
+        assert_released(AriRest(endpoint), svc, caller.call_id)
+
+
+MAX_CALL_SECONDS = 8.0
+
+
+def test_a_call_that_reaches_its_maximum_length_is_warned_then_transferred_to_the_operator(
+    endpoint: AriEndpoint, tmp_path: Path
+) -> None:
+    """MAX_CALL_SECONDS shortened to 8 s for this test (the warning comes half-way when the limit is under two
+    minutes): the caller hears the recorded warning, then the call goes to the operator context (``time_limit``)."""
+    clips = Clips.load()
+    with (
+        FakeRealtimeServer(script=[AudioTurn(GREETING[:8000], "Hola.")], pace=1.0) as server,
+        running_service(
+            endpoint, server, tmp_path, MAX_CALL_SECONDS=f"{MAX_CALL_SECONDS:g}", ON_CALL_LIMIT="transfer"
+        ) as (svc, records),
+        placing_calls(endpoint, records) as place,
+    ):
+        offset = full_log_size()
+        placed_at = time.monotonic()
+        caller = place(svc)
+        assert caller.call_id
+        arrivals = Arrivals(caller.leg)
+        try:
+            record = wait_record(records, caller.call_id, timeout=MAX_CALL_SECONDS + 20)
+            limited_at = time.monotonic()
+        finally:
+            arrivals.stop()
+        assert (record["outcome"], record["detail"]) == (
+            "time_limit",
+            f"the call reached its maximum length of {MAX_CALL_SECONDS:g} s",
+        )
+        heard = bytes(caller.leg.heard)
+        warnings = clip_found_at(clips.warning_transfer, heard)
+        assert len(warnings) == 1, warnings
+        warned_at = arrivals.time_of(warnings[0])
+        # Warned half-way, transferred at the limit (counted from the call's start, a moment after placing it).
+        assert MAX_CALL_SECONDS / 2 - 0.5 <= warned_at - placed_at < MAX_CALL_SECONDS, warned_at - placed_at
+        assert limited_at - placed_at >= MAX_CALL_SECONDS, limited_at - placed_at
+        assert svc.stats.snapshot()["watchdogs"] == {"time_warning": 1, "time_limit": 1}
+        log = full_log_since(offset)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "Centralita: transfer to operator" not in log:
+            time.sleep(0.5)
+            log = full_log_since(offset)
+        assert "Centralita: transfer to operator" in log
+        assert "centralita-unavailable" not in log  # a transfer to the operator, not a failover
+        print(
+            f"call-length watchdog (MAX_CALL_SECONDS={MAX_CALL_SECONDS:g} s): the warning began at the caller's leg "
+            f"{warned_at - placed_at:.1f} s after the call was placed, the call recorded time_limit and sent to the "
+            f"operator {limited_at - placed_at:.1f} s after it"
+        )
+        assert_released(AriRest(endpoint), svc, caller.call_id)
+
+
+# --- The records database made unwritable mid-call ----------------------------------------------------------
+
+
+def balance_tool(ran: list[str]) -> Tool:
+    def look_up(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        ran.append(arguments["cuenta"])
+        return ToolResult({"ok": True, "saldo": "350.00"})
+
+    return Tool(
+        name="consultar_saldo",
+        description="Consulta el saldo.",
+        parameters={
+            "type": "object",
+            "properties": {"cuenta": {"type": "string"}},
+            "required": ["cuenta"],
+            "additionalProperties": False,
+        },
+        handler=look_up,
+    )
+
+
+def set_immutable(paths: list[Path], on: bool) -> None:
+    """``chattr +i`` / ``-i``: not even root may write the file, through a descriptor opened before either (a
+    chmod changes nothing for the service's open WAL connection, and nothing at all for root)."""
+    result = subprocess.run(
+        ["chattr", "+i" if on else "-i", *map(str, paths)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"chattr failed (the box needs CAP_LINUX_IMMUTABLE): {result.stderr}"
+
+
+# A directory on a disk filesystem (ext4 or xfs), where chattr +i stops writes through descriptors already open:
+# the test box's tmpfs and overlay root check the flag only when a file is opened. The Molecule scenario mounts
+# one here (molecule/default/create.yml).
+RECORDS_DISK = Path(os.environ.get("CENTRALITA_RECORDS_DISK", "/var/lib/centralita-itest-disk"))
+
+
+@pytest.fixture
+def disk_db() -> Iterator[Path]:
+    """A records database path on the disk directory; every flag cleared and everything removed afterwards."""
+    assert RECORDS_DISK.is_dir(), f"{RECORDS_DISK} is missing: mount a directory of a disk filesystem there"
+    directory = Path(tempfile.mkdtemp(prefix="records-", dir=RECORDS_DISK))
+    db = directory / "centralita.db"
+    try:
+        yield db
+    finally:
+        files = [p for p in directory.iterdir()]
+        subprocess.run(["chattr", "-i", *map(str, files)], capture_output=True, check=False)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+IMMUTABLE_REPLY = GREETING[: 8000 * 3]
+
+
+def test_a_database_made_unwritable_mid_call_stops_no_audio_nor_tools_and_the_records_resume(
+    endpoint: AriEndpoint, tmp_path: Path, disk_db: Path
+) -> None:
+    """The records database and its WAL made immutable (``chattr +i``) mid-call: the greeting goes on at its pace,
+    the caller's question runs a tool whose output reaches the model and whose answer is heard, the writes wait
+    in the writer's queue (none lost: the outage is shorter than the writer's 60 s), and once the files are
+    writable again everything queued is written."""
+    ran: list[str] = []
+    tools = builtin_tools()
+    tools.register(balance_tool(ran))
+    script: list[Turn] = [
+        AudioTurn(GREETING, "Hola, soy el asistente."),
+        ToolCallTurn("consultar_saldo", '{"cuenta": "C001"}'),
+        AudioTurn(IMMUTABLE_REPLY, "Su saldo es de trescientos cincuenta."),
+    ]
+    with (
+        FakeRealtimeServer(script=script, pace=1.0) as server,
+        running_service(endpoint, server, tmp_path, tools=tools, DB_PATH=str(disk_db)) as (svc, records),
+        placing_calls(endpoint, records) as place,
+    ):
+        caller = place(svc)
+        assert caller.call_id
+        session = server.wait_for_session(0, timeout=10)
+        assert wait_heard(caller.leg, 10, timeout=15) >= 10  # the greeting has started
+        poll(lambda: (found := records.get_call(caller.call_id)) and found["answered_at"], "the answer's record", 10)
+        wal = disk_db.with_name(disk_db.name + "-wal")
+        assert wal.exists()  # the service's open WAL connection
+        arrivals = Arrivals(caller.leg)
+        files = [disk_db, wal]
+        set_immutable(files, True)
+        try:
+            unwritable_at = time.monotonic()
+            # The greeting's end writes its transcript: the write fails, waits in the queue, is retried.
+            poll(lambda: svc._queued.stats().failing, "the writer to see its writes fail", 15)
+            whole = len(GREETING) - 20 * FRAME_BYTES
+            poll(lambda: len(caller.leg.heard) >= whole, "the greeting heard whole", 15)
+            greeting_heard_at = arrivals.time_of(whole)
+            greeting_pause = arrivals.longest_pause(unwritable_at, greeting_heard_at)
+            # The caller asks; the tool runs, its output reaches the model, and its answer reaches the caller.
+            before_reply = len(caller.leg.heard)
+            caller.leg.say(CALLER_SPEECH)
+            outputs = poll(lambda: session.client_events("conversation.item.create"), "the tool's output", 15)
+            assert json.loads(outputs[0]["item"]["output"]) == {"ok": True, "saldo": "350.00"}
+            assert ran == ["C001"]
+            reply_frames = int(len(IMMUTABLE_REPLY) / FRAME_BYTES * 0.8)
+            poll(
+                lambda: speech_frames(bytes(caller.leg.heard[before_reply:])) >= reply_frames,
+                "the tool's answer heard",
+                20,
+            )
+            reply_heard_at = time.monotonic()
+            reply_started_at = arrivals.time_of(before_reply + FRAME_BYTES)
+            reply_pause = arrivals.longest_pause(reply_started_at, reply_heard_at)
+            during = svc._queued.stats()
+            assert during.failing
+            assert during.queued > 0
+            assert during.lost == 0
+            assert records.get_call(caller.call_id)["tool_calls"] == []  # not written: the files are immutable
+        finally:
+            set_immutable(files, False)
+            arrivals.stop()
+        writable_at = time.monotonic()
+        print(
+            f"database immutable {writable_at - unwritable_at:.1f} s ({during.last_error}); {during.queued} writes "
+            f"queued, {during.lost} lost; longest pause in the caller's audio: {greeting_pause:.2f} s in the "
+            f"greeting, {reply_pause:.2f} s in the tool's answer"
+        )
+        assert greeting_pause < 0.5
+        assert reply_pause < 0.5
+        # Writable again: what waited is written, in order, nothing lost; the call goes on.
+        poll(lambda: svc._queued.stats().queued == 0 and not svc._queued.stats().failing, "the queue to empty", 30)
+        resumed_at = time.monotonic()
+        assert svc._queued.stats().lost == 0
+        record = records.get_call(caller.call_id)
+        assert record is not None
+        assert [call["name"] for call in record["tool_calls"]] == ["consultar_saldo"]
+        spoken = [(t["speaker"], t["text"]) for t in record["transcript"]]
+        assert ("assistant", "Hola, soy el asistente.") in spoken
+        assert ("assistant", "Su saldo es de trescientos cincuenta.") in spoken
+        print(f"records resumed: the queue written {resumed_at - writable_at:.1f} s after the files were writable")
+        assert caller.call_id in svc._calls
+        caller.leg.rest.hangup(caller.local_id)
+        assert wait_record(records, caller.call_id)["outcome"] == "hung_up_by_caller"

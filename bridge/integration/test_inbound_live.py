@@ -28,6 +28,7 @@ from centralita.media.rtp import FRAME_BYTES, RtpSender, parse
 from centralita.storage.records import CallRecords
 from centralita.telephony.ari import AriEndpoint, AriError, AriEvents, AriRest
 from centralita.tools.call_control import builtin_tools
+from centralita.tools.registry import ToolRegistry
 from centralita_testing.fake_realtime import AudioTurn, FakeRealtimeServer, default_audio_dir
 
 CALLER_APP = "centralita-itest-caller"
@@ -95,10 +96,10 @@ def fake() -> Iterator[FakeRealtimeServer]:
 
 @contextlib.contextmanager
 def running_service(
-    endpoint: AriEndpoint, fake: FakeRealtimeServer, tmp_path: Path, **extra: str
+    endpoint: AriEndpoint, fake: FakeRealtimeServer, tmp_path: Path, *, tools: ToolRegistry | None = None, **extra: str
 ) -> Iterator[tuple[InboundService, CallRecords]]:
     """The bridge service in this process, on the dialplan's Stasis app; ``extra``: more .env values (e.g. a
-    watchdog shortened for one test)."""
+    watchdog shortened for one test); ``tools``: the assistant's tools (the built-in ones by default)."""
     settings = Settings.from_values(
         {
             "OPENAI_API_KEY": fake.api_key,
@@ -120,7 +121,7 @@ def running_service(
     if deployed:
         box_command("systemctl stop openai-inbound-calls")
     records = CallRecords(settings.db_path)
-    svc = InboundService(settings, records, builtin_tools(), default_instructions())
+    svc = InboundService(settings, records, tools or builtin_tools(), default_instructions())
     try:
         svc.start()
         assert svc.wait_connected(10)

@@ -476,6 +476,74 @@ def test_a_channel_that_never_reaches_stasis_ends_the_call_with_an_error(boxes: 
     assert record["outcome"] == Outcome.ERROR
     assert "Channel not in Stasis application" in record["detail"]
     assert len(box.asterisk.requests_to("POST", "/ari/bridges/*/addChannel")) > 2  # tried again, then gave up
+    assert box.continues(channel_id) == [(FAILOVER, "s", 1)]  # the caller is not dropped: notice, then a person
+    assert box.asterisk.channels[channel_id].variables == {FAILOVER_REASON_VARIABLE: "call_setup_failed"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/ari/channels/*/ring"),
+        ("POST", "/ari/channels/*/answer"),
+        ("POST", "/ari/bridges"),
+        ("POST", "/ari/channels/externalMedia"),
+    ],
+    ids=["ring", "answer", "bridge", "external-media"],
+)
+def test_a_call_asterisk_will_not_set_up_goes_to_the_failover_context(
+    boxes: Callable[..., Box], method: str, path: str
+) -> None:
+    """Not a Realtime failure, but the caller must not be hung up either: the failover context's notice (reason
+    ``call_setup_failed``), then the operator; whatever was created for the call is released."""
+    box = boxes([AudioTurn(GREETING, "Hola.")])
+    box.asterisk.fail(method, path, 500, "Internal Server Error")
+    channel_id, _call = box.ring()
+    record = box.ended(channel_id)
+    assert record["outcome"] == Outcome.ERROR
+    assert record["detail"].startswith(f"call setup failed: ARI {method} {path.removeprefix('/ari')}".split("*")[0])
+    assert box.continues(channel_id) == [(FAILOVER, "s", 1)]
+    assert box.asterisk.channels[channel_id].variables == {FAILOVER_REASON_VARIABLE: "call_setup_failed"}
+    assert box.asterisk.requests_to("DELETE", f"/ari/channels/{channel_id}") == []  # never hung up
+    assert box.asterisk.bridges == {}
+    assert f"{channel_id}-media" not in box.asterisk.channels
+    if not path.endswith("/ring"):  # (a channel that cannot ring gets no session at all)
+        box.session().wait_closed(TIMEOUT)  # the session opened while it rang is closed, not leaked
+
+
+def test_with_hangup_on_failure_a_call_that_cannot_be_set_up_is_hung_up(boxes: Callable[..., Box]) -> None:
+    box = boxes([AudioTurn(GREETING, "Hola.")], ON_REALTIME_FAILURE="hangup")
+    box.asterisk.fail("POST", "/ari/bridges", 500, "Internal Server Error")
+    channel_id, _call = box.ring()
+    record = box.ended(channel_id)
+    assert record["outcome"] == Outcome.ERROR
+    assert record["detail"].startswith("call setup failed: ")
+    assert box.asterisk.requests_to("DELETE", f"/ari/channels/{channel_id}")
+    assert box.continues(channel_id) == []
+
+
+def test_a_setup_that_fails_after_the_session_failed_leaves_the_caller_to_the_failover_it_began(
+    boxes: Callable[..., Box], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session fails while Asterisk answers (the failover claims the caller), then the bridge cannot be
+    created: the caller is being handed on already, so the setup's failure neither hangs up nor sends the caller
+    on a second time; the reason stays the first one."""
+    box = boxes([AudioTurn(GREETING, "Hola.")])
+    box.asterisk.slow("POST", "/ari/channels/*/answer", 1.0)
+    box.asterisk.fail("POST", "/ari/bridges", 500, "Internal Server Error")
+    channel_id, _call = box.ring()
+    wait_for(lambda: box.asterisk.requests_to("POST", f"/ari/channels/{channel_id}/answer"), "the answer request")
+    with caplog.at_level(logging.WARNING, logger="centralita"):
+        box.realtime.inject_error("server_error")  # while the answer is on its way
+        record = box.ended(channel_id)
+        assert (record["outcome"], record["detail"]) == (Outcome.REALTIME_FAILED, "Realtime error: server_error")
+        handed_on = wait_for(
+            lambda: [r for r in caplog.records if "the caller is being handed on already" in r.getMessage()],
+            "the setup's failure, seen as a caller handed on already",
+        )
+    assert "ARI POST /bridges failed: 500" in handed_on[0].getMessage()
+    assert box.continues(channel_id) == [(FAILOVER, "s", 1)]
+    assert box.asterisk.channels[channel_id].variables == {FAILOVER_REASON_VARIABLE: "realtime_error"}
+    assert box.asterisk.requests_to("DELETE", f"/ari/channels/{channel_id}") == []
 
 
 def test_a_transfer_asterisk_refuses_hangs_up_with_an_error(boxes: Callable[..., Box]) -> None:

@@ -98,6 +98,7 @@ class FailoverReason(StrEnum):
     REALTIME_NO_REPLY = "realtime_no_reply"  # the model stayed silent (REPLY_TIMEOUT, twice)
     NO_CALLER_AUDIO = "no_caller_audio"  # no RTP from Asterisk for RTP_TIMEOUT
     SERVICE_RESTARTED = "service_restarted"  # the service restarted with the call up (reconciliation)
+    CALL_SETUP_FAILED = "call_setup_failed"  # Asterisk refused to ring, answer, bridge or give media to the call
 
 
 @dataclass
@@ -268,8 +269,7 @@ class Call:
             try:
                 self._rest.ring(state.call_id)
             except AriError as error:
-                self._log.error("%s: %s", Event.SETUP_FAILED, error)
-                self.end(Outcome.ERROR, str(error), hangup=True)
+                self._setup_failed(error)
                 return
             self._log.info("%s: opening the Realtime session before answering", Event.RINGING)
         try:
@@ -294,8 +294,7 @@ class Call:
             if handed_on:  # the session failed meanwhile: the failover already has the caller, never hang up
                 self._log.warning("%s: %s; the caller is being handed on already", Event.SETUP_FAILED, error)
                 return
-            self._log.error("%s: %s", Event.SETUP_FAILED, error)
-            self.end(Outcome.ERROR, str(error), hangup=True)
+            self._setup_failed(error)
             return
         self._watchdog = CallWatchdog(self._settings.watchdogs, time.monotonic())
         context = contextvars.copy_context()  # the call's id on every log line of its thread
@@ -310,6 +309,16 @@ class Call:
                     self._pacer = self._own_pacer = PacerThread(name=f"rtp-out-{state.call_id}")
                 self._paced = self._pacer.add(self._play_slot)
         self._request_reply(response_create())  # the assistant greets first
+
+    def _setup_failed(self, error: BaseException) -> None:
+        """Asterisk would not set the call up (ring, answer, the bridge or the media channel): not the Realtime
+        session's fault, but the caller must not be dropped either. Like a failing session: the notice, then the
+        operator (the failover context, ``call_setup_failed``), or a hang-up with ON_REALTIME_FAILURE=hangup.
+        What was created for the call is released by ``end()``; a channel that is gone already cannot be handed
+        on and is hung up (``_transfer``)."""
+        self._log.error("%s: %s", Event.SETUP_FAILED, error)
+        if self._claim_failover():
+            self._fail_over(FailoverReason.CALL_SETUP_FAILED, Outcome.ERROR, f"call setup failed: {error}")
 
     def end(self, outcome: Outcome, detail: str = "", *, hangup: bool = False) -> None:
         """Release everything this call holds. Safe to call more than once and from any thread."""

@@ -97,7 +97,7 @@ class Outcome(StrEnum):
     HUNG_UP_BY_CALLER = "hung_up_by_caller"  # the caller's channel went away while the assistant had it
     REALTIME_FAILED = "realtime_failed"  # the Realtime session failed: failover context, or hung up
     SERVICE_STOPPED = "service_stopped"  # the service stopped: the caller was handed to the operator context
-    ERROR = "error"  # the call could not be set up, or a transfer failed: hung up
+    ERROR = "error"  # the call could not be set up (failover context), or a transfer failed (hung up)
     REFUSED = "refused"  # not given to the assistant (box full, caller limits, budget spent): failover context
     NO_CALLER_AUDIO = "no_caller_audio"  # no RTP from Asterisk for RTP_TIMEOUT: failover context, or hung up
     NO_REPLY = "no_reply"  # the model stayed silent through REPLY_TIMEOUT twice (a filler between): failover
