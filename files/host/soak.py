@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,12 +123,17 @@ def ready(box: Box) -> bool:
     return "centralita" in apps and service_process(box) is not None
 
 
+def channel_count(output: str) -> int:
+    """The channels up in ``core show channels count``'s output, -1 when it says nothing readable."""
+    found = re.search(r"^\s*(\d+) active channels?\b", output, re.M)
+    return int(found[1]) if found else -1
+
+
 def left_in_asterisk(box: Box) -> tuple[int, int]:
-    """Channels up, and Centralita's bridges, in the box's Asterisk."""
+    """Channels up (-1: unreadable, Asterisk down), and Centralita's bridges, in the box's Asterisk."""
     channels = box.run("asterisk -rx 'core show channels count'", check=False)
-    found = re.search(r"(\d+) active channels?", channels)
     bridges = box.run("asterisk -rx 'bridge show all'", check=False)
-    return (int(found[1]) if found else -1, bridges.count("centralita-"))
+    return channel_count(channels), bridges.count("centralita-")
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 1.0) -> bool:
@@ -178,12 +183,25 @@ def inject(box: Box, fault: str, router_down_s: float) -> None:
         raise ValueError(fault)
 
 
+def fault_schedule(rng: random.Random) -> Iterator[str]:
+    """The faults in the order they are injected: every kind once in each round of four, in a random order.
+
+    A plain random choice can leave a kind out of a short run; the rounds make a run of four faults or more
+    exercise every kind, and the seed still decides the order.
+    """
+    while True:
+        round_ = list(FAULTS)
+        rng.shuffle(round_)
+        yield from round_
+
+
 def fault_loop(
     box: Box, rng: random.Random, every_s: float, router_down_s: float, stop: threading.Event, log: FaultLog
 ) -> None:
     started = time.monotonic()
+    schedule = fault_schedule(rng)
     while not stop.wait(rng.expovariate(1 / every_s)):
-        fault = rng.choice(FAULTS)
+        fault = next(schedule)
         moment = time.monotonic() - started
         print(f"  {moment:7.1f} s  fault: {fault}", flush=True)
         try:
@@ -197,13 +215,29 @@ def fault_loop(
 
 
 def sipp_figures(output: str) -> dict[str, int]:
-    """SIPp's final counts (the cumulative column of its last screen)."""
+    """SIPp's final counts (the cumulative column of its last statistics screen)."""
     figures = {}
-    for name, key in (("Successful call", "completed"), ("Failed call", "failed")):
+    for name, key in (
+        ("Outgoing calls created", "placed"),
+        ("Successful call", "completed"),
+        ("Failed call", "failed"),
+    ):
         for line in output.splitlines():
             if line.strip().startswith(name):
                 figures[key] = int(line.split("|")[-1].strip())
     return figures
+
+
+def stuck_count(channels: int, bridges: int, open_records: int) -> int:
+    """What the run left behind; channels that could not be counted (-1) count as one stuck, never as none."""
+    return (channels if channels >= 0 else 1) + bridges + open_records
+
+
+def failed(stuck: int, settled: bool, leaked_threads: int | None, leaked_fds: int | None) -> bool:
+    """The run's verdict: anything stuck or leaked, a box that never settled, or figures that could not be read."""
+    if stuck > 0 or not settled or leaked_threads is None or leaked_fds is None:
+        return True
+    return leaked_threads > 0 or leaked_fds > 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +306,14 @@ def main(argv: list[str] | None = None) -> int:
             target=fault_loop, args=(box, rng, args.fault_every, args.router_down, stop, faults), daemon=True
         )
         injector.start()
-        time.sleep(args.minutes * 60)  # the soak itself
+        try:
+            output, _ = sipp.communicate(timeout=args.minutes * 60)  # the soak itself
+        except subprocess.TimeoutExpired:
+            pass  # SIPp still placing calls, as it should
+        else:
+            stop.set()
+            print(f"SIPp stopped before the end of the run (exit {sipp.returncode}):\n{output}", file=sys.stderr)
+            return 2
         stop.set()
         injector.join()
         sipp.send_signal(signal.SIGUSR1)  # no new calls; SIPp exits once the calls in progress end
@@ -296,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    stuck = max(channels, 0) + bridges + int(str(open_calls))
+    stuck = stuck_count(channels, bridges, int(str(open_calls)))
     leaked_threads = end.threads - fresh.threads if end and fresh else None
     leaked_fds = end.fds - fresh.fds if end and fresh else None
     failed_over = sum(count for outcome, count in outcomes.items() if outcome in FAILED_OVER)
@@ -306,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrent_calls": args.calls,
         "faults": [fault for _, fault in faults.injected],
         "fault_errors": faults.errors,
-        "calls_placed": calls.get("completed", 0) + calls.get("failed", 0),
+        "calls_placed": calls.get("placed", calls.get("completed", 0) + calls.get("failed", 0)),
         "calls_completed": calls.get("completed", 0),
         "calls_failed": calls.get("failed", 0),
         "recorded_outcomes": outcomes,
@@ -333,8 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         f"start, {summary['rss_kib_end']} KiB at the end ({summary['rss_kib_fresh']} KiB fresh)"
     )
     print(json.dumps(summary))
-    bad = stuck > 0 or not settled or leaked_threads is None or leaked_threads > 0 or (leaked_fds or 0) > 0
-    return 1 if bad else 0
+    return 1 if failed(stuck, settled, leaked_threads, leaked_fds) else 0
 
 
 if __name__ == "__main__":
