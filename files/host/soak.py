@@ -59,9 +59,10 @@ class Box:
 
     name: str
 
-    def run(self, command: str, *, check: bool = True, timeout: float = 120) -> str:
+    def run(self, command: str, *, check: bool = True, timeout: float = 120, privileged: bool = False) -> str:
+        """``command`` in the box; ``privileged`` for reading another user's /proc entries (see service_process)."""
         result = subprocess.run(
-            ["podman", "exec", self.name, "sh", "-c", command],
+            ["podman", "exec", *(["--privileged"] if privileged else []), self.name, "sh", "-c", command],
             capture_output=True,
             text=True,
             check=False,
@@ -108,12 +109,14 @@ def service_process(box: Box) -> Process | None:
     if pid == 0:
         return None
     status = box.run(f"cat /proc/{pid}/status", check=False)
-    links = box.run(f"ls -l /proc/{pid}/fd 2>/dev/null", check=False).splitlines()
+    # The service runs as its own user and the container's root has no CAP_SYS_PTRACE: without --privileged
+    # the descriptors are listed but their links cannot be read, and every one of them would be missed.
+    links = box.run(f"ls -l /proc/{pid}/fd 2>/dev/null", check=False, privileged=True).splitlines()
     threads = re.search(r"^Threads:\s+(\d+)", status, re.M)
     rss = re.search(r"^VmRSS:\s+(\d+)", status, re.M)
-    if threads is None or rss is None:
-        return None
     fds = [line for line in links if "->" in line]
+    if threads is None or rss is None or not fds:  # a live process has at least its standard streams
+        return None
     sockets = sum(1 for line in fds if "socket:" in line)
     return Process(pid, int(threads[1]), len(fds), sockets, int(rss[1]))
 
