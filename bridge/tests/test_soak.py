@@ -11,6 +11,7 @@ import random
 import sys
 import types
 from itertools import islice
+from pathlib import Path
 
 from paths import REPO
 
@@ -93,3 +94,10 @@ def test_the_verdict_fails_on_anything_stuck_leaked_unsettled_or_unread() -> Non
     assert soak.failed(0, True, 0, 1)
     assert soak.failed(0, True, None, 0)
     assert soak.failed(0, True, 0, None)
+
+
+def test_the_written_scenario_carries_the_talk_time_and_no_placeholder(tmp_path: Path) -> None:
+    soak.write_scenario(tmp_path, "call.xml", 12.5)
+    text = (tmp_path / "call.xml").read_text(encoding="iso-8859-1")
+    assert "SOAK_TALK_MS" not in text
+    assert 'timeout="12500" ontimeout="caller_hangs_up"' in text
