@@ -4,7 +4,7 @@
 SIPp on this machine plays the provider and keeps ``--calls`` customer calls up against the lab box (the
 ``centralita-lab`` container that ``make demo`` provisions, host networking, Asterisk on 127.0.0.1:5060), each
 caller with a number of its own, for ``--minutes``. Meanwhile one fault at a time is injected in the box at
-random moments (``--fault-every`` seconds apart on average):
+random moments (``--fault-every`` seconds apart on average), every kind once in each round of four:
 
 * ``realtime-drop``: the Realtime server restarts, every session in progress loses its WebSocket;
 * ``router-down``: the RouterOS API server stops for ``--router-down`` seconds;
