@@ -13,6 +13,7 @@ import types
 from itertools import islice
 from pathlib import Path
 
+import pytest
 from paths import REPO
 
 
@@ -101,3 +102,17 @@ def test_the_written_scenario_carries_the_talk_time_and_no_placeholder(tmp_path:
     text = (tmp_path / "call.xml").read_text(encoding="iso-8859-1")
     assert "SOAK_TALK_MS" not in text
     assert 'timeout="12500" ontimeout="caller_hangs_up"' in text
+
+
+def test_faults_names_some_kinds_and_the_schedule_keeps_to_them() -> None:
+    kinds = soak.parse_faults(" asterisk-restart,realtime-drop ")
+    assert kinds == ("realtime-drop", "asterisk-restart")
+    assert set(islice(soak.fault_schedule(random.Random(1), kinds), 10)) == set(kinds)
+    assert soak.parse_faults(",".join(soak.FAULTS)) == soak.FAULTS
+
+
+def test_faults_naming_an_unknown_kind_or_none_is_an_error_that_lists_the_kinds() -> None:
+    for text, problem in (("service-kill,reboot", "unknown fault reboot"), (" , ", "names no fault")):
+        with pytest.raises(ValueError, match=problem) as raised:
+            soak.parse_faults(text)
+        assert "realtime-drop,router-down,asterisk-restart,service-kill" in str(raised.value)

@@ -188,23 +188,40 @@ def inject(box: Box, fault: str, router_down_s: float) -> None:
         raise ValueError(fault)
 
 
-def fault_schedule(rng: random.Random) -> Iterator[str]:
-    """The faults in the order they are injected: every kind once in each round of four, in a random order.
+def parse_faults(text: str) -> tuple[str, ...]:
+    """The fault kinds named in ``--faults`` (comma-separated), in FAULTS' order; ValueError naming the problem."""
+    named = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in named if name not in FAULTS]
+    if unknown:
+        raise ValueError(f"--faults: unknown fault {', '.join(unknown)}; the kinds are {','.join(FAULTS)}")
+    if not named:
+        raise ValueError(f"--faults names no fault; give one or more of {','.join(FAULTS)}")
+    return tuple(name for name in FAULTS if name in named)
 
-    A plain random choice can leave a kind out of a short run; the rounds make a run of four faults or more
+
+def fault_schedule(rng: random.Random, kinds: tuple[str, ...] = FAULTS) -> Iterator[str]:
+    """The faults in the order they are injected: every kind once in each round, in a random order.
+
+    A plain random choice can leave a kind out of a short run; the rounds make a run of as many faults as kinds
     exercise every kind, and the seed still decides the order.
     """
     while True:
-        round_ = list(FAULTS)
+        round_ = list(kinds)
         rng.shuffle(round_)
         yield from round_
 
 
 def fault_loop(
-    box: Box, rng: random.Random, every_s: float, router_down_s: float, stop: threading.Event, log: FaultLog
+    box: Box,
+    rng: random.Random,
+    kinds: tuple[str, ...],
+    every_s: float,
+    router_down_s: float,
+    stop: threading.Event,
+    log: FaultLog,
 ) -> None:
     started = time.monotonic()
-    schedule = fault_schedule(rng)
+    schedule = fault_schedule(rng, kinds)
     while not stop.wait(rng.expovariate(1 / every_s)):
         fault = next(schedule)
         moment = time.monotonic() - started
@@ -217,6 +234,19 @@ def fault_loop(
         log.injected.append((moment, fault))
         # Let the box settle before the next fault: each is meant to be recovered from, not piled up.
         wait_for(lambda: ready(box), 120)
+
+
+def sample_memory(box: Box, every_s: float, stop: threading.Event, samples: list[tuple[float, int, int]]) -> None:
+    """The service's (seconds into the run, pid, RSS in KiB) every ``every_s`` until ``stop``: one reading at each
+    end cannot tell memory that levels off from memory that keeps growing."""
+    started = time.monotonic()
+    while not stop.wait(every_s):
+        try:
+            process = service_process(box)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError):
+            continue  # the box is busy with a fault; the next reading will do
+        if process is not None:
+            samples.append((round(time.monotonic() - started, 1), process.pid, process.rss_kib))
 
 
 def sipp_figures(output: str) -> dict[str, int]:
@@ -274,11 +304,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--router-down", type=float, default=20.0, help="seconds the router stays down (default 20)")
     parser.add_argument("--drain", type=float, default=180.0, help="seconds the box has to settle (default 180)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault schedule (default: random)")
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help=f"the fault kinds to inject, comma-separated (default {','.join(FAULTS)})",
+    )
+    parser.add_argument(
+        "--memory-every", type=float, default=30.0, help="seconds between readings of the service's RSS (default 30)"
+    )
     parser.add_argument("--did", default="5215550002222", help="the number called (default 5215550002222)")
     args = parser.parse_args(argv)
-    for name in ("calls", "minutes", "talk", "fault_every", "router_down", "drain"):
+    for name in ("calls", "minutes", "talk", "fault_every", "router_down", "drain", "memory_every"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be more than 0")
+    try:
+        kinds = parse_faults(args.faults)
+    except ValueError as error:
+        parser.error(str(error))
     if shutil.which("sipp") is None:
         print("sipp is not installed here: run 'make host' (it installs sip-tester).", file=sys.stderr)
         return 2
@@ -298,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     last_row = box.sql("SELECT coalesce(max(rowid), 0) FROM calls")[0][0]
     print(
         f"Soak of {box.name}: {args.calls} calls at a time for {args.minutes:g} min, a fault every "
-        f"~{args.fault_every:g} s (seed {seed}); service pid {start.pid}, {start.threads} threads, "
+        f"~{args.fault_every:g} s ({','.join(kinds)}; seed {seed}); service pid {start.pid}, {start.threads} threads, "
         f"{start.fds} fds, {start.rss_kib} KiB",
         flush=True,
     )
@@ -324,9 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         faults = FaultLog()
         stop = threading.Event()
         injector = threading.Thread(
-            target=fault_loop, args=(box, rng, args.fault_every, args.router_down, stop, faults), daemon=True
+            target=fault_loop, args=(box, rng, kinds, args.fault_every, args.router_down, stop, faults), daemon=True
         )
         injector.start()
+        memory: list[tuple[float, int, int]] = []
+        sampler = threading.Thread(target=sample_memory, args=(box, args.memory_every, stop, memory), daemon=True)
+        sampler.start()
         try:
             output, _ = sipp.communicate(timeout=args.minutes * 60)  # the soak itself
         except subprocess.TimeoutExpired:
@@ -337,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         stop.set()
         injector.join()
+        sampler.join()
         sipp.send_signal(signal.SIGUSR1)  # no new calls; SIPp exits once the calls in progress end
         try:
             output, _ = sipp.communicate(timeout=args.talk + 120)
@@ -386,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_kib_start": start.rss_kib,
         "rss_kib_end": end.rss_kib if end else None,
         "rss_kib_fresh": fresh.rss_kib if fresh else None,
+        "rss_kib_samples": memory,
     }
     print(
         f"Calls placed {summary['calls_placed']}, completed {summary['calls_completed']}, failed "
