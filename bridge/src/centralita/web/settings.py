@@ -26,7 +26,7 @@ class WebSettings:
     dialer_db_path: Path = Path("/var/lib/centralita/dialer.db")
     status_path: Path = Path("/run/centralita/openai-inbound-calls.json")
     listen: str = "127.0.0.1"
-    port: int = 8088
+    port: int = 8090
     threads: int = 4
     session_idle: timedelta = timedelta(minutes=30)
     session_absolute: timedelta = timedelta(hours=12)
@@ -53,7 +53,7 @@ class WebSettings:
             dialer_db_path=env.path("DIALER_DB_PATH", "/var/lib/centralita/dialer.db"),
             status_path=env.path("STATUS_PATH", "/run/centralita/openai-inbound-calls.json"),
             listen=env.ip_address("WEB_LISTEN", "127.0.0.1"),
-            port=env.integer("WEB_PORT", 8088, 1, 65535),
+            port=env.integer("WEB_PORT", 8090, 1, 65535),
             threads=env.integer("WEB_THREADS", 4, 1, 32),
             session_idle=timedelta(minutes=env.integer("WEB_SESSION_IDLE_MINUTES", 30, 1, 24 * 60)),
             session_absolute=timedelta(hours=env.integer("WEB_SESSION_HOURS", 12, 1, 24 * 7)),
