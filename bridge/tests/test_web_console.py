@@ -3,6 +3,7 @@ a status file, all written by the project's own code (``web_support``)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -180,6 +181,26 @@ def test_a_refused_campaign_action_is_audited_with_its_reason(console: Console) 
     entry = next(row for row in console.store.audit_entries() if row["action"] == "campaign_pause")
     assert entry["target"] == "no-existe"
     assert entry["detail"].startswith("refused: There is no campaign 'no-existe'")
+
+
+def test_a_campaign_store_the_console_cannot_write_gives_a_message_and_an_audit_line(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: CampaignStore, name: str) -> None:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(CampaignStore, "pause_campaign", refuse)
+    client = console.client()
+    assert log_in(client, "sara") == 302
+    page = client.get("/campanas").get_data(as_text=True)
+    response = client.post(
+        "/campanas/morosos-2026-12/pausar", data={"csrf_token": csrf_token(page)}, follow_redirects=True
+    )
+    assert response.status_code == 200
+    assert "la base de campañas no acepta cambios de la consola" in response.get_data(as_text=True)
+    entry = next(row for row in console.store.audit_entries() if row["action"] == "campaign_pause")
+    assert entry["detail"] == "failed: attempt to write a readonly database"
+    assert campaign_state(console) is CampaignState.RUNNING
 
 
 def test_viewer_cannot_act_on_campaigns(console: Console) -> None:

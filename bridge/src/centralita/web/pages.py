@@ -8,6 +8,7 @@ view runs) and each goes into the web audit log, whatever its result.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
@@ -274,6 +275,15 @@ def _campaign_action(name: str, action: str) -> ResponseReturnValue:
     except (CampaignError, DialerStoreError) as problem:
         detail = f"refused: {problem}"
         flash(f"No se pudo: {problem}", "error")
+    except sqlite3.Error as problem:
+        # The console's user cannot write the campaign store (its file permissions), or it is locked or damaged.
+        detail = f"failed: {problem}"
+        log.error("console cannot change campaign %s: %s", name, problem)
+        flash(
+            f"No se pudo cambiar la campaña: la base de campañas no acepta cambios de la consola ({problem}). "
+            "El administrador puede pausarla o reanudarla con centralita campaign.",
+            "error",
+        )
     current().store.audit(user.name, f"campaign_{action}", target=name, detail=detail, client=client_address())
     log.info("console user %s: campaign %s %s (%s)", user.name, name, action, detail)
     return redirect(url_for("pages.campaigns"))
