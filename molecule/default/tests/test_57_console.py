@@ -71,8 +71,10 @@ def test_console_runs_as_its_own_user_on_loopback_only(host):
 
 
 def test_console_cannot_read_the_env_file(host):
+    assert host.run("runuser -u centralita-web -- true").rc == 0
     out = host.run("runuser -u centralita-web -- cat /usr/local/asterisk/.env")
     assert out.rc != 0
+    assert "Permission denied" in out.stderr
 
 
 def test_supervisor_logs_in_and_sees_the_finished_call_with_both_sides(host, finished_call):
