@@ -2,7 +2,8 @@
 # Build the wheelhouse that installs the bridge on a box without reaching PyPI from the box:
 # the centralita wheel, the centralita-testing wheel (the fake peers, installed only where a fake
 # runs) and pure-Python wheels of their dependencies, at the versions pinned in requirements.txt.
-# Everything they need is pure Python, so one wheelhouse fits any box.
+# Everything they need is pure Python, so one wheelhouse fits any box (the console's two compiled
+# dependencies come from Debian on the box).
 #   build-wheelhouse.sh OUTPUT_DIR [EXTRA_REQUIREMENT...]   (extras: e.g. pytest for test boxes)
 set -euo pipefail
 
@@ -27,6 +28,15 @@ for name in websocket-client python-dotenv websockets librouteros pyroute2 phone
 done
 "$python" -m pip download -q --only-binary=:all: --implementation py --abi none --platform any \
     --python-version 3.11 -d "$out" "${pins[@]}" 2>/dev/null
+# The web console's pure-Python dependencies, without theirs: MarkupSafe and argon2's bindings are compiled, and
+# the box takes them from Debian (python3-markupsafe, python3-argon2) through the venv's system site-packages.
+web_pins=()
+for name in Flask Flask-WTF WTForms Werkzeug Jinja2 itsdangerous click blinker waitress; do
+    pin=$(grep -i "^${name}==" "$top/requirements.txt" || true)
+    web_pins+=("${pin:-$name}")
+done
+"$python" -m pip download -q --no-deps --only-binary=:all: --implementation py --abi none --platform any \
+    --python-version 3.11 -d "$out" "${web_pins[@]}" 2>/dev/null
 ls "$out"
 # setuptools builds in the source tree; leave it clean.
 rm -rf "$top/bridge/build" "$top"/bridge/src/*.egg-info "$top/bridge/testing/build" "$top"/bridge/testing/src/*.egg-info

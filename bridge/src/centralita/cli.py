@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "centralita.dialer.cli",
     "centralita.storage.cli",
     "centralita.storage.report_cli",
+    "centralita.web.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

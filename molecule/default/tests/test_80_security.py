@@ -27,6 +27,7 @@ LIMITS = {
     "centralita-fake-realtime": 1.5,
     "centralita-fake-routeros": 1.5,
     "centralita-records-purge": 1.5,
+    "centralita-web": 1.5,
     "asterisk": 5.0,
 }
 SCORES: dict[str, float] = {}

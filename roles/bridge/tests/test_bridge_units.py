@@ -22,6 +22,7 @@ SERVICES = [
     "centralita-fake-realtime.service",
     "centralita-fake-routeros.service",
     "centralita-records-purge.service",
+    "centralita-web.service",
 ]
 # The sandbox every unit must have, exactly (systemd-sandbox.j2); network and writable paths vary per unit.
 SANDBOX = {
@@ -98,8 +99,9 @@ def test_every_service_has_the_whole_sandbox(lab: dict[str, str], production: di
         for key, value in SANDBOX.items():
             assert values(pairs, key) == [value], f"{name}: {key}"
         assert values(pairs, "SystemCallFilter") == ["@system-service", "~@privileged @resources"]
-        assert values(pairs, "User") == ["centralita"]
-        assert values(pairs, "Group") == ["centralita"]
+        user = "centralita-web" if name == "centralita-web.service" else "centralita"
+        assert values(pairs, "User") == [user]
+        assert values(pairs, "Group") == [user]
 
 
 def test_the_sandbox_has_one_source() -> None:
@@ -237,3 +239,19 @@ def test_this_machines_systemd_rates_every_unit_1_5_or_less(
     if score is None:
         pytest.skip("this machine's systemd-analyze cannot rate unit files offline (systemd 250 or newer can)")
     assert score <= 1.5, name
+
+
+def test_the_console_runs_as_its_own_user_on_loopback_and_reads_through_the_service_group(
+    lab: dict[str, str],
+) -> None:
+    web = service(lab, "centralita-web.service")
+    assert values(web, "SupplementaryGroups") == ["centralita"]
+    assert values(web, "IPAddressAllow") == ["localhost"]
+    assert values(web, "IPAddressDeny") == ["any"]
+    assert values(web, "StateDirectory") == ["centralita-web"]
+    environment = dict(value.split("=", 1) for value in values(web, "Environment"))
+    assert environment["WEB_LISTEN"] == "127.0.0.1"
+    assert environment["WEB_PORT"] == "8090"
+    assert environment["DB_PATH"] == "/var/lib/centralita/centralita.db"
+    assert values(web, "ReadWritePaths") == ["/var/lib/centralita"]  # the campaign store, by file permissions
+    assert not any(".env" in value for value in values(web, "ExecStart"))

@@ -1,0 +1,310 @@
+"""The console's pages: calls in progress (and their JSON for polling), the call history and one call, campaigns.
+
+Every page needs a logged-in user (``auth.requires``); a viewer sees DNI and phone numbers masked
+(``masking``); campaign actions need a supervisor, are POSTs with a CSRF token (Flask-WTF checks it before the
+view runs) and each goes into the web audit log, whatever its result.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectField, StringField
+from wtforms.fields import SelectChoice
+from wtforms.validators import Length, Optional
+
+from centralita.calls.status import read_status
+from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreError
+from centralita.storage.records import CallRecordsError, Outcome
+from centralita.web.auth import client_address, requires
+from centralita.web.context import current
+from centralita.web.masking import mask_call, masks_for, phone
+from centralita.web.records import ReadOnlyRecords, Search
+from centralita.web.store import Role, User
+
+__all__ = ["pages"]
+
+log = logging.getLogger(__name__)
+
+# A snapshot older than this means the service is not writing it: stopped, or stuck.
+STALE_SECONDS: Final = 30
+OUTCOME_LABELS: Final = {
+    "completed": "Completada",
+    "transferred": "Transferida a un operador",
+    "hung_up_by_caller": "Colgó quien llamaba",
+    "realtime_failed": "Falló la sesión con OpenAI",
+    "service_stopped": "Servicio detenido",
+    "error": "Error",
+    "refused": "Rechazada",
+    "no_caller_audio": "Sin audio de quien llamaba",
+    "no_reply": "El asistente no respondió",
+    "time_limit": "Tiempo máximo alcanzado",
+    "channel_gone": "El canal desapareció",
+    "interrupted": "Interrumpida por un reinicio",
+}
+ACTIVITY_LABELS: Final = {
+    "speaking": "hablando",
+    "listening": "escuchando",
+    "tool": "consultando",
+    "transferring": "transfiriendo",
+}
+
+pages = Blueprint("pages", __name__)
+
+
+class SearchForm(FlaskForm):
+    class Meta:
+        csrf = False  # a GET that changes nothing
+
+    numero = StringField("Número", validators=[Optional(), Length(max=32)])
+    dni = StringField("DNI", validators=[Optional(), Length(max=32)])
+    desde = DateField("Desde", validators=[Optional()])
+    hasta = DateField("Hasta", validators=[Optional()])
+    resultado = SelectField(
+        "Resultado",
+        default="",
+        choices=[
+            SelectChoice("", "Todos"),
+            *(SelectChoice(str(outcome), OUTCOME_LABELS.get(str(outcome), str(outcome))) for outcome in Outcome),
+        ],
+    )
+
+
+class ActionForm(FlaskForm):
+    """A form with nothing but its CSRF token: the campaign buttons."""
+
+
+def _user() -> User:
+    user: User = g.user
+    return user
+
+
+def _masked() -> bool:
+    return masks_for(_user().role)
+
+
+@pages.app_template_filter("outcome")
+def outcome_label(value: str | None) -> str:
+    return OUTCOME_LABELS.get(value or "", value or "En curso")
+
+
+@pages.app_template_filter("local")
+def local_time(value: str | None) -> str:
+    if not value:
+        return ""
+    return datetime.fromisoformat(value).astimezone(current().zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@pages.route("/")
+@requires(Role.VIEWER)
+def index() -> ResponseReturnValue:
+    return redirect(url_for("pages.live"))
+
+
+# ---- calls in progress ---------------------------------------------------------------------------------------
+
+
+def live_state() -> dict[str, Any]:
+    """The calls in progress as the live page shows them, from the service's status snapshot."""
+    console = current()
+    snapshot = read_status(console.settings.status_path)
+    if snapshot is None:
+        return {"running": False, "message": "El servicio de llamadas entrantes no está en marcha.", "calls": []}
+    now = console.clock()
+    try:
+        updated = datetime.fromisoformat(str(snapshot.get("updated_at")))
+        age = (now - updated).total_seconds()
+    except (TypeError, ValueError):
+        age = float("inf")
+    masked = _masked()
+    calls = []
+    for call in snapshot.get("calls") or []:
+        if not isinstance(call, dict):
+            continue
+        started = call.get("started_at")
+        seconds = None
+        if isinstance(started, str):
+            try:
+                seconds = max(int((now - datetime.fromisoformat(started)).total_seconds()), 0)
+            except ValueError:
+                seconds = None
+        calls.append(
+            {
+                "caller": phone(call.get("caller"), masked) or "anónimo",
+                "did": phone(call.get("did"), masked),
+                "seconds": seconds,
+                "activity": ACTIVITY_LABELS.get(str(call.get("activity")), str(call.get("activity") or "")),
+                "worker": str(call.get("worker") or ""),
+            }
+        )
+    stale = age > STALE_SECONDS
+    return {
+        "running": not stale,
+        "message": f"El estado del servicio no se actualiza desde hace más de {STALE_SECONDS} s: ¿está detenido?"
+        if stale
+        else "",
+        "updated_at": snapshot.get("updated_at"),
+        "active_calls": snapshot.get("active_calls", 0),
+        "max_calls": (snapshot.get("limits") or {}).get("max_calls"),
+        "ari_connected": bool(snapshot.get("ari_connected")),
+        "calls_listed": "calls" in snapshot,
+        "calls": calls,
+    }
+
+
+@pages.route("/llamadas")
+@requires(Role.VIEWER)
+def live() -> ResponseReturnValue:
+    return render_template("live.html", state=live_state(), poll_seconds=current().settings.poll_seconds)
+
+
+@pages.route("/llamadas.json")
+@requires(Role.VIEWER)
+def live_json() -> ResponseReturnValue:
+    response = jsonify(live_state())
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# ---- history -------------------------------------------------------------------------------------------------
+
+
+def _records() -> ReadOnlyRecords:
+    return ReadOnlyRecords(current().settings.records_path)
+
+
+@pages.route("/historial")
+@requires(Role.VIEWER)
+def history() -> ResponseReturnValue:
+    form = SearchForm(request.args)
+    calls: list[dict[str, Any]] = []
+    error = None
+    if request.args and not form.validate():
+        error = "Revise los campos marcados."
+    else:
+        search = Search(
+            number=(form.numero.data or "").strip(),
+            dni=(form.dni.data or "").strip(),
+            first=form.desde.data if isinstance(form.desde.data, date) else None,
+            last=form.hasta.data if isinstance(form.hasta.data, date) else None,
+            outcome=form.resultado.data or "",
+        )
+        try:
+            with _records() as records:
+                calls = records.search(search, current().zone)
+        except CallRecordsError as problem:
+            log.error("console cannot read the call records: %s", problem)
+            error = "No se puede leer el registro de llamadas. Detalle para el administrador: " + str(problem)
+    if _masked():
+        calls = [mask_call(call) for call in calls]
+    return render_template("history.html", form=form, calls=calls, error=error)
+
+
+@pages.route("/historial/<call_id>")
+@requires(Role.VIEWER)
+def call(call_id: str) -> ResponseReturnValue:
+    try:
+        with _records() as records:
+            found = records.call(call_id)
+    except CallRecordsError as problem:
+        log.error("console cannot read the call records: %s", problem)
+        return render_template(
+            "error.html", message="No se puede leer el registro de llamadas.", detail=str(problem)
+        ), 503
+    if found is None:
+        abort(404)
+    if _masked():
+        found = mask_call(found)
+    return render_template("call.html", call=found)
+
+
+# ---- campaigns -----------------------------------------------------------------------------------------------
+
+
+def _campaign_store() -> CampaignStore | None:
+    """The dialer's store, or None when the dialer never made one (opening it must not create it)."""
+    path = current().settings.dialer_db_path
+    if not path.is_file():
+        return None
+    return CampaignStore(path)
+
+
+@pages.route("/campanas")
+@requires(Role.VIEWER)
+def campaigns() -> ResponseReturnValue:
+    statuses = []
+    error = None
+    try:
+        store = _campaign_store()
+        if store is not None:
+            with store:
+                statuses = [store.status(campaign.name) for campaign in store.campaigns()]
+    except DialerStoreError as problem:
+        log.error("console cannot read the campaign store: %s", problem)
+        error = "No se puede leer la base de campañas. Detalle para el administrador: " + str(problem)
+    can_act = _user().role.at_least(Role.SUPERVISOR)
+    return render_template("campaigns.html", statuses=statuses, error=error, can_act=can_act, form=ActionForm())
+
+
+def _campaign_action(name: str, action: str) -> ResponseReturnValue:
+    user = _user()
+    form = ActionForm()
+    if not form.validate_on_submit():
+        abort(400)
+    detail = ""
+    try:
+        store = _campaign_store()
+        if store is None:
+            raise CampaignError("There are no campaigns yet.")
+        with store:
+            if action == "pause":
+                _, changed = store.pause_campaign(name)
+            else:
+                _, changed = store.start_campaign(name)
+        detail = "changed" if changed else "unchanged"
+        if action == "pause":
+            flash(f"Campaña {name} en pausa." if changed else f"La campaña {name} ya estaba en pausa.", "ok")
+        else:
+            flash(f"Campaña {name} reanudada." if changed else f"La campaña {name} ya estaba en marcha.", "ok")
+    except (CampaignError, DialerStoreError) as problem:
+        detail = f"refused: {problem}"
+        flash(f"No se pudo: {problem}", "error")
+    except sqlite3.Error as problem:
+        # The console's user cannot write the campaign store (its file permissions), or it is locked or damaged.
+        detail = f"failed: {problem}"
+        log.error("console cannot change campaign %s: %s", name, problem)
+        flash(
+            f"No se pudo cambiar la campaña: la base de campañas no acepta cambios de la consola ({problem}). "
+            "El administrador puede pausarla o reanudarla con centralita campaign.",
+            "error",
+        )
+    current().store.audit(user.name, f"campaign_{action}", target=name, detail=detail, client=client_address())
+    log.info("console user %s: campaign %s %s (%s)", user.name, name, action, detail)
+    return redirect(url_for("pages.campaigns"))
+
+
+@pages.route("/campanas/<name>/pausar", methods=["POST"])
+@requires(Role.SUPERVISOR)
+def pause(name: str) -> ResponseReturnValue:
+    return _campaign_action(name, "pause")
+
+
+@pages.route("/campanas/<name>/reanudar", methods=["POST"])
+@requires(Role.SUPERVISOR)
+def resume(name: str) -> ResponseReturnValue:
+    return _campaign_action(name, "resume")
+
+
+# ---- the web audit log ---------------------------------------------------------------------------------------
+
+
+@pages.route("/registro")
+@requires(Role.ADMIN)
+def audit() -> ResponseReturnValue:
+    return render_template("audit.html", entries=current().store.audit_entries(200), now=datetime.now(UTC))

@@ -1,0 +1,66 @@
+"""The console's settings, from its own environment (the unit's ``Environment=`` lines).
+
+The console never reads the box's ``.env``: that file holds the OpenAI key and the router passwords, which the
+console has no use for and its user must not be able to read. Every setting here is harmless to show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta, tzinfo
+from pathlib import Path
+from typing import Final, Self
+
+from centralita.config.env import EnvReader, is_loopback_host, validated
+
+__all__ = ["WebSettings"]
+
+SOURCE: Final = "the console's environment (centralita-web.service)"
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    web_db_path: Path = Path("/var/lib/centralita-web/web.db")
+    records_path: Path = Path("/var/lib/centralita/centralita.db")
+    dialer_db_path: Path = Path("/var/lib/centralita/dialer.db")
+    status_path: Path = Path("/run/centralita/openai-inbound-calls.json")
+    listen: str = "127.0.0.1"
+    port: int = 8090
+    threads: int = 4
+    session_idle: timedelta = timedelta(minutes=30)
+    session_absolute: timedelta = timedelta(hours=12)
+    login_window: timedelta = timedelta(minutes=15)
+    login_max_per_user: int = 5
+    login_max_per_client: int = 20
+    poll_seconds: int = 2
+    zone: tzinfo | None = None  # the days of the history's search; None: the box's own time zone
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are ``Secure`` whenever the console is reached other than over the loopback address."""
+        return not is_loopback_host(self.listen)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, str | None]) -> Self:
+        return validated(values, cls._read, SOURCE)
+
+    @classmethod
+    def _read(cls, env: EnvReader) -> Self:
+        return cls(
+            web_db_path=env.path("WEB_DB_PATH", "/var/lib/centralita-web/web.db"),
+            records_path=env.path("DB_PATH", "/var/lib/centralita/centralita.db"),
+            dialer_db_path=env.path("DIALER_DB_PATH", "/var/lib/centralita/dialer.db"),
+            status_path=env.path("STATUS_PATH", "/run/centralita/openai-inbound-calls.json"),
+            listen=env.ip_address("WEB_LISTEN", "127.0.0.1"),
+            port=env.integer("WEB_PORT", 8090, 1, 65535),
+            threads=env.integer("WEB_THREADS", 4, 1, 32),
+            session_idle=timedelta(minutes=env.integer("WEB_SESSION_IDLE_MINUTES", 30, 1, 24 * 60)),
+            session_absolute=timedelta(hours=env.integer("WEB_SESSION_HOURS", 12, 1, 24 * 7)),
+            login_window=timedelta(minutes=env.integer("WEB_LOGIN_WINDOW_MINUTES", 15, 1, 24 * 60)),
+            login_max_per_user=env.integer("WEB_LOGIN_MAX_FAILURES", 5, 1, 100),
+            login_max_per_client=env.integer("WEB_LOGIN_MAX_FAILURES_PER_CLIENT", 20, 1, 1000),
+            zone=env.timezone(
+                "WEB_TIMEZONE", required=False, what="the time zone of the history's days", example="America/Lima"
+            ),
+        )
