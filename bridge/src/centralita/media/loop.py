@@ -45,6 +45,9 @@ DatagramsCallback = Callable[[list[tuple[bytes, Any]], float], None]
 """``(datagrams, now)``: one batch of ``(data, source address)`` read from an entry's socket, and the loop's
 clock when the round began."""
 
+# A slot this close ahead of the clock is due now: its deadline is a float sum (start + n x 20 ms) that may
+# land a hair above the clock reading it equals, and waiting a round for it would make it a tick late.
+_DUE_AHEAD = 1e-6
 _MAX_DATAGRAM = 2048  # an RTP packet of one 20 ms frame is 172 bytes; anything longer is not ours anyway
 
 
@@ -226,22 +229,29 @@ class MediaLoop:
                 heapq.heappop(self._due)
             if not self._due:
                 return None
-            return max(0.0, self._due[0][0] - self._clock())
+            return max(0.0, self._due[0][0] - _DUE_AHEAD - self._clock())
 
     def close(self, timeout: float = 2.0) -> None:
         """Drop every entry and stop the loop (waiting up to ``timeout`` for its thread). The entries' sockets
-        stay open (their owners close them). Idempotent."""
-        with self._lock:
+        stay open (their owners close them). Idempotent. A callback stuck on the loop (a bug: nothing there may
+        block) does not hold the shutdown up beyond ``timeout``."""
+        locked = self._lock.acquire(timeout=timeout)
+        if not locked:
+            log.error("closing the media loop although a callback has held it for over %g s", timeout)
+        try:
             if self._closed:
                 return
             self._closed = True
-            for entry in self._entries:
+            for entry in list(self._entries):
                 entry.cancelled = True
                 with contextlib.suppress(KeyError, ValueError, OSError):
                     self._selector.unregister(entry.sock)
             self._entries.clear()
             self._due.clear()
             thread = self._thread
+        finally:
+            if locked:
+                self._lock.release()
         self._wake()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -293,7 +303,7 @@ class MediaLoop:
 
     def _run_due(self, now: float) -> None:
         due = self._due
-        while due and due[0][0] <= now:
+        while due and due[0][0] <= now + _DUE_AHEAD:
             entry = heapq.heappop(due)[2]
             pacer = entry.pacer
             if entry.cancelled or pacer is None or entry._on_slot is None:
