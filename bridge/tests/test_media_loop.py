@@ -312,8 +312,12 @@ def test_a_callback_that_fails_stops_its_own_entry_only(loop: MediaLoop, clock: 
         def broken(_skipped: int) -> bool:
             raise RuntimeError("a bug in one call")
 
+        def fine(skipped: int) -> bool:
+            healthy.append(skipped)
+            return True
+
         loop.add(bad, ignore, broken, start_thread=False)
-        entry = loop.add(good, ignore, lambda skipped: healthy.append(skipped) is None, start_thread=False)
+        entry = loop.add(good, ignore, fine, start_thread=False)
         rounds(loop, clock, 100)
         assert len(healthy) == 6  # its slots at +0 (run 1 ms late, on the first round), +20, ... +100 ms
         assert loop.streams == 1
