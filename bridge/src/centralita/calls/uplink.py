@@ -116,4 +116,7 @@ class Uplink:
                 self._heard(heard_at)
             for frame in frames:
                 if not self._send(frame):
+                    with self._changed:  # the connection is gone: what comes now is not dropped, just unsent
+                        self._stop = True
+                        self._frames.clear()
                     return
