@@ -6,7 +6,8 @@ bridge's own work is counted as the bridge's:
 
 * this one, the bridge: N real ``Call`` objects, each with its real ``AriRest``, UDP socket, ``RtpReceiver``,
   ``Playout``, ``RealtimeConnection`` and paced stream (on one shared ``PacerThread``, or ``--pacer
-  per-call``), started and ended as the service does;
+  per-call``; with ``--engine loop`` on one ``MediaLoop`` that also reads every call's RTP, as
+  MEDIA_ENGINE=loop runs them), started and ended as the service does;
 * the fake Asterisk (``centralita_testing.fake_asterisk``, the one the unit tests use) in a child process
   (``_asterisk_main``): it answers the ARI REST calls a call makes over HTTP and plays each call's
   ExternalMedia leg, real RTP (PCMU, 160-byte frames) every 20 ms from the leg's own port to the call's
@@ -83,6 +84,7 @@ import websocket._http as websocket_http
 
 from centralita.calls.call import Call
 from centralita.config.bridge import Settings
+from centralita.media.loop import MediaLoop
 from centralita.media.pacer import PacerThread
 from centralita.media.rtp import FRAME_BYTES
 from centralita.storage.queued import QueuedRecords
@@ -581,6 +583,7 @@ class Options:
     harness_cpus: set[int] | None
     harness: str = "loop"  # "loop": one epoll loop per harness process; "threads": the fakes of the unit tests
     deltas: str = "worst"  # "worst": a delta per 20 ms frame; "realistic": 100-300 ms each
+    engine: str = "threads"  # the bridge's MEDIA_ENGINE: "threads" (a thread per call, a pacer) or "loop"
 
 
 @dataclass
@@ -662,7 +665,8 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rs
     fake: FakeRealtimeProcess | None = None
     started: list[Call] = []
     failed = 0
-    pacer = PacerThread() if options.shared_pacer else None
+    media_loop = MediaLoop() if options.engine == "loop" else None
+    pacer = PacerThread() if options.shared_pacer and media_loop is None else None
     with tempfile.TemporaryDirectory(prefix="centralita-bench-") as tmp:
         records: CallRecords | None = None
         writer: RecordWriter | None = None
@@ -690,6 +694,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rs
                     instructions="Repite lo que oyes.",
                     rng=random.Random(index),
                     pacer=pacer,
+                    media_loop=media_loop,
                 )
                 for index, channel_id in enumerate(channel_ids)
             ]
@@ -717,6 +722,8 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rs
                 list(pool.map(lambda call: call.end(Outcome.HUNG_UP_BY_CALLER), started))
             if pacer is not None:
                 pacer.close()
+            if media_loop is not None:
+                media_loop.close()
             if writer is not None:
                 writer.close()
             if records is not None:
@@ -949,6 +956,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="one PacerThread for all calls, as the service should run them, or one per call (default shared)",
     )
     parser.add_argument(
+        "--engine",
+        choices=("threads", "loop"),
+        default="threads",
+        help="the bridge's MEDIA_ENGINE: threads (a thread per call reads its RTP, --pacer paces) or loop (one "
+        "event loop reads, paces and sends every call's RTP; --pacer is then ignored) (default threads)",
+    )
+    parser.add_argument(
         "--no-gc-freeze",
         dest="gc_freeze",
         action="store_false",
@@ -993,6 +1007,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         harness_cpus=harness_cpus,
         harness=args.harness,
         deltas=args.deltas,
+        engine=args.engine,
     )
 
 
@@ -1062,7 +1077,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         **noise,
         "wall_s": round(time.monotonic() - began, 1),
         "pinned": options.bridge_cpus is not None,
-        "pacer": "shared" if options.shared_pacer else "per-call",
+        "pacer": "loop" if options.engine == "loop" else "shared" if options.shared_pacer else "per-call",
+        "engine": options.engine,
         "gc_freeze": options.gc_freeze,
         "harness": options.harness,
         "deltas": options.deltas,

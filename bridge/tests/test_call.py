@@ -25,7 +25,7 @@ from dialer_helpers import Clock, RecordingOriginator, config, target
 from centralita.calls.call import FAILOVER_REASON_VARIABLE, Call, FailoverReason
 from centralita.calls.outbound import OutboundCalls
 from centralita.calls.service import InboundService
-from centralita.config.bridge import Settings
+from centralita.config.bridge import MediaEngine, Settings
 from centralita.config.dialer import DialerSettings
 from centralita.dialer.runner import Runner
 from centralita.dialer.store import CampaignStore
@@ -162,9 +162,16 @@ def asterisk() -> Iterator[FakeAsterisk]:
         yield fake
 
 
+@pytest.fixture(params=[engine.value for engine in MediaEngine])
+def media_engine(request: pytest.FixtureRequest) -> str:
+    """MEDIA_ENGINE: every test that starts a service runs against each engine (threads and loop)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def boxes(asterisk: FakeAsterisk, tmp_path: Path) -> Iterator[Callable[..., Box]]:
-    """Starts the service against the fake Asterisk and a fake Realtime server playing ``script``."""
+def boxes(asterisk: FakeAsterisk, tmp_path: Path, media_engine: str) -> Iterator[Callable[..., Box]]:
+    """Starts the service, with the ``media_engine`` under test, against the fake Asterisk and a fake Realtime
+    server playing ``script``."""
     started: list[tuple[InboundService, CallRecords, FakeRealtimeServer]] = []
 
     def start(
@@ -178,7 +185,7 @@ def boxes(asterisk: FakeAsterisk, tmp_path: Path) -> Iterator[Callable[..., Box]
         **settings: str,
     ) -> Box:
         realtime = FakeRealtimeServer(script=script, pace=pace, faults=faults, tool_done_delay_ms=200).start()
-        values = settings_for(asterisk, realtime, tmp_path, **settings)
+        values = settings_for(asterisk, realtime, tmp_path, **{"MEDIA_ENGINE": media_engine, **settings})
         records = CallRecords(values.db_path)
         service = InboundService(
             values, records, tools or builtin_tools(), "Eres el asistente.", outbound, clips=clips or TEST_CLIPS

@@ -42,6 +42,7 @@ from test_call import (
 )
 from test_call import asterisk as asterisk  # the fixtures, under their own names
 from test_call import boxes as boxes
+from test_call import media_engine as media_engine
 
 from centralita.billing.usage import Usage
 from centralita.calls.call import FAILOVER_REASON_VARIABLE

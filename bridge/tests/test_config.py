@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from centralita.config.box import load_all
-from centralita.config.bridge import FailureAction, Settings, keepalive_problem
+from centralita.config.bridge import FailureAction, MediaEngine, Settings, keepalive_problem
 from centralita.config.env import ConfigError, Secret
 
 API_KEY = "sk-test-0123456789abcdef"
@@ -249,6 +249,13 @@ def test_on_realtime_failure_choices(tmp_path: Path) -> None:
     assert (
         load(write_env(tmp_path, REQUIRED + "ON_REALTIME_FAILURE=HangUp\n")).on_realtime_failure is FailureAction.HANGUP
     )
+
+
+def test_media_engine_is_threads_unless_loop_is_chosen(tmp_path: Path) -> None:
+    assert load(write_env(tmp_path, REQUIRED)).media_engine is MediaEngine.THREADS
+    assert load(write_env(tmp_path, REQUIRED + "MEDIA_ENGINE=Loop\n")).media_engine is MediaEngine.LOOP
+    error = load_error(tmp_path, REQUIRED + "MEDIA_ENGINE=epoll\n")
+    assert error.problems == ("MEDIA_ENGINE is 'epoll', not one of threads, loop: set e.g. MEDIA_ENGINE=threads.",)
 
 
 def test_bind_address_must_be_an_ip_address(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_call import APP, CALLER_WORDS, DID, FAILOVER, GREETING, REPLY, TIMEOUT, Box, wait_for
 from test_call import asterisk as asterisk  # the fixtures, under their own names
 from test_call import boxes as boxes
+from test_call import media_engine as media_engine
 
 from centralita.billing.usage import Usage
 from centralita.calls.metrics import METRICS_HOST, SandboxedProcessCollector, ServiceMetrics
@@ -105,12 +106,21 @@ def test_slots_the_pacer_skips_are_counted_as_late_frames(boxes: Callable[..., B
     leg.wait_heard(lambda heard: len(heard) >= 5, TIMEOUT)
     assert value(box, "centralita_late_frames_total") == 0
 
-    def stall(_skipped: int) -> bool:  # another stream holds the shared pacer thread for 0.3 s, once
+    def stall(_skipped: int) -> bool:  # another stream holds the shared pacer thread (or loop) for 0.3 s, once
         time.sleep(0.3)
         return False
 
-    box.service._pacer.add(stall)
-    wait_for(lambda: value(box, "centralita_late_frames_total") >= 5, "the skipped slots counted")
+    loop = box.service._media_loop
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if loop is not None:
+            entry = loop.add(holder, lambda _datagrams, _now: None, stall)
+        else:
+            assert box.service._pacer is not None
+            box.service._pacer.add(stall)
+        wait_for(lambda: value(box, "centralita_late_frames_total") >= 5, "the skipped slots counted")
+        if loop is not None:
+            entry.cancel()
     box.asterisk.hang_up(channel_id)
     box.ended(channel_id)
 

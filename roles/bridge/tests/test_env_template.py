@@ -19,6 +19,7 @@ from env_support import HERE, render_env
 
 from centralita import cli
 from centralita.config.box import load_all
+from centralita.config.bridge import MediaEngine
 from centralita.config.env import EnvFile
 
 HOSTILE = (
@@ -65,6 +66,7 @@ SCALARS = {
     "TRANSCRIPTION_MODEL": "bridge_transcription_model",
     "TRANSCRIPTION_LANGUAGE": "bridge_transcription_language",
     "METRICS_PORT": "bridge_metrics_port",
+    "MEDIA_ENGINE": "bridge_media_engine",
     "ARI_URL": "bridge_ari_url",
     "ARI_USER": "bridge_ari_user",
     "ARI_PASSWORD": "bridge_ari_password",
@@ -218,6 +220,12 @@ def test_a_hostile_but_valid_inventory_loads_with_its_exact_values(tmp_path: Pat
     # The role's defaults: the caller transcribed in Spanish, metrics on their loopback port.
     assert (box.bridge.transcription.model, box.bridge.transcription.language) == ("whisper-1", "es")
     assert box.bridge.metrics_port == 9464
+    assert box.bridge.media_engine is MediaEngine.THREADS
+
+
+def test_the_media_engine_is_chosen_in_the_inventory(tmp_path: Path) -> None:
+    box = load_all(render_env(tmp_path, {**VALID, "bridge_media_engine": "loop"}), dialer_required=True)
+    assert box.bridge.media_engine is MediaEngine.LOOP
 
 
 def test_transcription_and_metrics_can_be_turned_off_from_the_inventory(tmp_path: Path) -> None:

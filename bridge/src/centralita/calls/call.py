@@ -53,11 +53,13 @@ from centralita.billing.usage import Usage
 from centralita.calls.metrics import ServiceMetrics
 from centralita.calls.stats import ServiceStats
 from centralita.calls.transcript import TranscriptOrder
+from centralita.calls.uplink import Uplink
 from centralita.calls.watchdog import Alarm, CallWatchdog
 from centralita.config.bridge import FailureAction, Settings
 from centralita.config.limits import CallLimitAction
 from centralita.logs import Event, call_context, call_logger
 from centralita.media.clips import Clips
+from centralita.media.loop import MediaEntry, MediaLoop
 from centralita.media.pacer import PacedStream, PacerThread
 from centralita.media.playout import Playout
 from centralita.media.rtp import RtpReceiver
@@ -155,12 +157,16 @@ class Call:
         clips: Clips | None = None,
         stats: ServiceStats | None = None,
         metrics: ServiceMetrics | None = None,
+        media_loop: MediaLoop | None = None,
     ) -> None:
         """``caller`` and ``callee`` as in ``CallState``; an outbound call needs its ``campaign`` and
         ``attempt_id``, an inbound call has neither (ValueError otherwise).
 
         ``pacer`` paces the outgoing audio; the service should share one by all its calls (one thread for all
-        instead of one each). Without it the call runs a PacerThread of its own. ``clips`` are the recorded
+        instead of one each). Without it the call runs a PacerThread of its own. ``media_loop`` (MEDIA_ENGINE=loop)
+        replaces both the pacer and the call's RTP thread: the call's socket is read, and its audio paced and
+        sent, on the process's one loop, and the caller's audio reaches the Realtime connection through the
+        call's ``Uplink``. ``clips`` are the recorded
         phrases the watchdogs play (loaded from the package when not given); ``stats`` hears what the call
         dropped and which watchdogs fired, for the service's health snapshot; ``metrics`` counts what the call
         did for Prometheus (the service's registry).
@@ -206,6 +212,11 @@ class Call:
         self._pacer = pacer
         self._own_pacer: PacerThread | None = None
         self._paced: PacedStream | None = None
+        self._media_loop = media_loop
+        self._entry: MediaEntry | None = None  # the call's place on the media loop (MEDIA_ENGINE=loop)
+        self._uplink: Uplink | None = None
+        self._receiver = RtpReceiver()  # the loop's reading of the call's RTP (the threads engine has its own)
+        self._foreign = 0
         self._failing = False
         self._transfer_outcome: tuple[Outcome, str] | None = None
         self._converter: Pcm24kToUlaw | None = None  # only when the server ignores audio/pcmu output
@@ -242,7 +253,8 @@ class Call:
 
     @property
     def rtp_counts(self) -> dict[str, int]:
-        """What the call's RTP receiver dropped, once the call has ended: foreign, wrong_payload, malformed."""
+        """What the call's RTP receiver dropped, once the call has ended: foreign, wrong_payload, malformed (and
+        with MEDIA_ENGINE=loop uplink_dropped and send_blocked, see ``_report_media``)."""
         return dict(self._rtp_counts)
 
     def start(self) -> None:
@@ -297,6 +309,9 @@ class Call:
             self._setup_failed(error)
             return
         self._watchdog = CallWatchdog(self._settings.watchdogs, time.monotonic())
+        if self._media_loop is not None:
+            self._start_on_loop(self._media_loop, self._watchdog)
+            return
         context = contextvars.copy_context()  # the call's id on every log line of its thread
         thread = threading.Thread(
             target=context.run, args=(self._receive_rtp,), name=f"rtp-in-{state.call_id}", daemon=True
@@ -320,6 +335,26 @@ class Call:
         if self._claim_failover():
             self._fail_over(FailoverReason.CALL_SETUP_FAILED, Outcome.ERROR, f"call setup failed: {error}")
 
+    def _start_on_loop(self, loop: MediaLoop, watchdog: CallWatchdog) -> None:
+        """MEDIA_ENGINE=loop: the call's socket and 20 ms slots go on the process's media loop, the caller's audio
+        to the Realtime connection through the call's ``Uplink`` thread."""
+        sock = self._socket
+        assert sock is not None
+        uplink = Uplink(
+            send=self._send_audio,
+            heard=watchdog.audio_received,
+            tick=lambda now: self._check_watchdogs(watchdog, now),
+            every=_WATCHDOG_EVERY,
+            name=f"realtime-send-{self.call_id}",
+        )
+        with self._lock:  # end() either ran already, or finds the entry and the uplink to release
+            if self.state.ended.is_set():
+                return
+            self._uplink = uplink
+            uplink.start()
+            self._entry = loop.add(sock, self._on_datagrams, self._play_slot, peer=self._asterisk_rtp)
+        self._request_reply(response_create())  # the assistant greets first
+
     def end(self, outcome: Outcome, detail: str = "", *, hangup: bool = False) -> None:
         """Release everything this call holds. Safe to call more than once and from any thread."""
         with self._lock:
@@ -335,6 +370,17 @@ class Call:
             self._paced.cancel()  # waits for a slot being played: the socket is closed below
         if self._own_pacer is not None:
             self._own_pacer.close()
+        if self._entry is not None:
+            self._entry.cancel()  # waits for a round of the loop in progress: the socket is closed below
+        if self._uplink is not None:
+            self._uplink.close()
+            counts = self._receiver.stats
+            self._rtp_counts = {
+                "foreign": self._foreign,
+                "wrong_payload": counts.wrong_payload_type,
+                "malformed": counts.malformed,
+                "uplink_dropped": self._uplink.dropped,
+            }
         current = threading.current_thread()
         for thread in self._threads:
             if thread is not current:
@@ -385,6 +431,16 @@ class Call:
     def _report_media(self) -> None:
         counts = self._rtp_counts
         overflow = self._playout.overflow_ms
+        entry = self._entry
+        if entry is not None:
+            counts["send_blocked"] = entry.stats.send_blocked
+        if counts.get("uplink_dropped") or counts.get("send_blocked"):
+            self._log.warning(
+                "media dropped: %d caller frames the Realtime connection did not take in time, %d frames to "
+                "Asterisk with the socket's send buffer full",
+                counts.get("uplink_dropped", 0),
+                counts.get("send_blocked", 0),
+            )
         if counts.get("foreign") or counts.get("wrong_payload") or overflow:
             self._log.warning(
                 "media dropped: %d RTP datagrams from another source, %d not PCMU, %.0f ms of assistant audio "
@@ -549,10 +605,27 @@ class Call:
                 "malformed": counts.malformed,
             }
 
+    def _on_datagrams(self, datagrams: list[tuple[bytes, Any]], now: float) -> None:
+        """A batch of the call's RTP, on the media loop (MEDIA_ENGINE=loop): the caller's frames, in order, to
+        the uplink. It runs on the loop, which serves every call: it must never block."""
+        frames: list[bytes] = []
+        heard = False
+        for datagram, source in datagrams:
+            if not self._from_asterisk(source):
+                self._foreign += 1
+                if self._foreign == 1:
+                    self._log.warning("RTP from %s:%s, not this call's Asterisk channel: dropped", *source[:2])
+                continue
+            heard = True
+            frames.extend(packet.payload for packet in self._receiver.receive(datagram))
+        uplink = self._uplink
+        if heard and uplink is not None:
+            uplink.put(frames, now)
+
     def _play_slot(self, skipped: int) -> bool:
         """Send this 20 ms slot's packet, if a frame is ready; False ends the call's stream.
 
-        It runs on the pacer's thread, which serves every call: it must never block.
+        It runs on the pacer's thread or the media loop, which serve every call: it must never block.
         """
         sock = self._socket
         assert sock is not None
@@ -570,6 +643,9 @@ class Call:
                 self._spawn("after-speech", self._finish_after_speech)
                 return False
             return True
+        entry = self._entry
+        if entry is not None:
+            return entry.send(packet)  # never blocks; a full buffer drops the frame (counted on the entry)
         try:
             sock.sendto(packet, self._asterisk_rtp)
         except BlockingIOError:

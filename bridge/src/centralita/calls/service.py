@@ -38,13 +38,14 @@ from centralita.calls.reconcile import plan
 from centralita.calls.stats import ServiceStats
 from centralita.calls.status import StatusReporter
 from centralita.config.box import load_all
-from centralita.config.bridge import FailureAction, Settings
+from centralita.config.bridge import FailureAction, MediaEngine, Settings
 from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
 from centralita.config.network import NetworkSettings
 from centralita.isp.customers import CustomerDirectory, DirectoryError
 from centralita.isp.routeros.pool import RouterPool
 from centralita.logs import Event, call_logger, setup_logging
 from centralita.media.clips import Clips
+from centralita.media.loop import MediaLoop
 from centralita.media.pacer import PacerThread
 from centralita.storage.queued import QueuedRecords
 from centralita.storage.records import CallRecords, Direction, Outcome
@@ -154,8 +155,14 @@ class InboundService:
         self._arrivals: set[str] = set()
         self._reconciled_once = False
         self._reconcile_lock = threading.Lock()  # one reconciliation at a time
-        # One thread paces the outgoing audio of every call (docs/PERFORMANCE.md): not a thread per call.
-        self._pacer = PacerThread()
+        # One thread paces the outgoing audio of every call (docs/PERFORMANCE.md): not a thread per call. With
+        # MEDIA_ENGINE=loop one loop does that and reads every call's RTP too.
+        self._pacer: PacerThread | None = None
+        self._media_loop: MediaLoop | None = None
+        if settings.media_engine is MediaEngine.LOOP:
+            self._media_loop = MediaLoop()
+        else:
+            self._pacer = PacerThread()
         self.metrics.track_active_calls(lambda: self.active_calls)
 
     @property
@@ -170,7 +177,10 @@ class InboundService:
 
     @property
     def paced_streams(self) -> int:
-        """Calls' outgoing audio streams on the service's pacer thread (one per call with media)."""
+        """Calls' outgoing audio streams on the service's pacer thread or media loop (one per call with media)."""
+        if self._media_loop is not None:
+            return self._media_loop.streams
+        assert self._pacer is not None
         return self._pacer.streams
 
     @property
@@ -178,7 +188,12 @@ class InboundService:
         return self._writer
 
     def start(self) -> None:
-        log.info("starting: ARI %s app %s", redact_url(self._settings.ari_url), self._settings.ari_app)
+        log.info(
+            "starting: ARI %s app %s, media engine %s",
+            redact_url(self._settings.ari_url),
+            self._settings.ari_app,
+            self._settings.media_engine,
+        )
         self._refresh_budget()
         self._status.start()
         self.metrics.serve(self._settings.metrics_port)
@@ -201,7 +216,10 @@ class InboundService:
         with self._ended:
             if not self._ended.wait_for(lambda: not self._calls, timeout):
                 log.warning("stopping: calls %s still ending after %g s", ", ".join(self._calls), timeout)
-        self._pacer.close()
+        if self._pacer is not None:
+            self._pacer.close()
+        if self._media_loop is not None:
+            self._media_loop.close()
         self._writer.close(timeout)
         self._status.close()
         self.metrics.close()
@@ -365,6 +383,7 @@ class InboundService:
             instructions=instructions,
             on_end=self._forget,
             pacer=self._pacer,
+            media_loop=self._media_loop,
             clips=self._clips,
             stats=self.stats,
             metrics=self.metrics,

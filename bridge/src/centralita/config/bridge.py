@@ -1,6 +1,6 @@
-"""The bridge's settings (openai-inbound-calls): OpenAI, ARI, RTP, the keepalive, logs, records, failover, the
-caller's transcription, the metrics port, and the limits (``config/limits.py``: admission, watchdogs, prices and
-budgets, the status file).
+"""The bridge's settings (openai-inbound-calls): OpenAI, ARI, RTP and its media engine, the keepalive, logs,
+records, failover, the caller's transcription, the metrics port, and the limits (``config/limits.py``:
+admission, watchdogs, prices and budgets, the status file).
 
 They are read with the shared ``EnvReader`` (``config/env.py``) from the box's one .env file, together with
 the routers' and the dialer's (``config/box.py``). The ARI variables and the keepalive rule are defined here
@@ -34,6 +34,7 @@ __all__ = [
     "CallLimits",
     "ConfigError",
     "FailureAction",
+    "MediaEngine",
     "Secret",
     "Settings",
     "Spending",
@@ -58,6 +59,18 @@ class FailureAction(StrEnum):
 
     TRANSFER = "transfer"  # send the caller to a human (OPERATOR_CONTEXT)
     HANGUP = "hangup"
+
+
+class MediaEngine(StrEnum):
+    """What carries the calls' RTP (MEDIA_ENGINE; docs/PERFORMANCE.md).
+
+    ``threads``: a thread per call reads its RTP socket, one thread paces every call's outgoing audio.
+    ``loop``: one event loop (``media/loop.py``) reads every call's socket and paces and sends every call's
+    audio; the Realtime WebSocket keeps its threads in both.
+    """
+
+    THREADS = "threads"
+    LOOP = "loop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +192,7 @@ class Settings:
     status_file: Path = Path("/run/centralita/openai-inbound-calls.json")
     transcription: Transcription = field(default_factory=Transcription)
     metrics_port: int = 0  # Prometheus metrics on 127.0.0.1 at this port; 0: none
+    media_engine: MediaEngine = MediaEngine.THREADS
 
     @classmethod
     def read(cls, reader: EnvReader) -> Settings:
@@ -215,6 +229,7 @@ class Settings:
             status_file=read_status_file(reader),
             transcription=read_transcription(reader),
             metrics_port=reader.integer("METRICS_PORT", 0, 0, 65535),
+            media_engine=reader.choice("MEDIA_ENGINE", MediaEngine.THREADS),
         )
 
     @classmethod
