@@ -242,7 +242,9 @@ def test_a_database_that_cannot_be_written_mid_call_stops_neither_audio_nor_tool
         reply = heard[failing_from:]
         gaps = [later.arrival - earlier.arrival for earlier, later in itertools.pairwise(reply)]
         assert len(reply) >= 100  # 2 s of reply...
-        assert max(gaps) < 0.1  # ...20 ms apart, while the writes failed
+        # ...paced while the writes failed: audio waiting on the database would stall for its busy wait (seconds);
+        # a busy test machine may delay one frame by tens of milliseconds, which says nothing of the database.
+        assert max(gaps) < 1.0
         assert pcmu(reply) == padded(LONG_REPLY)
         wait_for(lambda: box.service.records_writer.stats().failing, "the writer to see the failure")
         assert ran == ["C001"]
