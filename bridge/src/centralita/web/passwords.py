@@ -1,7 +1,8 @@
 """Password hashing for the console's users: argon2id (``argon2-cffi``, on the box Debian's ``python3-argon2``).
 
 A hash carries its own parameters, so a hash made with older parameters still verifies; ``needs_rehash`` says
-when a login should store a fresh one.
+when a login should store a fresh one. A damaged hash is caught as ``InvalidHash``, not by its newer name
+``InvalidHashError``: Debian 12's ``python3-argon2`` (21.1.0) has only the old one, and the newer releases keep it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import InvalidHash, VerificationError, VerifyMismatchError
 
 from centralita.web.passwords_rules import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordError, check_password_rules
 
@@ -29,12 +30,12 @@ def verify(stored_hash: str, password: str) -> bool:
         return False
     try:
         return _HASHER.verify(stored_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
+    except (VerifyMismatchError, VerificationError, InvalidHash):
         return False
 
 
 def needs_rehash(stored_hash: str) -> bool:
     try:
         return _HASHER.check_needs_rehash(stored_hash)
-    except InvalidHashError:
+    except InvalidHash:
         return True
