@@ -258,6 +258,17 @@ def test_media_engine_is_threads_unless_loop_is_chosen(tmp_path: Path) -> None:
     assert error.problems == ("MEDIA_ENGINE is 'epoll', not one of threads, loop: set e.g. MEDIA_ENGINE=threads.",)
 
 
+def test_append_ms_is_whole_frames_from_20_to_100(tmp_path: Path) -> None:
+    assert load(write_env(tmp_path, REQUIRED)).append_ms == 40
+    assert load(write_env(tmp_path, REQUIRED + "APPEND_MS=100\n")).append_ms == 100
+    assert load_error(tmp_path, REQUIRED + "APPEND_MS=10\n").problems == (
+        "APPEND_MS is '10', not a whole number from 20 to 100: set e.g. APPEND_MS=40.",
+    )
+    assert load_error(tmp_path, REQUIRED + "APPEND_MS=50\n").problems == (
+        "APPEND_MS is '50', not a whole number of 20 ms frames (20, 40, 60, 80 or 100): set e.g. APPEND_MS=40.",
+    )
+
+
 def test_bind_address_must_be_an_ip_address(tmp_path: Path) -> None:
     error = load_error(tmp_path, REQUIRED + "RTP_BIND_ADDRESS=localhost\n")
     assert len(error.problems) == 1

@@ -1,4 +1,4 @@
-"""The media loop (``media/loop.py``) and the call's uplink (``calls/uplink.py``): behaviour, on a fake clock.
+"""The media loop (``media/loop.py``): behaviour, on a fake clock.
 
 The loop is driven round by round (``run_once``) with an injected clock, so what is asserted is which slot ran
 when on that clock, what each peer received and in which order, never how fast the machine is: the speed is
@@ -13,13 +13,11 @@ import socket
 import struct
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from centralita.calls.uplink import Uplink
 from centralita.media.loop import MediaEntry, MediaLoop
 from centralita.media.pacer import FRAME_SECONDS
 
@@ -391,74 +389,3 @@ def test_bad_loop_settings_are_refused() -> None:
         MediaLoop(batch=0)
     with pytest.raises(ValueError, match="tick_seconds"):
         MediaLoop(tick_seconds=0.05)
-
-
-# --- The uplink -------------------------------------------------------------------------------------------------
-
-
-def test_the_uplink_never_blocks_the_loop_and_keeps_the_newest_frames_when_the_connection_stalls() -> None:
-    release = threading.Event()
-    sent: list[bytes] = []
-    started = threading.Event()
-
-    def send(audio: bytes) -> bool:
-        started.set()
-        release.wait(DEADLINE)  # the WebSocket's buffer is full: the send waits
-        sent.append(audio)
-        return True
-
-    uplink = Uplink(
-        send=send, heard=lambda _at: None, tick=lambda _now: None, every=0.2, name="uplink-test", max_frames=10
-    )
-    uplink.start()
-    try:
-        uplink.put([b"first"], 1.0)
-        assert started.wait(DEADLINE)
-
-        def put_many() -> None:  # what the loop does meanwhile: it must return at once every time
-            for n in range(100):
-                uplink.put([b"%d" % n], 2.0)
-
-        within(DEADLINE, put_many)
-        assert uplink.dropped == 90
-        release.set()
-        deadline = time.monotonic() + DEADLINE
-        while len(sent) < 11 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert sent == [b"first"] + [b"%d" % n for n in range(90, 100)]
-    finally:
-        release.set()
-        uplink.close()
-
-
-def test_the_uplink_reports_the_audio_heard_runs_its_checks_and_stops_when_the_connection_is_gone() -> None:
-    heard: list[float] = []
-    ticks = threading.Semaphore(0)
-    sent: list[bytes] = []
-    gone = threading.Event()
-
-    def send(audio: bytes) -> bool:
-        sent.append(audio)
-        if audio == b"last":
-            gone.set()
-            return False
-        return True
-
-    uplink = Uplink(send=send, heard=heard.append, tick=lambda _now: ticks.release(), every=0.01, name="uplink-test")
-    uplink.start()
-    try:
-        for _ in range(3):
-            assert ticks.acquire(timeout=DEADLINE)  # the checks run while no audio comes
-        uplink.put([], 3.5)  # RTP came, no frame released yet: the watchdog hears it all the same
-        uplink.put([b"a", b"last"], 4.0)
-        assert gone.wait(DEADLINE)
-        uplink.put([b"after"], 5.0)
-        thread = uplink._thread
-        assert thread is not None
-        thread.join(DEADLINE)
-        assert not thread.is_alive()  # the thread ended with the connection
-        assert sent == [b"a", b"last"]
-        assert heard
-        assert heard[-1] == 4.0
-    finally:
-        uplink.close()

@@ -67,6 +67,7 @@ SCALARS = {
     "TRANSCRIPTION_LANGUAGE": "bridge_transcription_language",
     "METRICS_PORT": "bridge_metrics_port",
     "MEDIA_ENGINE": "bridge_media_engine",
+    "APPEND_MS": "bridge_append_ms",
     "ARI_URL": "bridge_ari_url",
     "ARI_USER": "bridge_ari_user",
     "ARI_PASSWORD": "bridge_ari_password",

@@ -53,18 +53,18 @@ from centralita.billing.usage import Usage
 from centralita.calls.metrics import ServiceMetrics
 from centralita.calls.stats import ServiceStats
 from centralita.calls.transcript import TranscriptOrder
-from centralita.calls.uplink import Uplink
 from centralita.calls.watchdog import Alarm, CallWatchdog
 from centralita.config.bridge import FailureAction, Settings
 from centralita.config.limits import CallLimitAction
 from centralita.logs import Event, call_context, call_logger
 from centralita.media.clips import Clips
-from centralita.media.loop import MediaEntry, MediaLoop
+from centralita.media.loop import LoopTimer, MediaEntry, MediaLoop
 from centralita.media.pacer import PacedStream, PacerThread
 from centralita.media.playout import Playout
-from centralita.media.rtp import RtpReceiver
+from centralita.media.rtp import FRAME_BYTES, RtpReceiver
 from centralita.realtime.connection import CloseInfo, RealtimeConnection, RealtimeError
 from centralita.realtime.events import realtime_url, response_cancel, response_create, session_update, truncate
+from centralita.realtime.on_loop import LoopRealtimeConnection
 from centralita.realtime.tool_calls import ToolCall, ToolCallAssembler
 from centralita.storage.queued import QueuedRecords
 from centralita.storage.records import Direction, Outcome
@@ -164,9 +164,10 @@ class Call:
 
         ``pacer`` paces the outgoing audio; the service should share one by all its calls (one thread for all
         instead of one each). Without it the call runs a PacerThread of its own. ``media_loop`` (MEDIA_ENGINE=loop)
-        replaces both the pacer and the call's RTP thread: the call's socket is read, and its audio paced and
-        sent, on the process's one loop, and the caller's audio reaches the Realtime connection through the
-        call's ``Uplink``. ``clips`` are the recorded
+        replaces the pacer, the call's RTP thread and its Realtime receive thread: the call's socket is read, its
+        audio paced and sent, its Realtime WebSocket read and written (``realtime/on_loop.py``) and its watchdogs
+        checked, all on the process's one loop; the caller's audio goes to the session every APPEND_MS
+        (``settings.append_ms``). ``clips`` are the recorded
         phrases the watchdogs play (loaded from the package when not given); ``stats`` hears what the call
         dropped and which watchdogs fired, for the service's health snapshot; ``metrics`` counts what the call
         did for Prometheus (the service's registry).
@@ -214,7 +215,10 @@ class Call:
         self._paced: PacedStream | None = None
         self._media_loop = media_loop
         self._entry: MediaEntry | None = None  # the call's place on the media loop (MEDIA_ENGINE=loop)
-        self._uplink: Uplink | None = None
+        self._ticker: LoopTimer | None = None  # the call's watchdogs on the media loop
+        self._caller_audio = bytearray()  # caller frames not appended yet (MEDIA_ENGINE=loop, APPEND_MS)
+        self._caller_audio_since = 0.0  # when the oldest of them arrived
+        self._append_bytes = settings.append_ms * FRAME_BYTES // 20
         self._receiver = RtpReceiver()  # the loop's reading of the call's RTP (the threads engine has its own)
         self._foreign = 0
         self._failing = False
@@ -336,23 +340,24 @@ class Call:
             self._fail_over(FailoverReason.CALL_SETUP_FAILED, Outcome.ERROR, f"call setup failed: {error}")
 
     def _start_on_loop(self, loop: MediaLoop, watchdog: CallWatchdog) -> None:
-        """MEDIA_ENGINE=loop: the call's socket and 20 ms slots go on the process's media loop, the caller's audio
-        to the Realtime connection through the call's ``Uplink`` thread."""
+        """MEDIA_ENGINE=loop: the call's socket and 20 ms slots go on the process's media loop, and its watchdogs
+        on a timer of the loop (the Realtime connection is there already): no thread of the call's own."""
         sock = self._socket
         assert sock is not None
-        uplink = Uplink(
-            send=self._send_audio,
-            heard=watchdog.audio_received,
-            tick=lambda now: self._check_watchdogs(watchdog, now),
-            every=_WATCHDOG_EVERY,
-            name=f"realtime-send-{self.call_id}",
-        )
-        with self._lock:  # end() either ran already, or finds the entry and the uplink to release
+
+        def tick(now: float) -> float | None:
+            if self._stop.is_set():
+                return None
+            if self._caller_audio and now - self._caller_audio_since >= self._settings.append_ms / 1000:
+                self._append_caller_audio()  # RTP paused with part of a batch in: it goes now
+            self._check_watchdogs(watchdog, now)
+            return now + _WATCHDOG_EVERY
+
+        with self._lock:  # end() either ran already, or finds the entry and the timer to release
             if self.state.ended.is_set():
                 return
-            self._uplink = uplink
-            uplink.start()
             self._entry = loop.add(sock, self._on_datagrams, self._play_slot, peer=self._asterisk_rtp)
+            self._ticker = loop.call_at(loop.clock() + _WATCHDOG_EVERY, tick)
         self._request_reply(response_create())  # the assistant greets first
 
     def end(self, outcome: Outcome, detail: str = "", *, hangup: bool = False) -> None:
@@ -370,16 +375,18 @@ class Call:
             self._paced.cancel()  # waits for a slot being played: the socket is closed below
         if self._own_pacer is not None:
             self._own_pacer.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._entry is not None:
             self._entry.cancel()  # waits for a round of the loop in progress: the socket is closed below
-        if self._uplink is not None:
-            self._uplink.close()
             counts = self._receiver.stats
             self._rtp_counts = {
                 "foreign": self._foreign,
                 "wrong_payload": counts.wrong_payload_type,
                 "malformed": counts.malformed,
-                "uplink_dropped": self._uplink.dropped,
+                "uplink_dropped": realtime.stats.audio_frames_dropped
+                if isinstance(realtime, LoopRealtimeConnection)
+                else 0,
             }
         current = threading.current_thread()
         for thread in self._threads:
@@ -497,14 +504,17 @@ class Call:
         settings = self._settings
         url = realtime_url(settings.openai_base_url, settings.openai_model)
         self._log.info("%s (%s)", Event.CONNECTING, url)
-        connection = RealtimeConnection(
-            url,
-            settings.openai_api_key,
-            on_event=self._on_realtime_event,
-            on_close=self._on_realtime_close,
-            ping_interval=settings.ws_ping_interval,
-            ping_timeout=settings.ws_ping_timeout,
-        )
+        options: dict[str, Any] = {
+            "on_event": self._on_realtime_event,
+            "on_close": self._on_realtime_close,
+            "ping_interval": settings.ws_ping_interval,
+            "ping_timeout": settings.ws_ping_timeout,
+        }
+        connection: RealtimeConnection
+        if self._media_loop is not None:
+            connection = LoopRealtimeConnection(url, settings.openai_api_key, loop=self._media_loop, **options)
+        else:
+            connection = RealtimeConnection(url, settings.openai_api_key, **options)
         update = session_update(
             instructions=self._instructions,
             voice=settings.openai_voice,
@@ -606,9 +616,10 @@ class Call:
             }
 
     def _on_datagrams(self, datagrams: list[tuple[bytes, Any]], now: float) -> None:
-        """A batch of the call's RTP, on the media loop (MEDIA_ENGINE=loop): the caller's frames, in order, to
-        the uplink. It runs on the loop, which serves every call: it must never block."""
-        frames: list[bytes] = []
+        """A batch of the call's RTP, on the media loop (MEDIA_ENGINE=loop): the caller's frames, in order, go to
+        the Realtime session once APPEND_MS of them are in (one append instead of one per 20 ms). It runs on the
+        loop, which serves every call: it must never block (the connection only queues)."""
+        pending = self._caller_audio
         heard = False
         for datagram, source in datagrams:
             if not self._from_asterisk(source):
@@ -617,10 +628,20 @@ class Call:
                     self._log.warning("RTP from %s:%s, not this call's Asterisk channel: dropped", *source[:2])
                 continue
             heard = True
-            frames.extend(packet.payload for packet in self._receiver.receive(datagram))
-        uplink = self._uplink
-        if heard and uplink is not None:
-            uplink.put(frames, now)
+            for packet in self._receiver.receive(datagram):
+                if not pending:
+                    self._caller_audio_since = now
+                pending += packet.payload
+                if len(pending) >= self._append_bytes:
+                    self._append_caller_audio()
+        watchdog = self._watchdog
+        if heard and watchdog is not None:
+            watchdog.audio_received(now)
+
+    def _append_caller_audio(self) -> None:
+        audio = bytes(self._caller_audio)
+        self._caller_audio.clear()
+        self._send_audio(audio)
 
     def _play_slot(self, skipped: int) -> bool:
         """Send this 20 ms slot's packet, if a frame is ready; False ends the call's stream.

@@ -66,11 +66,30 @@ class MediaEngine(StrEnum):
 
     ``threads``: a thread per call reads its RTP socket, one thread paces every call's outgoing audio.
     ``loop``: one event loop (``media/loop.py``) reads every call's socket and paces and sends every call's
-    audio; the Realtime WebSocket keeps its threads in both.
+    audio, and serves every call's Realtime WebSocket and watchdogs (``realtime/on_loop.py``): no thread per call.
     """
 
     THREADS = "threads"
     LOOP = "loop"
+
+
+APPEND_MS_DEFAULT: Final = 40
+
+
+def read_append_ms(reader: EnvReader) -> int:
+    """APPEND_MS: how much caller audio (ms, whole 20 ms frames, 20 to 100) each ``input_audio_buffer.append``
+    carries with MEDIA_ENGINE=loop. Longer batches cost less CPU and delay the server's view of the caller (end
+    of speech, barge-in) by up to APPEND_MS - 20 ms (docs/PERFORMANCE.md)."""
+    value = reader.integer("APPEND_MS", APPEND_MS_DEFAULT, 20, 100)
+    if value % 20:
+        reader.invalid(
+            "APPEND_MS",
+            str(value),
+            "not a whole number of 20 ms frames (20, 40, 60, 80 or 100)",
+            str(APPEND_MS_DEFAULT),
+        )
+        return APPEND_MS_DEFAULT
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +212,7 @@ class Settings:
     transcription: Transcription = field(default_factory=Transcription)
     metrics_port: int = 0  # Prometheus metrics on 127.0.0.1 at this port; 0: none
     media_engine: MediaEngine = MediaEngine.THREADS
+    append_ms: int = APPEND_MS_DEFAULT  # MEDIA_ENGINE=loop: the caller's audio goes to the session in batches this long
 
     @classmethod
     def read(cls, reader: EnvReader) -> Settings:
@@ -230,6 +250,7 @@ class Settings:
             transcription=read_transcription(reader),
             metrics_port=reader.integer("METRICS_PORT", 0, 0, 65535),
             media_engine=reader.choice("MEDIA_ENGINE", MediaEngine.THREADS),
+            append_ms=read_append_ms(reader),
         )
 
     @classmethod

@@ -10,8 +10,13 @@ the calls whose slots fall on the same tick share a wakeup.
 
 Nothing on the loop may block: the callbacks run on it, for every call. Sends are non-blocking
 (``MediaEntry.send``): a socket whose send buffer is full loses that frame, counted, and the next slot
-goes on; the other calls never wait for it. Whatever may wait (the Realtime WebSocket, ARI, the records)
-is handed off by the callbacks to other threads through queues.
+goes on; the other calls never wait for it. Whatever may wait (ARI, the tools, the records) is handed off by
+the callbacks to other threads through queues.
+
+Besides the RTP entries the loop carries byte streams (``add_stream``: the calls' Realtime WebSockets, see
+``realtime/on_loop.py``), timers on the same deadline heap as the slots (``call_at``: keepalives, watchdogs)
+and callbacks handed to it from other threads (``call_soon``), so that every read and write of a call's
+sockets happens on the loop's thread.
 
 A call registers with ``add`` and leaves with ``MediaEntry.cancel``: once that returns, the call's
 callbacks are not running and never run again, and its socket is out of the selector, so the call may
@@ -21,6 +26,7 @@ clock; the service starts its thread (``start`` on the first ``add``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import ctypes
@@ -40,7 +46,7 @@ from typing import Any
 
 from centralita.media.pacer import FRAME_SECONDS, Pacer, SlotCallback
 
-__all__ = ["DatagramsCallback", "EntryStats", "MediaEntry", "MediaLoop"]
+__all__ = ["DatagramsCallback", "EntryStats", "LoopTimer", "MediaEntry", "MediaLoop", "StreamEntry"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +193,81 @@ class MediaEntry:
         self._loop._remove(self)
 
 
+TimerCallback = Callable[[float], float | None]
+"""``(now) -> next deadline``: a timer's callback, on the loop; it returns when to run again (the loop's clock), or
+None to stop."""
+
+
+class LoopTimer:
+    """A callback on the loop's deadline heap (``MediaLoop.call_at``), until it returns None or is cancelled."""
+
+    __slots__ = ("_callback", "_context", "_loop", "cancelled")
+
+    def __init__(self, loop: MediaLoop, callback: TimerCallback) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._context = contextvars.copy_context()  # the scheduling thread's: the call's id on its log lines
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Never run again (a run in progress on the loop finishes first when cancelled from another thread)."""
+        with self._loop._lock:
+            self.cancelled = True
+
+
+class StreamEntry:
+    """A byte stream on the loop (``MediaLoop.add_stream``): ``on_readable`` when it is readable (or said to hold
+    data the kernel cannot see, ``mark_ready``), ``on_writable`` only while ``want_write(True)``."""
+
+    __slots__ = ("_context", "_loop", "_on_readable", "_on_writable", "_writing", "cancelled", "sock")
+
+    def __init__(
+        self,
+        loop: MediaLoop,
+        sock: socket.socket,
+        on_readable: Callable[[float], None],
+        on_writable: Callable[[float], None],
+    ) -> None:
+        self._loop = loop
+        self.sock = sock
+        self._on_readable = on_readable
+        self._on_writable = on_writable
+        self._context = contextvars.copy_context()
+        self._writing = False
+        self.cancelled = False
+
+    def want_write(self, writing: bool) -> None:
+        """Ask for ``on_writable`` (EPOLLOUT) or stop asking. On the loop's thread (or holding its lock)."""
+        with self._loop._lock:
+            if writing == self._writing or self.cancelled or self._loop._closed:
+                return
+            self._writing = writing
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._loop._selector.modify(self.sock, events, self)
+
+    def mark_ready(self) -> None:
+        """The stream holds data that epoll cannot see (TLS records already decrypted, or a read budget used
+        up): ``on_readable`` runs again next round, without waiting. On the loop's thread."""
+        with self._loop._lock:
+            if not self.cancelled:
+                self._loop._ready.add(self)
+
+    def cancel(self) -> None:
+        """Off the loop: once this returns its callbacks are not running and never run again. The socket stays
+        open (its owner closes it). Idempotent."""
+        loop = self._loop
+        with loop._lock:
+            if self.cancelled:
+                return
+            self.cancelled = True
+            loop._ready.discard(self)
+            loop._streams.discard(self)
+            if not loop._closed:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    loop._selector.unregister(self.sock)
+
+
 class MediaLoop:
     """The RTP sockets and the 20 ms slots of many calls on one ``selectors`` loop (see the module's doc)."""
 
@@ -218,9 +299,13 @@ class MediaLoop:
         # The loop holds this lock for a whole round of callbacks: ``cancel`` from another thread waits for it,
         # which is what lets the call close its socket afterwards. Re-entrant: a callback may cancel.
         self._lock = threading.RLock()
-        self._due: list[tuple[float, int, MediaEntry]] = []  # a heap of (next deadline, order added, entry)
+        self._due: list[tuple[float, int, MediaEntry | LoopTimer]] = []  # a heap of (deadline, order added, entry)
         self._order = itertools.count()
         self._entries: set[MediaEntry] = set()
+        self._streams: set[StreamEntry] = set()
+        self._ready: set[StreamEntry] = set()  # streams to read again without waiting (see ``mark_ready``)
+        self._soon: collections.deque[tuple[contextvars.Context, Callable[[], None]]] = collections.deque()
+        self._round_owner: int | None = None  # the thread running a round (``in_loop``)
         self._waker, self._wake_end = socket.socketpair()
         self._waker.setblocking(False)
         self._wake_end.setblocking(False)
@@ -230,7 +315,18 @@ class MediaLoop:
         if self._timer is not None:
             self._selector.register(self._timer.fd, selectors.EVENT_READ, _TIMER)
         self._thread: threading.Thread | None = None
+        self._autostart = True  # False once a test drives the loop with ``run_once``
         self._closed = False
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The loop's clock (the deadlines of ``call_at`` are on it)."""
+        return self._clock
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` ran: nothing runs on the loop any more."""
+        return self._closed
 
     @property
     def entries(self) -> int:
@@ -273,30 +369,113 @@ class MediaLoop:
             self._entries.add(entry)
             if pacer is not None:
                 heapq.heappush(self._due, (pacer.next_deadline or 0.0, next(self._order), entry))
-            if start_thread and self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+            self._start(start_thread)
         self._wake()  # the loop may be waiting for a later deadline than this entry's first slot
         return entry
+
+    def add_stream(
+        self,
+        sock: socket.socket,
+        on_readable: Callable[[float], None],
+        on_writable: Callable[[float], None],
+        *,
+        start_thread: bool = True,
+    ) -> StreamEntry:
+        """Serve the byte stream ``sock`` (made non-blocking): ``on_readable(now)`` when it is readable,
+        ``on_writable(now)`` while the entry wants to write (``StreamEntry.want_write``). The callbacks run on the
+        loop and must never block: they read and write until the socket would block."""
+        sock.setblocking(False)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the MediaLoop is closed")
+            entry = StreamEntry(self, sock, on_readable, on_writable)
+            self._selector.register(sock, selectors.EVENT_READ, entry)
+            self._streams.add(entry)
+            self._start(start_thread)
+        self._wake()
+        return entry
+
+    def call_at(self, deadline: float, callback: TimerCallback, *, start_thread: bool = True) -> LoopTimer:
+        """Run ``callback(now)`` on the loop at ``deadline`` (the loop's clock), and again at whatever deadline it
+        returns, until it returns None or the timer is cancelled. From any thread."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the MediaLoop is closed")
+            timer = LoopTimer(self, callback)
+            heapq.heappush(self._due, (deadline, next(self._order), timer))
+            self._start(start_thread)
+        self._wake()
+        return timer
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` on the loop, at the start of its next round, in the order given. From any thread
+        (what another thread wants done with a socket of the loop's goes through here). Dropped once closed."""
+        self._soon.append((contextvars.copy_context(), callback))
+        if self._thread is None and self._autostart:
+            with self._lock:
+                if not self._closed:
+                    self._start(True)
+        self._wake()
+
+    def in_loop(self) -> bool:
+        """Whether the calling thread is running a round of the loop (a callback of the loop's)."""
+        return self._round_owner == threading.get_ident()
 
     def run_once(self, timeout: float | None = 0.0) -> None:
         """One round: wait up to ``timeout`` seconds (None: until something happens) for readable sockets,
         read them, then run every slot that is due."""
+        if self._ready or self._soon:
+            timeout = 0.0
         events = self._selector.select(timeout)
         with self._lock:
             if self._closed:
                 return
-            now = self._clock()
-            for key, _ in events:
-                entry = key.data
-                if entry is None:
-                    self._drain_wakes()
-                elif entry is _TIMER:
-                    if self._timer is not None:
-                        self._timer.fired()
-                elif not entry.cancelled:
-                    self._read(entry, now)
-            self._run_due(self._clock())
+            self._round_owner = threading.get_ident()
+            try:
+                self._round(events)
+            finally:
+                self._round_owner = None
+
+    def _round(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
+        now = self._clock()
+        soon = self._soon
+        for _ in range(len(soon)):  # only those already there: a callback that hands on more waits a round
+            context, callback = soon.popleft()
+            self._guarded(context, callback)
+        ready, self._ready = self._ready, set()
+        for key, mask in events:
+            entry = key.data
+            if entry is None:
+                self._drain_wakes()
+            elif entry is _TIMER:
+                if self._timer is not None:
+                    self._timer.fired()
+            elif isinstance(entry, StreamEntry):
+                if mask & selectors.EVENT_WRITE and not entry.cancelled:
+                    self._guarded(entry._context, entry._on_writable, now)
+                if mask & selectors.EVENT_READ and not entry.cancelled:
+                    ready.discard(entry)
+                    self._guarded(entry._context, entry._on_readable, now)
+            elif not entry.cancelled:
+                self._read(entry, now)
+        for entry in ready:
+            if not entry.cancelled:
+                self._guarded(entry._context, entry._on_readable, now)
+        self._run_due(self._clock())
+
+    @staticmethod
+    def _guarded(context: contextvars.Context, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            context.run(callback, *args)
+        except Exception:  # a bug in one call's callback must not stop the loop of every call
+            log.exception("a callback on the media loop failed")
+
+    def _start(self, start_thread: bool) -> None:
+        if not start_thread:
+            self._autostart = False
+        elif self._thread is None and self._autostart:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
 
     def next_timeout(self) -> float | None:
         """Seconds until the next slot is due (0 if one is late), None when no entry has slots."""
@@ -318,11 +497,17 @@ class MediaLoop:
             if self._closed:
                 return
             self._closed = True
-            for entry in list(self._entries):
-                entry.cancelled = True
+            items: list[MediaEntry | StreamEntry] = [*self._entries, *self._streams]
+            for item in items:
+                item.cancelled = True
                 with contextlib.suppress(KeyError, ValueError, OSError):
-                    self._selector.unregister(entry.sock)
+                    self._selector.unregister(item.sock)
             self._entries.clear()
+            self._streams.clear()
+            self._ready.clear()
+            self._soon.clear()
+            for _, _, due in self._due:
+                due.cancelled = True
             self._due.clear()
             thread = self._thread
         finally:
@@ -352,6 +537,8 @@ class MediaLoop:
     def _wait(self) -> float | None:
         """How long the next round may wait for I/O: with the timerfd armed at the next slot, until something
         happens; without it, the time to the next slot (epoll rounds it up to a whole millisecond)."""
+        if self._ready or self._soon:
+            return 0.0
         timeout = self.next_timeout()
         timer = self._timer
         if timer is None or timeout is None:
@@ -396,6 +583,9 @@ class MediaLoop:
         due = self._due
         while due and due[0][0] <= now + _DUE_AHEAD:
             entry = heapq.heappop(due)[2]
+            if isinstance(entry, LoopTimer):
+                self._run_timer(entry, now)
+                continue
             pacer = entry.pacer
             if entry.cancelled or pacer is None or entry._on_slot is None:
                 continue
@@ -410,6 +600,19 @@ class MediaLoop:
                 heapq.heappush(due, (deadline, next(self._order), entry))
             else:
                 entry.pacer = None
+
+    def _run_timer(self, timer: LoopTimer, now: float) -> None:
+        if timer.cancelled:
+            return
+        again: float | None = None
+        try:
+            again = timer._context.run(timer._callback, now)
+        except Exception:
+            log.exception("a timer on the media loop failed and was stopped")
+        if again is not None and not timer.cancelled:
+            heapq.heappush(self._due, (again, next(self._order), timer))
+        else:
+            timer.cancelled = True
 
     def _remove(self, entry: MediaEntry) -> None:
         with self._lock:

@@ -134,6 +134,19 @@ def _error_body(body: bytes | None) -> tuple[str | None, str]:
         return None, (body or b"").decode("utf-8", errors="replace")[:200]
 
 
+def parse_event(data: bytes) -> JsonObject | None:
+    """A server event out of a data message; None (logged) when it is not a JSON object."""
+    try:
+        event = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        log.warning("ignoring a Realtime message that is not JSON (%d bytes)", len(data))
+        return None
+    if not isinstance(event, dict):
+        log.warning("ignoring a Realtime message that is not an object")
+        return None
+    return event
+
+
 class RealtimeConnection:
     """One WebSocket to the Realtime API for one call.
 
@@ -228,13 +241,18 @@ class RealtimeConnection:
             self._finish(CloseInfo(None, by_client=True, error=f"handshake failed: {error}"), notify=False)
             raise
         self._session = info
+        self._start_receiving()
+        return info
+
+    def _start_receiving(self) -> None:
+        """After the handshake: the receive thread (``on_loop.LoopRealtimeConnection`` serves it on the media loop
+        instead)."""
         # The receive thread runs in a copy of the caller's context, so its log lines keep the call's id.
         context = contextvars.copy_context()
         self._thread = threading.Thread(
             target=context.run, args=(self._receive_loop,), name="realtime-receive", daemon=True
         )
         self._thread.start()
-        return info
 
     def send(self, event: Mapping[str, Any]) -> None:
         """Send one client event; thread-safe. RealtimeError when the connection is not open."""
@@ -394,15 +412,7 @@ class RealtimeConnection:
                 return None
         opcode, data = frame
         if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
-            try:
-                event = json.loads(data)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                log.warning("ignoring a Realtime message that is not JSON (%d bytes)", len(data))
-                return None
-            if not isinstance(event, dict):
-                log.warning("ignoring a Realtime message that is not an object")
-                return None
-            return event
+            return parse_event(data)
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             code, reason = _parse_close(data)
             if not self._close_sent:

@@ -46,6 +46,7 @@ import logging
 import math
 import re
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -387,6 +388,8 @@ class Faults:
     transcription_delay_ms: the caller's transcription (when the session asks for it) starts this long after
         the caller's item is committed: long enough, and it comes after the reply, as it may on the real API.
     transcription_fails: the caller's transcription ends with ``.failed`` (after the deltas of its first half).
+    stop_reading_after_ms: this long after the first session.updated the server stops reading the connection (a stalled
+        peer or path): the client's writes fill the kernel's buffers, and its pings go unanswered.
     """
 
     refuse: bool = False
@@ -399,6 +402,7 @@ class Faults:
     silent_after_responses: int | None = None
     transcription_delay_ms: int = 0
     transcription_fails: bool = False
+    stop_reading_after_ms: int | None = None
 
     @classmethod
     def parse(cls, specs: Sequence[str]) -> Faults:
@@ -925,6 +929,7 @@ class _Session:
         self._deltas_sent = 0
         self._responses_started = 0
         self._timers: list[asyncio.Task[None]] = []
+        self._stops_reading = False  # the stop_reading_after_ms fault is armed
         self._caller_turns = 0  # caller items transcribed so far: the next caller line to say
 
     # -- plumbing --
@@ -974,6 +979,10 @@ class _Session:
             self._timers.append(asyncio.create_task(self._error_later(self._faults.error_after_ms / 1000)))
         if self._faults.close_after_s is not None:
             self._timers.append(asyncio.create_task(self._expire_later(self._faults.close_after_s)))
+
+    async def _stop_reading_later(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._ws.transport.pause_reading()
 
     def abort(self) -> None:
         """Cut the TCP connection at once, without a close frame (on the server's loop)."""
@@ -1071,6 +1080,11 @@ class _Session:
         )
         self._reconfigure_vad()
         await self._send({"type": "session.updated", "session": copy.deepcopy(self._session)})
+        if self._faults.stop_reading_after_ms is not None and not self._stops_reading:
+            self._stops_reading = True
+            self._timers.append(
+                asyncio.create_task(self._stop_reading_later(self._faults.stop_reading_after_ms / 1000))
+            )
 
     async def _on_transcription_session_update(self, event: JsonObject) -> None:
         raise _BetaShape("transcription_session.update belongs to the Realtime beta, which is disabled.")
@@ -1658,7 +1672,9 @@ class FakeRealtimeServer:
         tool_done_delay_ms: int = 50,
         echo: bool = False,
         caller_lines: Sequence[str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: serve wss:// with this server context (the client must trust its certificate)."""
         if chunk_ms <= 0 or chunk_ms % 10:
             raise ValueError(f"chunk_ms must be a positive multiple of 10, not {chunk_ms}")
         if pace < 0:
@@ -1677,6 +1693,7 @@ class FakeRealtimeServer:
             caller_lines=tuple(caller_lines) if caller_lines is not None else default_caller_lines(),
         )
         self._host = host
+        self._tls = tls
         self._requested_port = port
         self._port: int | None = None
         self._lock = threading.Lock()
@@ -1710,7 +1727,7 @@ class FakeRealtimeServer:
     @property
     def base_url(self) -> str:
         """The URL to give the client as OPENAI_BASE_URL (without the model)."""
-        return f"ws://{self._host}:{self.port}/v1/realtime"
+        return f"{'wss' if self._tls is not None else 'ws'}://{self._host}:{self.port}/v1/realtime"
 
     def url(self, model: str = DEFAULT_MODEL) -> str:
         return f"{self.base_url}?model={model}"
@@ -1841,6 +1858,7 @@ class FakeRealtimeServer:
             max_size=_MAX_MESSAGE_BYTES,
             compression=None,
             close_timeout=2,  # a client that never closes its TCP side must not hold up stop() for long
+            ssl=self._tls,
             logger=_QuietLogger(logging.getLogger("centralita_testing.fake_realtime.websockets"), {}),
         )
         try:
