@@ -126,6 +126,26 @@ def test_no_audio_from_asterisk_gives_the_call_up(boxes: Callable[..., Box]) -> 
     assert box.service.stats.snapshot()["watchdogs"] == {"no_caller_audio": 1}
 
 
+def test_a_realtime_peer_that_stops_reading_misses_its_pong_and_the_caller_goes_to_failover(
+    boxes: Callable[..., Box],
+) -> None:
+    """The server (or the path to it) stops reading mid-call: the keepalive's ping gets no pong, the session is
+    given up and the caller hears the notice and reaches a person, as for any lost connection."""
+    box = boxes(
+        [AudioTurn(GREETING, "Hola.")],
+        faults=Faults(stop_reading_after_ms=300),
+        WS_PING_INTERVAL="1",
+        WS_PING_TIMEOUT="0.5",
+    )
+    channel_id, _call, leg = box.call_in()
+    leg.wait_heard(lambda heard: len(heard) >= 5, TIMEOUT)
+    record = box.ended(channel_id)
+    assert record["outcome"] == Outcome.REALTIME_FAILED
+    assert record["detail"] == "Realtime closed: no close frame by server, no pong within 0.5 s"
+    assert box.continues(channel_id) == [(FAILOVER, "s", 1)]
+    assert box.asterisk.channels[channel_id].variables == {FAILOVER_REASON_VARIABLE: "realtime_dropped"}
+
+
 def test_a_silent_model_gets_one_filler_then_the_caller_goes_to_a_person(boxes: Callable[..., Box]) -> None:
     box = boxes([AudioTurn(GREETING, "Hola.")], faults=Faults(silent_after_responses=0), REPLY_TIMEOUT="0.5")
     channel_id, _call, leg = box.call_in()
