@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from certs import self_signed
-from test_realtime import Events, update
+from test_realtime import Events, fds_back_to, open_fds, update
 
 from centralita.config.bridge import Secret
 from centralita.media.loop import MediaLoop
@@ -64,6 +64,8 @@ def loop_threads() -> list[str]:
 def test_events_arrive_and_the_audio_goes_out_on_the_loop_without_a_thread_per_connection(loop: MediaLoop) -> None:
     events = Events()
     with FakeRealtimeServer(echo=True) as server:
+        loop.call_soon(lambda: None)  # the loop's own thread and sockets, before counting
+        before = open_fds()
         connection = on_loop_connection(server, loop, events)
         connection.connect(update())
         assert loop_threads() == []  # no receive thread: the loop reads
@@ -76,6 +78,7 @@ def test_events_arrive_and_the_audio_goes_out_on_the_loop_without_a_thread_per_c
         assert connection.close_info.clean
         wait_until(lambda: record.closed, "the server to see the close")
         assert record.close_code == 1000
+        assert fds_back_to(before)  # the socket is closed and out of the loop
 
 
 def test_a_connection_that_stops_reading_fills_its_own_buffer_and_no_other(loop: MediaLoop) -> None:
@@ -91,7 +94,12 @@ def test_a_connection_that_stops_reading_fills_its_own_buffer_and_no_other(loop:
         healthy.connect(update())
         healthy_record = server.wait_for_session(1)
         ticks: list[float] = []
-        loop.call_at(loop.clock(), lambda now: ticks.append(now) or now + 0.02)
+
+        def tick(now: float) -> float:
+            ticks.append(now)
+            return now + 0.02
+
+        loop.call_at(loop.clock(), tick)
 
         frame = bytes(160)
         sent_in = time.monotonic()
