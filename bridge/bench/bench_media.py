@@ -19,14 +19,19 @@ bridge's own work is counted as the bridge's:
 * the echo peer of the Realtime API (``python -m centralita_testing.echo_realtime``, one ``selectors`` loop):
   every appended frame comes straight back as a ``response.output_audio.delta`` (``--deltas worst``), or the
   caller's audio goes back in deltas of 100-300 ms, each sent at once (``--deltas realistic``, as the real
-  API sends a reply).
+  API sends a reply); with ``--vad`` (on unless ``--barge-in-every 0``) it plays the server's turn detection.
+
+Callers barge in: every ``--barge-in-every`` seconds (default 3) each leg sends 200 ms of loud frames
+(``SpeechPlan``); the echo peer answers the first with ``input_audio_buffer.speech_started`` and ends its
+reply, and the bench times how long the bridge went on playing that reply (``barge_in_latencies``).
 
 ``--harness threads`` runs the unit tests' fakes instead (the fake Asterisk's two media threads, and
 ``fake_realtime --echo`` on asyncio and websockets), to compare: they take about twice the harness's CPU
 per call, the echo server four times (see docs/PERFORMANCE.md). The harness is ``saturated`` when its
-processes (which share one CPU when pinned) take over 90 % of it, or when the media loop gives up over 1 %
-of its 20 ms slots (``skipped_slots``: it could not keep its schedule, its CPU taken by its own work or by
-other programs).
+processes (which share one CPU when pinned) take over 85 % of it (``--harness-max-pct``), or when the media
+loop gives up over 1 % of its 20 ms slots (``skipped_slots``) or sends over 1 % of its frames more than
+``--late-ms`` after their slot (``harness_late_sends``): it could not keep its schedule, its CPU taken by
+its own work or by other programs.
 
 The first 20 bytes of every frame the fake Asterisk sends are a stamp (leg, frame number, send time);
 the echo returns the audio byte for byte, so each frame is followed from socket to socket:
@@ -721,6 +726,7 @@ class StepResult:
     underrun_slots: int
     bridge_cpu_pct: float
     cpu_per_call_pct: float
+    cpu_per_call_served_pct: float
     fake_cpu_pct: float
     asterisk_cpu_pct: float
     harness_cpu_pct: float
@@ -1005,6 +1011,10 @@ def analyse(
         underrun_slots=underruns,
         bridge_cpu_pct=round(cpu["bridge_cpu_pct"], 1),
         cpu_per_call_pct=round(cpu["bridge_cpu_pct"] / max(calls - failed, 1), 3),
+        # Per call actually offered: a starved harness sends fewer frames than its calls should.
+        cpu_per_call_served_pct=round(
+            cpu["bridge_cpu_pct"] / max(len(sent["t_in"]) / (wall * 1e9 / FRAME_NS), 1e-9), 3
+        ),
         fake_cpu_pct=round(cpu["fake_cpu_pct"], 1),
         asterisk_cpu_pct=round(cpu["asterisk_cpu_pct"], 1),
         harness_cpu_pct=round(harness_cpu, 1),
@@ -1054,6 +1064,7 @@ _TABLE = (
     ("out99", "latency_out_p99_ms", "{:>6.3f}"),
     ("lat.max", "lateness_max_ms", "{:>7.2f}"),
     ("cpu/call", "cpu_per_call_pct", "{:>8.3f}"),
+    ("c/served", "cpu_per_call_served_pct", "{:>8.3f}"),
     ("bridge%", "bridge_cpu_pct", "{:>7.1f}"),
     ("fake%", "fake_cpu_pct", "{:>6.1f}"),
     ("ast%", "asterisk_cpu_pct", "{:>5.1f}"),
