@@ -6,7 +6,7 @@ PYTHON ?= python3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv host lint unit molecule chan-sip test-cluster test demo lab-up lab-provision lab-call lab-down requirements clean bench soak
+.PHONY: help venv host lint unit molecule chan-sip test-cluster test demo lab-up lab-provision lab-call lab-down requirements clean bench bench-harness soak
 
 help:
 	@echo "make demo      provision the lab box (podman container centralita-lab) and call it"
@@ -15,6 +15,7 @@ help:
 	@echo "make lab-down  remove the lab box"
 	@echo "make soak      soak run of the lab box: calls for minutes, faults at random (after make demo)"
 	@echo "make bench     media-path benchmark: concurrent calls through the bridge (docs/PERFORMANCE.md)"
+	@echo "make bench-harness  the bench's harness alone: its CPU per call (docs/PERFORMANCE.md)"
 
 # The pinned tool venv; rebuilt when requirements.txt changes.
 $(VENV)/.stamp: requirements.txt
@@ -67,8 +68,12 @@ lab-down: venv
 
 # Media-path benchmark (a benchmark, not a test): a ramp of concurrent calls, one JSON line at the end.
 # Options after BENCH_ARGS=, e.g. make bench BENCH_ARGS="--steps 10,20,40 --duration 10".
+# `make bench-harness` measures the harness alone (what each fake costs per call), e.g. BENCH_ARGS="--calls 200".
 bench: venv
 	@PYTHONPATH=bridge/src:bridge/testing/src $(BIN)/python bridge/bench/bench_media.py $(BENCH_ARGS)
+
+bench-harness: venv
+	@PYTHONPATH=bridge/src:bridge/testing/src $(BIN)/python bridge/bench/bench_harness.py $(BENCH_ARGS)
 
 # Soak run of the lab box (not a test, not in CI): calls for minutes with faults injected at random; prints calls
 # placed, failed over, stuck and leaked. After `make demo`; options after SOAK_ARGS=, e.g. SOAK_ARGS="--minutes 5".

@@ -19,14 +19,19 @@ bridge's own work is counted as the bridge's:
 * the echo peer of the Realtime API (``python -m centralita_testing.echo_realtime``, one ``selectors`` loop):
   every appended frame comes straight back as a ``response.output_audio.delta`` (``--deltas worst``), or the
   caller's audio goes back in deltas of 100-300 ms, each sent at once (``--deltas realistic``, as the real
-  API sends a reply).
+  API sends a reply); with ``--vad`` (on unless ``--barge-in-every 0``) it plays the server's turn detection.
+
+Callers barge in: every ``--barge-in-every`` seconds (default 3) each leg sends 200 ms of loud frames
+(``SpeechPlan``); the echo peer answers the first with ``input_audio_buffer.speech_started`` and ends its
+reply, and the bench times how long the bridge went on playing that reply (``barge_in_latencies``).
 
 ``--harness threads`` runs the unit tests' fakes instead (the fake Asterisk's two media threads, and
 ``fake_realtime --echo`` on asyncio and websockets), to compare: they take about twice the harness's CPU
 per call, the echo server four times (see docs/PERFORMANCE.md). The harness is ``saturated`` when its
-processes (which share one CPU when pinned) take over 90 % of it, or when the media loop gives up over 1 %
-of its 20 ms slots (``skipped_slots``: it could not keep its schedule, its CPU taken by its own work or by
-other programs).
+processes (which share one CPU when pinned) take over 85 % of it (``--harness-max-pct``), or when the media
+loop gives up over 1 % of its 20 ms slots (``skipped_slots``) or sends over 1 % of its frames more than
+``--late-ms`` after their slot (``harness_late_sends``): it could not keep its schedule, its CPU taken by
+its own work or by other programs.
 
 The first 20 bytes of every frame the fake Asterisk sends are a stamp (leg, frame number, send time);
 the echo returns the audio byte for byte, so each frame is followed from socket to socket:
@@ -103,6 +108,10 @@ MAGIC: Final = b"CBNC"
 STAMP_B64: Final = 28  # base64 characters that hold the stamp's 20 bytes
 RTP_HEADER: Final = struct.Struct("!BBHII")
 FILL: Final = b"\xff" * (FRAME_BYTES - STAMP.size)  # μ-law silence after the stamp
+SPEECH_FILL: Final = b"\x80\x00" * ((FRAME_BYTES - STAMP.size) // 2)  # loud: the echo peer's VAD hears speech
+SPEECH_FRAMES: Final = 10  # a caller's barge-in lasts 200 ms
+GOLDEN: Final = 0.6180339887498949  # legs' speech phases frac(i x golden): spread over the period
+NOT_PLAYED_FRAMES: Final = 32  # before a barge-in, frames of the reply that may never play (queued, gathering)
 SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the socket module does not export it
 TIMESPEC: Final = struct.Struct("@qq")
 ANC_SIZE: Final = socket.CMSG_SPACE(TIMESPEC.size)
@@ -207,6 +216,102 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (total - idle) / tick, total / tick
 
 
+# --- The callers' barge-ins -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeechPlan:
+    """When each simulated caller speaks over the assistant: ``length`` frames every ``period`` frames.
+
+    A leg's speech starts at the frames ``f >= period`` with ``(f - offset(leg)) % period == 0`` (legs' offsets
+    spread over the period), so the assistant's reply, the echo of the caller's silence since the last speech,
+    has been playing for ``period - length`` frames when the caller interrupts it. The fake Asterisk sends
+    those frames loud (``SPEECH_FILL``); the echo peer's VAD hears them.
+    """
+
+    period: int
+    length: int = SPEECH_FRAMES
+
+    def offset(self, leg: int) -> int:
+        return int((leg * GOLDEN) % 1.0 * self.period)
+
+    def speaking(self, leg: int, frame: int) -> bool:
+        return frame >= self.period and (frame - self.offset(leg)) % self.period < self.length
+
+    def phases(self, legs: I64, frames: I64) -> I64:
+        """Each frame's place in its leg's period: 0 is the first frame of a speech (numpy, vectorised)."""
+        offsets = ((legs * GOLDEN) % 1.0 * self.period).astype(np.int64)
+        return np.asarray((frames - offsets) % self.period, dtype=np.int64)
+
+    def expected(self, legs: I64, frames: I64) -> npt.NDArray[np.bool_]:
+        """Frames whose echo must come back: not speech (never echoed) nor the reply's last frames before a
+        speech (the bridge drops what it queued, the peer what it was still gathering)."""
+        phases = self.phases(legs, frames)
+        near = (phases < self.length) | (phases >= self.period - NOT_PLAYED_FRAMES)
+        return np.asarray(~(near & (frames >= self.period - NOT_PLAYED_FRAMES)), dtype=np.bool_)
+
+
+def barge_in_latencies(
+    plan: SpeechPlan,
+    sent: dict[str, I64],
+    received: dict[str, I64],
+    until_ns: int,
+    at_bridge: dict[int, int] | None = None,
+    since_ns: int = 0,
+) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """For each speech start sent before ``until_ns``: from its frame leaving the caller to the last frame of the
+    interrupted reply reaching the caller (0 when that reply had already finished playing), in ns; and whether
+    the bridge had to cut that reply (frames of it reached the bridge after ``since_ns``, ``at_bridge``: ``(leg
+    << 32) | frame`` -> arrival, but never the caller: its playout queue was not empty when the caller spoke).
+    ``since_ns`` is when the caller's side began recording: a frame played before it was not seen played.
+
+    ``sent``: the caller's frames (``leg``, ``frame``, ``t_in``); ``received``: the assistant's frames at the
+    caller (``leg``, ``frame`` (the caller frame it echoes), ``t_out``). The interrupted reply echoes the
+    caller's frames since the last speech ended; a start whose reply never reached the caller in the window
+    has no figure.
+    """
+    legs, frames, t_in = sent["leg"], sent["frame"], sent["t_in"]
+    starts = np.flatnonzero((plan.phases(legs, frames) == 0) & (frames >= plan.period) & (t_in < until_ns))
+    latencies: list[int] = []
+    cut: list[bool] = []
+    by_leg: dict[int, tuple[I64, I64]] = {}
+    for row in starts:
+        leg, start, spoke = int(legs[row]), int(frames[row]), int(t_in[row])
+        if leg not in by_leg:
+            rows = np.flatnonzero(received["leg"] == leg)
+            by_leg[leg] = received["frame"][rows], received["t_out"][rows]
+        echoed, t_out = by_leg[leg]
+        reply = (echoed >= start - plan.period + plan.length) & (echoed < start)
+        if not reply.any():
+            continue
+        latencies.append(max(0, int(t_out[reply].max()) - spoke))
+        played = {int(frame) for frame in echoed[reply]}
+        first = start - plan.period + plan.length
+        cut.append(
+            at_bridge is not None
+            and any(
+                at_bridge.get((leg << 32) | frame, -1) >= since_ns and frame not in played
+                for frame in range(first, start)
+            )
+        )
+    return np.array(latencies, dtype=np.int64), np.array(cut, dtype=np.bool_)
+
+
+def send_lateness(sent: dict[str, I64]) -> I64:
+    """How late the fake Asterisk sent each frame after its 20 ms slot, in ns.
+
+    Each leg's grid is anchored on its earliest send (frame ``n`` is due ``n`` periods after frame 0), as the
+    bridge's own lateness is: a harness that cannot keep its schedule is behind the load it claims to offer.
+    """
+    parts: list[I64] = []
+    legs = sent["leg"]
+    for leg in np.unique(legs):
+        rows = np.flatnonzero(legs == leg)
+        offsets = sent["t_in"][rows] - sent["frame"][rows] * FRAME_NS
+        parts.append(offsets - offsets.min())
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
 # --- The fake Asterisk (a child process), with stamped and timed legs --------------------------------------
 
 
@@ -218,8 +323,9 @@ class StampedLegs(LegHooks):
     columns, so the analysis can follow each frame from socket to socket.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, speech: SpeechPlan | None = None) -> None:
         self.recording = False
+        self.speech = speech
         self._reset_columns()
 
     def payload(self, leg: RtpLeg, now_ns: int) -> bytes:
@@ -228,7 +334,9 @@ class StampedLegs(LegHooks):
             self.sent["leg"].append(leg.index)
             self.sent["frame"].append(frame)
             self.sent["t_in"].append(now_ns)
-        return STAMP.pack(MAGIC, leg.index, frame, now_ns) + FILL
+        speech = self.speech
+        fill = SPEECH_FILL if speech is not None and speech.speaking(leg.index, frame) else FILL
+        return STAMP.pack(MAGIC, leg.index, frame, now_ns) + fill
 
     def received(self, leg: RtpLeg, datagram: bytes, arrival_ns: int, kernel_stamped: bool) -> None:
         if not self.recording:
@@ -293,14 +401,16 @@ class StampedLegs(LegHooks):
         self.kernel_stamped = 0
 
 
-def _asterisk_main(control: Connection, cpus: set[int] | None, user: str, password: str, media_loop: bool) -> None:
+def _asterisk_main(
+    control: Connection, cpus: set[int] | None, user: str, password: str, media_loop: bool, speech: SpeechPlan | None
+) -> None:
     """The child process: the fake Asterisk until told to stop; commands come over ``control``.
 
     Its legs hold their media until "play", so the load starts once every call is up. With ``media_loop`` all
     legs run on one epoll loop (``LoopMedia``), else on a sending and a receiving thread.
     """
     _pin(0, cpus)  # before its threads start: they inherit it
-    legs = StampedLegs()
+    legs = StampedLegs(speech)
     asterisk = FakeAsterisk(user, password, hooks=legs, hold_media=True, media_loop=media_loop).start()
     control.send({"ari_url": asterisk.url})
     try:
@@ -492,12 +602,12 @@ def _pin(pid: int, cpus: set[int] | None) -> None:
 
 
 class AsteriskProcess:
-    def __init__(self, cpus: set[int] | None, media_loop: bool) -> None:
+    def __init__(self, cpus: set[int] | None, media_loop: bool, speech: SpeechPlan | None) -> None:
         context = multiprocessing.get_context("spawn")
         self._control, child = context.Pipe()
         self._process = context.Process(
             target=_asterisk_main,
-            args=(child, cpus, ARI_USER, ARI_PASSWORD, media_loop),
+            args=(child, cpus, ARI_USER, ARI_PASSWORD, media_loop, speech),
             name="asterisk-sim",
             daemon=True,
         )
@@ -536,13 +646,15 @@ class FakeRealtimeProcess:
     """The Realtime side in echo mode: the lean ``echo_realtime`` peer (``harness="loop"``), or the full
     ``fake_realtime`` server (asyncio and websockets, ``harness="threads"``, worst-case deltas only)."""
 
-    def __init__(self, cpus: set[int] | None, harness: str, deltas: str) -> None:
+    def __init__(self, cpus: set[int] | None, harness: str, deltas: str, vad: bool) -> None:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), str(TESTING_SRC), os.environ.get("PYTHONPATH")])),
         }
         if harness == "loop":
             command = [sys.executable, "-m", "centralita_testing.echo_realtime", "--deltas", deltas]
+            if vad:
+                command.append("--vad")
         else:
             command = [sys.executable, "-m", "centralita_testing.fake_realtime", "--echo"]
         command += ["--port", "0", "--api-key", API_KEY]
@@ -584,6 +696,8 @@ class Options:
     harness: str = "loop"  # "loop": one epoll loop per harness process; "threads": the fakes of the unit tests
     deltas: str = "worst"  # "worst": a delta per 20 ms frame; "realistic": 100-300 ms each
     engine: str = "threads"  # the bridge's MEDIA_ENGINE: "threads" (a thread per call, a pacer) or "loop"
+    speech: SpeechPlan | None = None  # the callers' barge-ins; None: the callers never speak over the assistant
+    harness_max_pct: float = 85.0  # the harness is saturated above this share of its core
 
 
 @dataclass
@@ -612,6 +726,7 @@ class StepResult:
     underrun_slots: int
     bridge_cpu_pct: float
     cpu_per_call_pct: float
+    cpu_per_call_served_pct: float
     fake_cpu_pct: float
     asterisk_cpu_pct: float
     harness_cpu_pct: float
@@ -629,6 +744,15 @@ class StepResult:
     gc_max_pause_ms: float
     gc_max_pause_cpu_ms: float
     kernel_stamped_pct: float
+    barge_ins: int = 0
+    barge_in_p50_ms: float = float("nan")
+    barge_in_p99_ms: float = float("nan")
+    barge_in_max_ms: float = float("nan")
+    barge_ins_cut: int = 0
+    barge_in_cut_p50_ms: float = float("nan")
+    barge_in_cut_p99_ms: float = float("nan")
+    harness_late_sends: int = 0
+    harness_send_late_p99_ms: float = float("nan")
 
 
 def _cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
@@ -661,7 +785,8 @@ def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Pat
 def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rss_before: int) -> StepResult:
     """One step of ``calls`` calls; ``rss_before`` is the bridge's RSS before the ramp's first call."""
     harness_cpus = options.harness_cpus
-    asterisk = AsteriskProcess(harness_cpus, options.harness == "loop")
+    speech = options.speech
+    asterisk = AsteriskProcess(harness_cpus, options.harness == "loop", speech)
     fake: FakeRealtimeProcess | None = None
     started: list[Call] = []
     failed = 0
@@ -671,7 +796,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rs
         records: CallRecords | None = None
         writer: RecordWriter | None = None
         try:
-            fake = FakeRealtimeProcess(harness_cpus, options.harness, options.deltas)
+            fake = FakeRealtimeProcess(harness_cpus, options.harness, options.deltas, speech is not None)
             settings = _settings(fake, asterisk, Path(tmp))
             records = CallRecords(settings.db_path)
             writer = RecordWriter("bench")
@@ -827,20 +952,35 @@ def analyse(
     # Lost: frames sent in the window (but for its last 200 ms, still in flight) that never came back.
     sent = {name: _column(raw) for name, raw in collected["sent"].items()}
     cutoff = sent["t_in"].max() - 200_000_000 if len(sent["t_in"]) else 0
-    expected = (sent["leg"][sent["t_in"] < cutoff] << 32) | sent["frame"][sent["t_in"] < cutoff]
+    # With barge-ins, the speech and the interrupted replies' unplayed ends are not expected back.
+    due = sent["t_in"] < cutoff
+    if options.speech is not None:
+        due &= options.speech.expected(sent["leg"], sent["frame"])
+    expected = (sent["leg"][due] << 32) | sent["frame"][due]
     lost = int(np.sum(~np.isin(expected, (legs << 32) | frames)))
+
+    # Barge-in: speech starts at least 500 ms before the window's end (the reply's last frames are then in it).
+    barge_in, barge_in_cut = (
+        barge_in_latencies(options.speech, sent, received, window_end - 500_000_000, deltas, window_start)
+        if options.speech is not None
+        else (np.zeros(0, np.int64), np.zeros(0, np.bool_))
+    )
+    # The harness's own pacing: how late the fake Asterisk sent each caller frame after its slot.
+    sends_late = send_lateness(sent)
+    harness_late = int(np.sum(sends_late > options.late_ms * 1e6))
 
     # The harness: its two processes share the harness CPU when pinned to one (this machine's 2 cores), so
     # their sum is what saturates it; unpinned, each process is one Python thread of work at most. A harness
-    # that cannot keep its 20 ms schedule (over 1 % of the slots given up: its CPU taken by the machine's other
-    # programs, or by its own work) is saturated too, whatever its CPU figure.
+    # that cannot keep its 20 ms schedule (over 1 % of the slots given up, or of its frames sent late: its CPU
+    # taken by the machine's other programs, or by its own work) is saturated too, whatever its CPU figure.
     harness_cpu = cpu["fake_cpu_pct"] + cpu["asterisk_cpu_pct"]
     shared_core = options.harness_cpus is not None and len(options.harness_cpus) == 1
     skipped = int(collected.get("skipped", 0))
     slots_due = (calls - failed) * wall * 1e9 / FRAME_NS
     harness_saturated = bool(
-        (harness_cpu if shared_core else max(cpu["fake_cpu_pct"], cpu["asterisk_cpu_pct"])) > 90
+        (harness_cpu if shared_core else max(cpu["fake_cpu_pct"], cpu["asterisk_cpu_pct"])) > options.harness_max_pct
         or skipped > 0.01 * slots_due
+        or harness_late > 0.01 * max(len(sends_late), 1)
     )
     rss_now, rss_before = collected["rss"]
 
@@ -871,6 +1011,10 @@ def analyse(
         underrun_slots=underruns,
         bridge_cpu_pct=round(cpu["bridge_cpu_pct"], 1),
         cpu_per_call_pct=round(cpu["bridge_cpu_pct"] / max(calls - failed, 1), 3),
+        # Per call actually offered: a starved harness sends fewer frames than its calls should.
+        cpu_per_call_served_pct=round(
+            cpu["bridge_cpu_pct"] / max(len(sent["t_in"]) / (wall * 1e9 / FRAME_NS), 1e-9), 3
+        ),
         fake_cpu_pct=round(cpu["fake_cpu_pct"], 1),
         asterisk_cpu_pct=round(cpu["asterisk_cpu_pct"], 1),
         harness_cpu_pct=round(harness_cpu, 1),
@@ -894,6 +1038,15 @@ def analyse(
         gc_max_pause_ms=round(cpu["gc_max_pause_ms"], 2),
         gc_max_pause_cpu_ms=round(cpu["gc_max_pause_cpu_ms"], 2),
         kernel_stamped_pct=round(100 * kernel / total_reads, 1) if total_reads else 0.0,
+        barge_ins=len(barge_in),
+        barge_in_p50_ms=_ms(barge_in, 50),
+        barge_in_p99_ms=_ms(barge_in, 99),
+        barge_in_max_ms=_ms(barge_in, 100),
+        barge_ins_cut=int(np.sum(barge_in_cut)),
+        barge_in_cut_p50_ms=_ms(barge_in[barge_in_cut], 50),
+        barge_in_cut_p99_ms=_ms(barge_in[barge_in_cut], 99),
+        harness_late_sends=harness_late,
+        harness_send_late_p99_ms=_ms(sends_late, 99),
     )
 
 
@@ -911,6 +1064,7 @@ _TABLE = (
     ("out99", "latency_out_p99_ms", "{:>6.3f}"),
     ("lat.max", "lateness_max_ms", "{:>7.2f}"),
     ("cpu/call", "cpu_per_call_pct", "{:>8.3f}"),
+    ("c/served", "cpu_per_call_served_pct", "{:>8.3f}"),
     ("bridge%", "bridge_cpu_pct", "{:>7.1f}"),
     ("fake%", "fake_cpu_pct", "{:>6.1f}"),
     ("ast%", "asterisk_cpu_pct", "{:>5.1f}"),
@@ -921,7 +1075,13 @@ _TABLE = (
     ("other%", "other_cpu_pct", "{:>6.1f}"),
     ("gc.max", "gc_max_pause_ms", "{:>6.2f}"),
     ("kB/call", "bridge_rss_per_call_kb", "{:>7.0f}"),
+    ("bi", "barge_ins", "{:>5}"),
+    ("bi50", "barge_in_p50_ms", "{:>6.1f}"),
+    ("bi99", "barge_in_p99_ms", "{:>6.1f}"),
+    ("cut", "barge_ins_cut", "{:>5}"),
+    ("cut99", "barge_in_cut_p99_ms", "{:>6.1f}"),
     ("skip", "skipped_slots", "{:>6}"),
+    ("h.late", "harness_late_sends", "{:>6}"),
     ("h.sat", "harness_saturated", "{!s:>5}"),
     ("sat", "saturated", "{!s:>5}"),
 )
@@ -988,9 +1148,34 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="worst: the echo sends one delta per 20 ms frame; realistic: deltas of 100-300 ms, each at once, as "
         "the real API sends them (--harness loop only; default worst)",
     )
+    parser.add_argument(
+        "--barge-in-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="each caller speaks over the assistant for 200 ms every SECONDS (the echo peer's VAD then sends "
+        "speech_started and cancels the reply; the bench times the bridge stopping its playout); 0: never "
+        "(default 3; --harness threads: 0, fake_realtime has no VAD)",
+    )
+    parser.add_argument(
+        "--harness-max-pct",
+        type=float,
+        default=85.0,
+        help="the harness is saturated above this %% of its core (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.deltas == "realistic" and args.harness != "loop":
         parser.error("--deltas realistic needs --harness loop (fake_realtime's echo sends a delta per frame)")
+    if args.barge_in_every is None:
+        args.barge_in_every = 3.0 if args.harness == "loop" else 0.0
+    if args.barge_in_every and args.harness != "loop":
+        parser.error("--barge-in-every needs --harness loop (fake_realtime's echo has no VAD): give 0")
+    period = round(args.barge_in_every * 1e9 / FRAME_NS)
+    if args.barge_in_every and period < SPEECH_FRAMES + NOT_PLAYED_FRAMES + 10:
+        parser.error(
+            f"--barge-in-every {args.barge_in_every} is too short: the reply between two barge-ins needs "
+            f"{(SPEECH_FRAMES + NOT_PLAYED_FRAMES + 10) * FRAME_NS / 1e9:g} s or more (or 0: none)"
+        )
     steps = sorted({int(step) for step in args.steps.split(",") if step.strip()})
     if not steps or steps[0] < 1:
         parser.error("--steps needs call counts of 1 or more")
@@ -1008,6 +1193,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         harness=args.harness,
         deltas=args.deltas,
         engine=args.engine,
+        speech=SpeechPlan(period) if period else None,
+        harness_max_pct=args.harness_max_pct,
     )
 
 
@@ -1082,6 +1269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gc_freeze": options.gc_freeze,
         "harness": options.harness,
         "deltas": options.deltas,
+        "barge_in_every_s": options.speech.period * FRAME_NS / 1e9 if options.speech else 0.0,
+        "barge_in_p99_ms_per_step": [result.barge_in_p99_ms for result in results],
+        "harness_max_pct": options.harness_max_pct,
         "harness_cpu_pct_per_step": [result.harness_cpu_pct for result in results],
         "harness_cpu_per_call_pct_per_step": [result.harness_cpu_per_call_pct for result in results],
         "harness_saturated_per_step": [result.harness_saturated for result in results],

@@ -24,10 +24,12 @@ from centralita_testing.echo_realtime import (
     OP_CLOSE,
     OP_PING,
     OP_TEXT,
+    Deltas,
     EchoPeer,
     FrameReader,
     ProtocolError,
     accept_key,
+    is_speech,
     server_frame,
     start_in_thread,
 )
@@ -241,3 +243,85 @@ def test_the_bridges_connection_runs_a_session_against_it(peer: EchoPeer) -> Non
             assert audio.startswith(b"".join(got))
     with pytest.raises(RealtimeRejected):
         RealtimeConnection(url, "wrong", on_event=on_event).connect(session_update(instructions="x", voice="marin"))
+
+
+def test_the_vad_calls_a_frame_speech_when_most_of_its_samples_are_not_silence() -> None:
+    assert not is_speech(b"\xff" * FRAME)
+    assert not is_speech(b"\x7f" * FRAME)
+    assert not is_speech(b"\x00" * 20 + b"\xff" * (FRAME - 20))  # a benchmark's stamp in silence
+    assert is_speech(b"\x80\x00" * (FRAME // 2))
+    assert is_speech(b"\x00" * (FRAME // 2 + 1) + b"\xff" * (FRAME // 2 - 1))
+    assert not is_speech(b"\x00" * (FRAME // 2) + b"\xff" * (FRAME // 2))
+
+
+@pytest.mark.parametrize("deltas", ["worst", "realistic"])
+def test_with_vad_speech_interrupts_the_reply_and_its_end_opens_a_new_one(deltas: Deltas) -> None:
+    running = EchoPeer(KEY, deltas=deltas, seed=3, vad=True)
+    stop = start_in_thread(running)
+    ws = connect(running)
+    try:
+        recv_event(ws)
+        ws.send(json.dumps({"type": "response.create"}))
+        first = recv_event(ws)["response"]["id"]
+        for _ in range(2):
+            recv_event(ws)
+        silence = [bytes([index]) + b"\xff" * (FRAME - 1) for index in range(7)]
+        speech = b"\x80\x00" * (FRAME // 2)
+        after = [bytes([100 + index]) + b"\xff" * (FRAME - 1) for index in range(20)]
+
+        def append(audio: bytes) -> None:
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode()}))
+
+        for frame in silence:
+            append(frame)
+        for _ in range(3):
+            append(speech)
+        for frame in after:
+            append(frame)
+        ws.send(json.dumps({"type": "response.cancel"}))
+        events: list[dict[str, Any]] = []
+        while not (events and events[-1]["type"] == "response.done" and events[-1]["response"]["id"] != first):
+            events.append(recv_event(ws))
+        kinds = [event["type"] for event in events]
+        started = kinds.index("input_audio_buffer.speech_started")
+        stopped = kinds.index("input_audio_buffer.speech_stopped")
+        assert events[started]["audio_start_ms"] == 7 * 20
+        assert events[stopped]["audio_end_ms"] == 10 * 20
+        assert events[started]["item_id"] == events[stopped]["item_id"]
+        # The interrupted reply: the audio it had sent before the speech, then its end, cancelled.
+        assert kinds[started + 1 : started + 4] == [
+            "response.output_audio.done",
+            "response.done",
+            "input_audio_buffer.speech_stopped",
+        ]
+        assert events[started + 2]["response"] == {"object": "realtime.response", "id": first, "status": "cancelled"}
+        before = b"".join(base64.b64decode(e["delta"]) for e in events[:started] if e["type"].endswith("delta"))
+        assert b"".join(silence).startswith(before)  # realistic: what was still gathering is dropped
+        if deltas == "worst":
+            assert before == b"".join(silence)
+        assert kinds[stopped + 1] == "response.created"
+        second = [base64.b64decode(e["delta"]) for e in events[stopped:] if e["type"].endswith("delta")]
+        assert b"".join(second) == b"".join(after)  # the speech itself is never echoed
+    finally:
+        ws.close()
+        stop()
+
+
+def test_without_vad_loud_audio_is_only_echoed(peer: EchoPeer) -> None:
+    ws = connect(peer)
+    try:
+        recv_event(ws)
+        ws.send(json.dumps({"type": "response.create"}))
+        for _ in range(3):
+            recv_event(ws)
+        speech = b"\x80\x00" * (FRAME // 2)
+        for _ in range(15):
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(speech).decode()}))
+        ws.send(json.dumps({"type": "response.cancel"}))
+        kinds = []
+        while (event := recv_event(ws))["type"] != "response.done":
+            kinds.append(event["type"])
+        assert set(kinds) == {"response.output_audio.delta", "response.output_audio.done"}
+        assert event["response"]["status"] == "cancelled"
+    finally:
+        ws.close()

@@ -14,6 +14,15 @@ caller's own, ``response.cancel`` closing it) and spends its time on the audio:
   later frames reach the bridge up to 280 ms before their turn to play, and the bridge's playout queue holds
   them meanwhile.
 
+With ``vad=True`` (``--vad``) the peer also plays the server's turn detection, so a benchmark can time
+barge-in: a caller frame whose samples are mostly not silence (μ-law 0xFF or 0x7F) is speech. The first
+speech frame after silence gets ``input_audio_buffer.speech_started`` (its ``audio_start_ms`` counted from
+the session's first appended byte) and, as the real API interrupts a reply, the open response ends
+``cancelled`` at once, its audio not yet sent dropped; the first silent frame after speech gets
+``input_audio_buffer.speech_stopped`` and a new response opens on its own (server VAD's
+``create_response``), echoing from that frame on. Speech frames are never echoed. Without ``vad`` the
+peer never barges in: the caller's audio is only echoed.
+
 The audio goes back byte for byte, so a benchmark's stamps survive the round trip. Everything runs on one
 thread: non-blocking sockets, each connection's output gathered while its input is handled and written in
 one ``send`` (the rest, if the kernel takes less, when the socket is writable again).
@@ -47,6 +56,7 @@ __all__ = [
     "FrameReader",
     "ProtocolError",
     "accept_key",
+    "is_speech",
     "server_frame",
     "start_in_thread",
 ]
@@ -64,6 +74,7 @@ _FRAME_BYTES: Final = 160  # 20 ms of μ-law
 _APPEND_PREFIX: Final = b'{"type": "input_audio_buffer.append"'
 _AUDIO_KEY: Final = b'"audio": "'
 _READ_BYTES: Final = 1 << 16
+_BYTES_PER_MS: Final = 8  # μ-law at 8000 samples/s
 
 Deltas = Literal["worst", "realistic"]
 
@@ -91,6 +102,14 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
     return header + payload
+
+
+def is_speech(audio: bytes) -> bool:
+    """The peer's voice activity detector: most of the frame's μ-law samples are not silence (0xFF, 0x7F).
+
+    Crude on purpose (a benchmark marks a caller's speech with loud frames): it costs two ``count``s.
+    """
+    return 2 * (audio.count(0xFF) + audio.count(0x7F)) < len(audio)
 
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:
@@ -200,6 +219,9 @@ class _Session:
         self.delta_fields = b""  # the open response's delta fields after the event id, up to the audio
         self.pending = bytearray()  # realistic mode: audio gathered for the next delta
         self.target = 0
+        self.appended = 0  # bytes of caller audio appended so far (vad: audio_start_ms, audio_end_ms)
+        self.speaking = False  # vad: the caller's last frame was speech
+        self.input_item = ""  # vad: the item of the caller's speech
 
     # -- output --
 
@@ -372,6 +394,11 @@ class _Session:
         except binascii.Error:
             self.error("invalid_value", "'audio' must be base64-encoded audio.")
             return
+        if self.peer.vad and audio:
+            speech = is_speech(audio)
+            if speech != self.speaking:
+                self.turn(speech)
+            self.appended += len(audio)
         if self.response_id is None or not audio:
             return  # no response open: the audio would go to the conversation, which this peer does not keep
         if self.peer.deltas == "worst":
@@ -382,6 +409,25 @@ class _Session:
             self.send_delta(base64.b64encode(self.pending[: self.target]))
             del self.pending[: self.target]
             self.target = self.peer.delta_frames() * _FRAME_BYTES
+
+    def turn(self, speech: bool) -> None:
+        """vad: the caller started (``speech``) or stopped speaking at the frame being appended."""
+        self.speaking = speech
+        at_ms = self.appended // _BYTES_PER_MS
+        if speech:
+            self.input_item = self.peer.new_id("item")
+            self.send_event(
+                {"type": "input_audio_buffer.speech_started", "audio_start_ms": at_ms, "item_id": self.input_item}
+            )
+            if self.response_id is not None:  # the server interrupts its reply; what it had not sent is gone
+                self.pending.clear()
+                self.close_response("cancelled")
+        else:
+            self.send_event(
+                {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": at_ms, "item_id": self.input_item}
+            )
+            if self.response_id is None:
+                self.open_response({})
 
 
 class EchoPeer:
@@ -395,11 +441,13 @@ class EchoPeer:
         port: int = 0,
         deltas: Deltas = "worst",
         seed: int = 0,
+        vad: bool = False,
     ) -> None:
         if deltas not in ("worst", "realistic"):
             raise ValueError(f"deltas must be 'worst' or 'realistic', not {deltas!r}")
         self.api_key = api_key
         self.deltas = deltas
+        self.vad = vad
         self._rng = random.Random(seed)
         self._ids = itertools.count(1)
         self._listener = socket.create_server((host, port), backlog=1024)
@@ -536,8 +584,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="one delta per appended 20 ms frame, or deltas of 100-300 ms as the real API sends (default worst)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the realistic deltas' lengths")
+    parser.add_argument(
+        "--vad",
+        action="store_true",
+        help="play the server's turn detection: loud caller frames are speech (speech_started, the reply "
+        "cancelled), the first silent one ends it (speech_stopped, a new reply)",
+    )
     args = parser.parse_args(argv)
-    peer = EchoPeer(args.api_key, host=args.host, port=args.port, deltas=args.deltas, seed=args.seed)
+    peer = EchoPeer(args.api_key, host=args.host, port=args.port, deltas=args.deltas, seed=args.seed, vad=args.vad)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: peer.stop())
     print(f"echo Realtime peer listening on {peer.base_url}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
