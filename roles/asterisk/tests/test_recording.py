@@ -96,9 +96,7 @@ def purge_units(tmp_path: Path, **extra: object) -> dict[str, dict[str, str]]:
     for name in ("centralita-recordings-purge.service", "centralita-recordings-purge.timer"):
         text = (tmp_path / name).read_text()
         assert text.startswith("#\n# Ansible managed")
-        units[name] = dict(
-            line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
-        )
+        units[name] = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
     return units
 
 

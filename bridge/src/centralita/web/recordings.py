@@ -82,7 +82,9 @@ def play(call_id: str) -> ResponseReturnValue:
     if found is None:
         abort(404)
     file, size = found
-    current().store.audit(user.name, "recording_played", target=call_id, detail=f"{size} bytes", client=client_address())
+    current().store.audit(
+        user.name, "recording_played", target=call_id, detail=f"{size} bytes", client=client_address()
+    )
     log.info("console user %s: played the recording of call %s", user.name, call_id)
     response = Response(wrap_file(request.environ, file), mimetype="audio/wav", direct_passthrough=True)
     response.content_length = size
