@@ -136,6 +136,7 @@ def build_console(tmp_path: Path, *, csrf: bool = True) -> Iterator[Console]:
         records_path=tmp_path / "centralita.db",
         dialer_db_path=tmp_path / "dialer.db",
         status_path=tmp_path / "status.json",
+        recordings_dir=tmp_path / "recordings",
         zone=UTC,
     )
     settings.web_db_path.parent.mkdir()

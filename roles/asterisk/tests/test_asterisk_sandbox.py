@@ -38,7 +38,12 @@ def test_asterisk_starts_as_its_own_user_without_capabilities(dropin: list[tuple
 def test_asterisk_writes_only_its_own_directories(dropin: list[tuple[str, str]]) -> None:
     assert dict(dropin)["ProtectSystem"] == "strict"
     writable = [value for key, value in dropin if key == "ReadWritePaths"]
-    assert writable == ["-/var/lib/asterisk", "-/var/log/asterisk", "-/var/spool/asterisk"]
+    assert writable == [
+        "-/var/lib/asterisk",
+        "-/var/log/asterisk",
+        "-/var/spool/asterisk",
+        "-/var/spool/centralita/recordings",  # call recordings (asterisk_recording_dir)
+    ]
 
 
 def test_asterisk_keeps_the_sockets_it_needs(dropin: list[tuple[str, str]]) -> None:
@@ -60,7 +65,8 @@ def test_user_and_directories_follow_the_variables(tmp_path: Path) -> None:
         asterisk_user="pbx",
         asterisk_group="voip",
         asterisk_writable_dirs=["/srv/asterisk"],
+        asterisk_recording_dir="/srv/grabaciones",
     )
     assert ("User", "pbx") in settings
     assert ("Group", "voip") in settings
-    assert [value for key, value in settings if key == "ReadWritePaths"] == ["-/srv/asterisk"]
+    assert [value for key, value in settings if key == "ReadWritePaths"] == ["-/srv/asterisk", "-/srv/grabaciones"]

@@ -252,7 +252,7 @@ def test_from_voip_sends_every_number_to_stasis(pjsip):
     conf = parse_asterisk_conf(pjsip["extensions.conf"])
     inbound = section(conf, "[from-voip]")
     stasis = [v for k, v in inbound if k == "same" and "Stasis(" in v]
-    assert stasis == ["n(assistant),Stasis(centralita,inbound,${CENTRALITA_DID})"] * 2
+    assert stasis == ["n,Stasis(centralita,inbound,${CENTRALITA_DID})"] * 2
     extens = [v.split(",", 1)[0] for k, v in inbound if k == "exten"]
     assert extens == ["_[+0-9a-zA-Z].", "s"]
     assert not values(inbound, "include")
@@ -410,6 +410,7 @@ DIALPLAN_MODULES = {
     "Echo": "app_echo",
     "Playback": "app_playback",
     "AMD": "app_amd",
+    "MixMonitor": "app_mixmonitor",
     "Log": "app_verbose",
     "Stasis": "app_stasis",
     "FILTER": "func_strings",
@@ -420,7 +421,7 @@ DIALPLAN_MODULES = {
     "GROUP_COUNT": "func_groupcount",
 }
 # Applications and functions of the core (pbx, pbx_builtins, the expression parser): always there.
-CORE = {"NoOp", "Set", "Goto", "GotoIf", "Answer", "Hangup", "StackPop", "Return", "GoSub"}
+CORE = {"NoOp", "Set", "Goto", "GotoIf", "Answer", "Hangup", "Progress"}
 
 
 def test_every_application_and_function_of_the_dialplan_is_built_from_source_and_loaded(chan_sip):

@@ -245,7 +245,7 @@ def test_the_console_runs_as_its_own_user_on_loopback_and_reads_through_the_serv
     lab: dict[str, str],
 ) -> None:
     web = service(lab, "centralita-web.service")
-    assert values(web, "SupplementaryGroups") == ["centralita"]
+    assert values(web, "SupplementaryGroups") == ["centralita centralita-recordings"]  # and the call recordings
     assert values(web, "IPAddressAllow") == ["localhost"]
     assert values(web, "IPAddressDeny") == ["any"]
     assert values(web, "StateDirectory") == ["centralita-web"]
@@ -253,5 +253,6 @@ def test_the_console_runs_as_its_own_user_on_loopback_and_reads_through_the_serv
     assert environment["WEB_LISTEN"] == "127.0.0.1"
     assert environment["WEB_PORT"] == "8090"
     assert environment["DB_PATH"] == "/var/lib/centralita/centralita.db"
+    assert environment["RECORDINGS_DIR"] == "/var/spool/centralita/recordings"
     assert values(web, "ReadWritePaths") == ["/var/lib/centralita"]  # the campaign store, by file permissions
     assert not any(".env" in value for value in values(web, "ExecStart"))

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from centralita.web.auth import auth
 from centralita.web.context import EXTENSION, Console
 from centralita.web.pages import pages
+from centralita.web.recordings import recordings
 from centralita.web.settings import WebSettings
 from centralita.web.store import WebStore
 
@@ -55,6 +56,7 @@ def create_app(
     CSRFProtect(app)
     app.register_blueprint(auth)
     app.register_blueprint(pages)
+    app.register_blueprint(recordings)
 
     @app.errorhandler(CSRFError)
     def csrf_refused(error: CSRFError) -> tuple[str, int]:
