@@ -31,15 +31,6 @@ if podman image exists "$image"; then
     exit 0
 fi
 
-# Scenarios started side by side all ask for the image: one builds it, the others wait and then find it. The lock
-# is taken on this script's directory, so no lock file is written anywhere.
-exec 9<"$here"
-flock 9
-if podman image exists "$image"; then
-    echo "$image"
-    exit 0
-fi
-
 workdir=$(mktemp -d /var/tmp/centralita-rootfs.XXXXXX)
 trap 'rm -rf "$workdir"' EXIT
 
