@@ -22,8 +22,9 @@ FAKE_MOLECULE = r"""#!/usr/bin/env bash
 # scenario to start (FAKE_WAIT_<name>), exits with FAKE_RC_<name> (0 by default).
 scenario=default
 [[ ${2:-} == -s ]] && scenario=$3
-echo "start $scenario" >>"$FAKE_EVENTS"
+# The first line is out before the start is recorded: a scenario waiting for this one's start comes after it.
 echo "$scenario: first line"
+echo "start $scenario" >>"$FAKE_EVENTS"
 wait_var=FAKE_WAIT_$scenario
 if [[ -n ${!wait_var:-} ]]; then
     for _ in $(seq 600); do
@@ -100,12 +101,12 @@ def test_each_lane_s_output_is_printed_whole_when_it_ends(checkout: Path) -> Non
     result, _ = run_test_sh(checkout, "molecule", FAKE_WAIT_default="cluster")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    # Live, the default scenario's two lines would have the other lane's between them; printed whole, they follow.
+    # Live, the cluster's first line would come between the default scenario's two (which waits for the cluster to
+    # start, and the cluster prints before it records its start); printed whole, each lane's lines follow each other.
     assert lines.index("default: last line") == lines.index("default: first line") + 1
     assert lines.index("cluster: last line") == lines.index("cluster: first line") + 1
-    # The second lane ended first (the default scenario waited for it), so its output comes first.
-    assert lines.index("cluster: last line") < lines.index("default: first line")
     assert any(line.startswith("=== lane 1 (first_lane) ended after") for line in lines)
+    assert any(line.startswith("=== lane 2 (second_lane) ended after") for line in lines)
 
 
 def test_a_failed_step_and_a_step_that_could_not_run_make_the_exit_code_non_zero(checkout: Path) -> None:
