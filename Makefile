@@ -10,8 +10,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 help:
 	@echo "make demo      provision the lab box (podman container centralita-lab) and call it"
-	@echo "make test      lint, unit tests and the three molecule scenarios (default, chan_sip, cluster) in two lanes"
-	@echo "               side by side: everything CI runs (CENTRALITA_TEST_SERIAL=1: one step after the other)"
+	@echo "make test      lint, unit tests, then the three molecule scenarios (default, chan_sip, cluster) in two lanes"
+	@echo "               side by side: everything CI runs (CENTRALITA_TEST_SERIAL=1: one scenario after the other)"
 	@echo "make test-cluster  only the SIP front scenario: two boxes behind Kamailio (molecule/cluster)"
 	@echo "make lab-down  remove the lab box"
 	@echo "make soak      soak run of the lab box: calls for minutes, faults at random (after make demo)"

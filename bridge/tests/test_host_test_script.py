@@ -105,7 +105,7 @@ def test_each_lane_s_output_is_printed_whole_when_it_ends(checkout: Path) -> Non
     # start, and the cluster prints before it records its start); printed whole, each lane's lines follow each other.
     assert lines.index("default: last line") == lines.index("default: first line") + 1
     assert lines.index("cluster: last line") == lines.index("cluster: first line") + 1
-    assert any(line.startswith("=== lane 1 (first_lane) ended after") for line in lines)
+    assert any(line.startswith("=== lane 1 (default_lane) ended after") for line in lines)
     assert any(line.startswith("=== lane 2 (second_lane) ended after") for line in lines)
 
 

@@ -6,9 +6,9 @@
 # The last line is "N passed, N failed, N not run" over the steps. A step is NOT RUN when what it needs is
 # missing (the chan_sip scenario without the Asterisk 20 tarball): it is not a pass, so the exit code is
 # non-zero if any step failed or did not run.
-# molecule and all run in two lanes side by side (lint, unit and the default scenario in one; chan_sip then cluster
-# in the other); each lane's output is printed whole when the lane ends, and the summary lists the steps in that
-# order. CENTRALITA_TEST_SERIAL=1 runs everything one after the other instead, its output as it comes.
+# The scenarios run in two lanes side by side (default in one; chan_sip then cluster in the other), after lint and
+# the unit tests; each lane's output is printed whole when the lane ends, and the summary lists the steps in that
+# order. CENTRALITA_TEST_SERIAL=1 runs the scenarios one after the other instead, their output as it comes.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -87,13 +87,11 @@ chan_sip_scenario() {
     CENTRALITA_ASTERISK_SOURCE=$tarball CENTRALITA_ASTERISK_SHA256=$sha molecule test -s chan_sip
 }
 
-# Everything in two lanes of about the same length: lint, the unit tests and the default scenario (about 20
-# minutes) in one; chan_sip then cluster (two light boxes behind the SIP front, docs/SCALE_OUT.md) in the other.
-first_lane() {
-    if [[ $what == all ]]; then
-        lint_steps
-        unit_steps
-    fi
+# The Molecule scenarios in two lanes: the default scenario (the longest, about 20 minutes) in one; chan_sip then
+# cluster (two light boxes behind the SIP front, docs/SCALE_OUT.md) in the other. Lint and the unit tests run
+# before, on their own: some unit tests time audio and fake peers, and on a busy machine, beside a box converging,
+# three of them once ran out of time.
+default_lane() {
     step molecule molecule test
 }
 second_lane() {
@@ -107,7 +105,7 @@ second_lane() {
 # the checkout, which lint and the unit tests read meanwhile). Much of a scenario's time is live calls waiting on
 # real time, not CPU, so the two lanes together take far less than one after the other, even on a 2-core machine.
 lanes_side_by_side() {
-    local lanes=(first_lane second_lane) pids=() logs=() files=() starts=() running=() left=() ids=() i done_pid
+    local lanes=(default_lane second_lane) pids=() logs=() files=() starts=() running=() left=() ids=() i done_pid
     lane_dir=$(mktemp -d "${TMPDIR:-/tmp}/centralita-test.XXXXXX")
     trap 'rm -rf "$lane_dir"' EXIT
     for i in "${!lanes[@]}"; do
@@ -157,8 +155,12 @@ unit) unit_steps ;;
 chan_sip) step molecule-chan_sip chan_sip_scenario ;;
 cluster) step cluster molecule test -s cluster ;;
 molecule | all)
+    if [[ $what == all ]]; then
+        lint_steps
+        unit_steps
+    fi
     if [[ ${CENTRALITA_TEST_SERIAL:-} == 1 ]]; then
-        first_lane
+        default_lane
         second_lane
     else
         lanes_side_by_side
