@@ -102,8 +102,8 @@ second_lane() {
 # The lanes run side by side. The scenarios share nothing on the host: each has containers of its own (and so its
 # own cgroup and records directories), its own network namespace or podman network, and its own wheelhouse
 # directory (playbooks/group_vars/all.yml), built from a copy of the sources (build-wheelhouse.sh never writes to
-# the checkout, which lint and the unit tests read meanwhile). Much of a scenario's time is live calls waiting on
-# real time, not CPU, so the two lanes together take far less than one after the other, even on a 2-core machine.
+# the checkout). Much of a scenario's time is waiting on real time (live calls, restarts, probing), not CPU, and
+# side by side that waiting overlaps.
 lanes_side_by_side() {
     local lanes=(default_lane second_lane) pids=() logs=() files=() starts=() running=() left=() ids=() i done_pid
     lane_dir=$(mktemp -d "${TMPDIR:-/tmp}/centralita-test.XXXXXX")
