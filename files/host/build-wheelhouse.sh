@@ -13,11 +13,19 @@ out=${1:?usage: build-wheelhouse.sh OUTPUT_DIR [EXTRA_REQUIREMENT...]}
 shift
 python=${PYTHON:-$top/.venv/bin/python}
 
+# setuptools builds in the source tree (build/, the egg-info): the wheels are built from a copy of the sources, so
+# the checkout is never written to and several builds (Molecule scenarios side by side, lint or unit tests reading
+# bridge/ meanwhile) never see each other's files.
+work=$(mktemp -d "${TMPDIR:-/tmp}/centralita-wheel-src.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+tar -C "$top" --exclude=build --exclude='*.egg-info' --exclude=__pycache__ \
+    -c bridge/pyproject.toml bridge/src bridge/testing/pyproject.toml bridge/testing/src | tar -C "$work" -x
+
 rm -rf "$out"
 mkdir -p "$out"
 # A fixed timestamp makes the wheel byte-for-byte reproducible, so re-running a playbook that ships it
 # changes nothing when the code did not change.
-for project in "$top/bridge" "$top/bridge/testing"; do
+for project in "$work/bridge" "$work/bridge/testing"; do
     SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} "$python" -m pip wheel -q --no-deps "$project" -w "$out" 2>/dev/null
 done
 # The dependencies of both, pinned to the versions the tests ran with.
@@ -38,5 +46,3 @@ done
 "$python" -m pip download -q --no-deps --only-binary=:all: --implementation py --abi none --platform any \
     --python-version 3.11 -d "$out" "${web_pins[@]}" 2>/dev/null
 ls "$out"
-# setuptools builds in the source tree; leave it clean.
-rm -rf "$top/bridge/build" "$top"/bridge/src/*.egg-info "$top/bridge/testing/build" "$top"/bridge/testing/src/*.egg-info

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Run Centralita's checks and print one summary at the end.
-#   test.sh lint | unit | molecule | chan_sip | cluster | all   (molecule: default and chan_sip; chan_sip,
-#   cluster: that scenario only; all: lint, unit, default and chan_sip)
+#   test.sh lint | unit | molecule | chan_sip | cluster | all   (molecule: the three Molecule scenarios, default,
+#   chan_sip and cluster; chan_sip, cluster: that scenario only; all: lint, unit and the three scenarios)
 # Every step runs even when an earlier one failed, so one run shows everything that is wrong.
 # The last line is "N passed, N failed, N not run" over the steps. A step is NOT RUN when what it needs is
 # missing (the chan_sip scenario without the Asterisk 20 tarball): it is not a pass, so the exit code is
 # non-zero if any step failed or did not run.
+# The scenarios run in two lanes side by side (default in one; chan_sip then cluster in the other), after lint and
+# the unit tests; each lane's output is printed whole when the lane ends, and the summary lists the steps in that
+# order. CENTRALITA_TEST_SERIAL=1 runs the scenarios one after the other instead, their output as it comes.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -30,6 +33,10 @@ step() {
     esac
     names+=("$name")
     seconds+=($((SECONDS - start)))
+    # In a lane (a subshell, whose arrays the main shell never sees) the result also goes to the lane's file.
+    if [[ -n ${lane_results:-} ]]; then
+        printf '%s\t%s\t%s\n' "$name" "${results[-1]}" "${seconds[-1]}" >>"$lane_results"
+    fi
 }
 
 python_paths=()
@@ -39,18 +46,18 @@ syntax_check() {
         ansible-playbook --syntax-check -i inventory/lab/hosts.yml site.yml playbooks/lab.yml
 }
 
-if [[ $what == lint || $what == all ]]; then
+lint_steps() {
     step ruff ruff check "${python_paths[@]}"
     step ruff-format ruff format --check "${python_paths[@]}"
     step mypy mypy "${python_paths[@]}"
     step yamllint yamllint --strict .
     step ansible-lint ansible-lint --profile production
     step syntax-check syntax_check
-fi
-if [[ $what == unit || $what == all ]]; then
+}
+unit_steps() {
     # One worker per core (pytest-xdist): the tests share no ports or files, so they run side by side.
     step unit-tests pytest -q -p no:cacheprovider -n auto roles $([[ -d bridge ]] && echo bridge --ignore=bridge/integration)
-fi
+}
 # The chan_sip scenario builds Asterisk 20 from its release tarball, which this machine cannot download:
 # CENTRALITA_ASTERISK_SOURCE (and CENTRALITA_ASTERISK_SHA256) name it, or CI's ../shared/asterisk copy is used.
 chan_sip_scenario() {
@@ -80,16 +87,90 @@ chan_sip_scenario() {
     CENTRALITA_ASTERISK_SOURCE=$tarball CENTRALITA_ASTERISK_SHA256=$sha molecule test -s chan_sip
 }
 
-if [[ $what == molecule || $what == all ]]; then
+# The Molecule scenarios in two lanes: the default scenario (the longest, about 20 minutes) in one; chan_sip then
+# cluster (two light boxes behind the SIP front, docs/SCALE_OUT.md) in the other. Lint and the unit tests run
+# before, on their own: some unit tests time audio and fake peers, and on a busy machine, beside a box converging,
+# three of them once ran out of time.
+default_lane() {
     step molecule molecule test
-fi
-if [[ $what == molecule || $what == chan_sip || $what == all ]]; then
+}
+second_lane() {
     step molecule-chan_sip chan_sip_scenario
-fi
-# Two light boxes behind the SIP front (docs/SCALE_OUT.md): its own containers and podman network.
-if [[ $what == cluster ]]; then
     step cluster molecule test -s cluster
-fi
+}
+
+# The lanes run side by side. The scenarios share nothing on the host: each has containers of its own (and so its
+# own cgroup and records directories), its own network namespace or podman network, and its own wheelhouse
+# directory (playbooks/group_vars/all.yml), built from a copy of the sources (build-wheelhouse.sh never writes to
+# the checkout). Much of a scenario's time is waiting on real time (live calls, restarts, probing), not CPU, and
+# side by side that waiting overlaps.
+lanes_side_by_side() {
+    local lanes=(default_lane second_lane) pids=() logs=() files=() starts=() running=() left=() ids=() i done_pid
+    lane_dir=$(mktemp -d "${TMPDIR:-/tmp}/centralita-test.XXXXXX")
+    trap 'rm -rf "$lane_dir"' EXIT
+    for i in "${!lanes[@]}"; do
+        logs[i]=$lane_dir/lane-$((i + 1)).log
+        files[i]=$lane_dir/lane-$((i + 1)).results
+        starts[i]=$SECONDS
+        : >"${files[i]}"
+        (lane_results=${files[i]} "${lanes[i]}") >"${logs[i]}" 2>&1 &
+        pids[i]=$!
+        echo
+        echo "=== lane $((i + 1)) (${lanes[i]}) started: its output goes to ${logs[i]}, printed here when it ends"
+    done
+    # bash reaps a lane as soon as it ends and keeps its status for wait: the lanes still to print are tracked here.
+    running=("${!pids[@]}")
+    while ((${#running[@]})); do
+        ids=()
+        for i in "${running[@]}"; do ids+=("${pids[i]}"); done
+        done_pid=
+        wait -n -p done_pid "${ids[@]}"
+        left=()
+        for i in "${running[@]}"; do
+            if [[ ${pids[i]} == "$done_pid" || -z $done_pid ]]; then
+                [[ -z $done_pid ]] && wait "${pids[i]}" 2>/dev/null
+                echo
+                echo "=== lane $((i + 1)) (${lanes[i]}) ended after $((SECONDS - starts[i])) s; its output:"
+                cat "${logs[i]}"
+            else
+                left+=("$i")
+            fi
+        done
+        running=("${left[@]}")
+    done
+    # The summary lists the steps in lane order, whichever lane ended first.
+    local name result secs
+    for i in "${!lanes[@]}"; do
+        while IFS=$'\t' read -r name result secs; do
+            names+=("$name")
+            results+=("$result")
+            seconds+=("$secs")
+        done <"${files[i]}"
+    done
+}
+
+case $what in
+lint) lint_steps ;;
+unit) unit_steps ;;
+chan_sip) step molecule-chan_sip chan_sip_scenario ;;
+cluster) step cluster molecule test -s cluster ;;
+molecule | all)
+    if [[ $what == all ]]; then
+        lint_steps
+        unit_steps
+    fi
+    if [[ ${CENTRALITA_TEST_SERIAL:-} == 1 ]]; then
+        default_lane
+        second_lane
+    else
+        lanes_side_by_side
+    fi
+    ;;
+*)
+    echo "usage: test.sh lint | unit | molecule | chan_sip | cluster | all" >&2
+    exit 2
+    ;;
+esac
 
 passed=0 failed=0 not_run=0
 echo
@@ -102,5 +183,6 @@ for i in "${!names[@]}"; do
     *) failed=$((failed + 1)) ;;
     esac
 done
+echo "  (wall time $SECONDS s)"
 echo "$passed passed, $failed failed, $not_run not run"
 [[ $failed -eq 0 && $not_run -eq 0 ]]
