@@ -136,9 +136,11 @@ def build_console(tmp_path: Path, *, csrf: bool = True) -> Iterator[Console]:
         records_path=tmp_path / "centralita.db",
         dialer_db_path=tmp_path / "dialer.db",
         status_path=tmp_path / "status.json",
+        requests_dir=tmp_path / "requests",
         zone=UTC,
     )
     settings.web_db_path.parent.mkdir()
+    settings.requests_dir.mkdir()
     clock = Clock(datetime(2026, 12, 5, 12, 0, tzinfo=UTC))
     store = WebStore(settings.web_db_path, clock=clock)
     hashed = passwords.hash_password(PASSWORD)

@@ -147,7 +147,10 @@ def test_services_write_their_log_directory_not_the_file(lab: dict[str, str]) ->
     """A file made writable alone is a bind mount of that file: after logrotate's rename the service would go on
     writing the rotated one, or nothing."""
     assert values(service(lab, "openai-inbound-calls.service"), "ReadWritePaths") == ["/var/log/asterisk"]
-    assert values(service(lab, "openai-outbound-calls.service"), "ReadWritePaths") == ["/var/log/asterisk"]
+    assert values(service(lab, "openai-outbound-calls.service"), "ReadWritePaths") == [
+        "/var/log/asterisk",
+        "-/var/spool/centralita/campaign-requests",  # it deletes the console's requests once applied
+    ]
     for name in ("centralita-fake-realtime.service", "centralita-fake-routeros.service"):
         assert values(service(lab, name), "ReadWritePaths") == [], name
 
@@ -253,5 +256,7 @@ def test_the_console_runs_as_its_own_user_on_loopback_and_reads_through_the_serv
     assert environment["WEB_LISTEN"] == "127.0.0.1"
     assert environment["WEB_PORT"] == "8090"
     assert environment["DB_PATH"] == "/var/lib/centralita/centralita.db"
-    assert values(web, "ReadWritePaths") == ["/var/lib/centralita"]  # the campaign store, by file permissions
+    # The state directory (file permissions keep the campaign store read-only) and the campaign requests' spool.
+    assert values(web, "ReadWritePaths") == ["/var/lib/centralita", "/var/spool/centralita/campaign-requests"]
+    assert environment["CAMPAIGN_REQUESTS_DIR"] == "/var/spool/centralita/campaign-requests"
     assert not any(".env" in value for value in values(web, "ExecStart"))
