@@ -14,7 +14,9 @@ from web_support import (
     DID,
     DNI,
     FAILOVER_DETAIL,
+    LIVE_CALL_ID,
     OTHER_CALL_ID,
+    OUTBOUND_CUSTOMER,
     PASSWORD,
     Console,
     build_console,
@@ -339,17 +341,26 @@ def test_live_calls_come_from_the_status_snapshot_masked_for_viewers(console: Co
     assert log_in(viewer, "vera") == 302
     state = viewer.get("/llamadas.json").get_json()
     assert state["running"] is True
-    assert state["active_calls"] == 1
-    [call] = state["calls"]
+    assert state["active_calls"] == 2
+    call, outbound = state["calls"]
+    assert call["call_id"] == LIVE_CALL_ID
+    assert call["direction"] == "entrante"
     assert call["caller"] == "+********321"
-    assert call["activity"] == "consultando"
+    assert call["activity"] == "consultando (consultar_servicio)"
     assert call["worker"] == "centralita-1"
     assert 75 <= call["seconds"] < 120
+    assert call["started"]  # the local start time
+    assert outbound["direction"] == "saliente"
+    assert outbound["activity"] == "pasando la llamada a una persona"
+    assert outbound["did"] == "+*********003 (morosos-2026-12)"  # the customer's number, masked, and the campaign
     supervisor = console.client()
     assert log_in(supervisor, "sara") == 302
-    assert supervisor.get("/llamadas.json").get_json()["calls"][0]["caller"] == CALLER
+    calls = supervisor.get("/llamadas.json").get_json()["calls"]
+    assert calls[0]["caller"] == CALLER
+    assert calls[1]["did"] == f"{OUTBOUND_CUSTOMER} (morosos-2026-12)"
     page = supervisor.get("/llamadas").get_data(as_text=True)
     assert CALLER in page
+    assert f'href="/historial/{LIVE_CALL_ID}"' in page
     assert "live.js" in page
 
 

@@ -51,11 +51,14 @@ OUTCOME_LABELS: Final = {
     "interrupted": "Interrumpida por un reinicio",
 }
 ACTIVITY_LABELS: Final = {
+    "starting": "conectando",
     "speaking": "hablando",
     "listening": "escuchando",
     "tool": "consultando",
-    "transferring": "transfiriendo",
+    "transferring": "pasando la llamada a una persona",
+    "ending": "terminando",
 }
+DIRECTION_LABELS: Final = {"inbound": "entrante", "outbound": "saliente"}
 
 pages = Blueprint("pages", __name__)
 
@@ -136,12 +139,25 @@ def live_state() -> dict[str, Any]:
                 seconds = max(int((now - datetime.fromisoformat(started)).total_seconds()), 0)
             except ValueError:
                 seconds = None
+        activity = str(call.get("activity") or "")
+        label = ACTIVITY_LABELS.get(activity, activity)
+        if activity == "tool" and call.get("tool"):
+            label = f"{label} ({call.get('tool')})"
+        direction = str(call.get("direction") or "inbound")
         calls.append(
             {
+                "call_id": str(call.get("call_id") or ""),
+                "direction": DIRECTION_LABELS.get(direction, direction),
                 "caller": phone(call.get("caller"), masked) or "anónimo",
-                "did": phone(call.get("did"), masked),
+                # An outbound call has no DID: the customer's number and the campaign instead.
+                "did": phone(call.get("did"), masked)
+                if direction == "inbound"
+                else " ".join(
+                    part for part in (phone(call.get("callee"), masked), f"({call.get('campaign')})") if part != "()"
+                ),
+                "started": local_time(started) if seconds is not None and isinstance(started, str) else "",
                 "seconds": seconds,
-                "activity": ACTIVITY_LABELS.get(str(call.get("activity")), str(call.get("activity") or "")),
+                "activity": label,
                 "worker": str(call.get("worker") or ""),
             }
         )
