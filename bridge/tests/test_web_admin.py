@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from web_support import PASSWORD, Console, build_console, csrf_token, log_in
 
+from centralita.doctor.published import PublishError, publish
 from centralita.web.store import Role
 
 
@@ -67,7 +71,7 @@ def test_costs_need_a_login(console: Console) -> None:
 # ---- Usuarios ------------------------------------------------------------------------------------------------
 
 
-def page_token(client, path: str = "/usuarios") -> str:  # type: ignore[no-untyped-def]
+def page_token(client, path: str = "/usuarios") -> str:
     return csrf_token(client.get(path).get_data(as_text=True))
 
 
@@ -84,7 +88,7 @@ def test_only_an_admin_reaches_the_users_page(console: Console) -> None:
         assert client.post("/usuarios/vera/desactivar", data={"csrf_token": token}).status_code == 403
         assert client.post("/usuarios/vera/rol", data={"rol": "admin", "csrf_token": token}).status_code == 403
     assert console.store.user("intruso") is None
-    assert console.store.user("vera").role is Role.VIEWER  # type: ignore[union-attr]
+    assert console.store.user("vera").role is Role.VIEWER
     assert "Usuarios" not in _nav(console, "sara")
     assert "Usuarios" in _nav(console, "ada")
 
@@ -130,10 +134,10 @@ def test_admin_changes_a_role_and_disables_a_user_but_not_themselves(console: Co
     assert log_in(admin, "ada") == 302
     response = admin.post("/usuarios/vera/rol", data={"rol": "supervisor", "csrf_token": page_token(admin)})
     assert response.status_code == 302
-    assert console.store.user("vera").role is Role.SUPERVISOR  # type: ignore[union-attr]
+    assert console.store.user("vera").role is Role.SUPERVISOR
     assert vera.get("/campanas").status_code == 200  # her open session has the new role at once
     assert admin.post("/usuarios/vera/desactivar", data={"csrf_token": page_token(admin)}).status_code == 302
-    assert console.store.user("vera").disabled  # type: ignore[union-attr]
+    assert console.store.user("vera").disabled
     assert vera.get("/historial").status_code == 302  # her session ended
     # Not themselves.
     response = admin.post("/usuarios/ada/desactivar", data={"csrf_token": page_token(admin)}, follow_redirects=True)
@@ -164,3 +168,81 @@ def test_user_changes_need_a_csrf_token(console: Console) -> None:
     assert vera.role is Role.VIEWER
     assert not vera.disabled
     assert console.store.user("x1") is None
+
+
+# ---- Salud ---------------------------------------------------------------------------------------------------
+
+
+def doctor_report(console: Console, when: datetime) -> dict[str, object]:
+    """A report as ``centralita doctor --output`` publishes it (written here without the root check)."""
+    return {
+        "host": "centralita-1",
+        "ok": False,
+        "summary": {"OK": 1, "WARN": 0, "FAIL": 1},
+        "checks": [
+            {"name": "asterisk.ari", "status": "OK", "seen": "ARI answers", "fix": "", "fixable": False},
+            {
+                "name": "bridge.service",
+                "status": "FAIL",
+                "seen": "openai-inbound-calls is not running",
+                "fix": "systemctl start openai-inbound-calls",
+                "fixable": True,
+            },
+        ],
+        "fixes": [],
+        "generated_at": when.isoformat(timespec="seconds"),
+    }
+
+
+def test_health_shows_the_doctors_checks_with_their_fixes_and_its_age(console: Console) -> None:
+    path = console.settings.doctor_report_path
+    path.write_text(json.dumps(doctor_report(console, console.clock() - timedelta(minutes=7))))
+    client = console.client()
+    assert log_in(client, "vera") == 302
+    page = client.get("/salud").get_data(as_text=True)
+    assert "(hace 7 min)" in page
+    assert "1 bien, 0 avisos, 1 fallas" in page
+    assert "openai-inbound-calls is not running" in page
+    assert "<td>systemctl start openai-inbound-calls</td>" in page
+    assert "el temporizador no lo está renovando" not in page
+    console.clock.advance(minutes=30)
+    assert "el temporizador no lo está renovando" in client.get("/salud").get_data(as_text=True)
+
+
+def test_health_says_what_to_run_when_the_report_is_missing_damaged_or_a_link(console: Console, tmp_path: Path) -> None:
+    client = console.client()
+    assert log_in(client, "vera") == 302
+    assert "sudo systemctl start centralita-doctor.service" in client.get("/salud").get_data(as_text=True)
+    path = console.settings.doctor_report_path
+    path.write_text("{no es json")
+    assert "está dañado" in client.get("/salud").get_data(as_text=True)
+    path.unlink()
+    elsewhere = tmp_path / "otro.json"
+    elsewhere.write_text(json.dumps(doctor_report(console, console.clock())))
+    path.symlink_to(elsewhere)
+    page = client.get("/salud").get_data(as_text=True)
+    assert "No se puede leer el informe" in page
+    assert "asterisk.ari" not in page
+
+
+def test_doctor_output_publishes_only_into_a_directory_root_alone_writes(tmp_path: Path) -> None:
+    directory = tmp_path / "doctor"
+    directory.mkdir(mode=0o750)
+    report: dict[str, object] = {"checks": [], "summary": {}}
+    if os.geteuid() != 0:
+        with pytest.raises(PublishError, match="not a directory of root's"):
+            publish(report, directory / "doctor.json")
+        return
+    publish(report, directory / "doctor.json", now=datetime(2026, 12, 5, 12, 0, tzinfo=UTC))
+    written = directory / "doctor.json"
+    assert json.loads(written.read_text())["generated_at"] == "2026-12-05T12:00:00+00:00"
+    assert written.stat().st_mode & 0o777 == 0o640
+    assert [path.name for path in directory.iterdir()] == ["doctor.json"]  # no temporary file left
+    directory.chmod(0o770)  # group-writable: someone else could put a link where root writes
+    with pytest.raises(PublishError, match="chmod go-w"):
+        publish(report, directory / "doctor.json")
+    directory.chmod(0o750)
+    link = tmp_path / "link"
+    link.symlink_to(directory)
+    with pytest.raises(PublishError, match="not a directory of root's"):
+        publish(report, link / "doctor.json")

@@ -159,6 +159,7 @@ def build_console(tmp_path: Path, *, csrf: bool = True) -> Iterator[Console]:
         dialer_db_path=tmp_path / "dialer.db",
         status_path=tmp_path / "status.json",
         requests_dir=tmp_path / "requests",
+        doctor_report_path=tmp_path / "doctor.json",
         zone=UTC,
     )
     settings.web_db_path.parent.mkdir()

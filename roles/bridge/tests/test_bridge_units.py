@@ -87,7 +87,13 @@ def service(units: dict[str, str], name: str) -> list[tuple[str, str]]:
 
 
 def test_every_unit_renders_with_the_managed_header(lab: dict[str, str]) -> None:
-    assert set(lab) == {*SERVICES, "centralita-records-purge.timer", "logrotate"}
+    assert set(lab) == {
+        *SERVICES,
+        "centralita-records-purge.timer",
+        "centralita-doctor.service",
+        "centralita-doctor.timer",
+        "logrotate",
+    }
     for name, text in lab.items():
         assert text.startswith("#\n# Ansible managed"), name
 
@@ -108,6 +114,8 @@ def test_the_sandbox_has_one_source() -> None:
     """The unit templates include systemd-sandbox.j2 and repeat none of its directives."""
     directives = {*SANDBOX, "SystemCallFilter", "RestrictAddressFamilies", "IPAddressDeny", "ReadWritePaths"}
     for template in sorted(TEMPLATES.glob("*.service.j2")):
+        if template.name == "centralita-doctor.service.j2":
+            continue  # root's, as an operator runs the doctor: see test_the_doctor_runs_as_root_and_writes_only_its_report
         text = template.read_text()
         assert "{% include 'systemd-sandbox.j2' %}" in text, template.name
         repeated = [line for line in text.splitlines() if line.split("=", 1)[0] in directives]
@@ -211,6 +219,22 @@ def test_the_purge_timer_and_its_schedule(tmp_path: Path) -> None:
     purge = service(units, "centralita-records-purge.service")
     assert values(purge, "Type") == ["oneshot"]
     assert values(purge, "ExecStart")[0].endswith("--older-than-days 30")
+
+
+def test_the_doctor_runs_as_root_and_writes_only_its_report(lab: dict[str, str]) -> None:
+    doctor = service(lab, "centralita-doctor.service")
+    assert values(doctor, "User") == ["root"]
+    assert values(doctor, "Type") == ["oneshot"]
+    assert values(doctor, "ExecStart") == [
+        "/usr/local/asterisk/venv/bin/centralita doctor --output /var/lib/centralita-doctor/doctor.json"
+    ]
+    assert values(doctor, "ProtectSystem") == ["strict"]
+    assert values(doctor, "ReadWritePaths") == ["/var/lib/centralita-doctor"]
+    assert values(doctor, "SuccessExitStatus") == ["1"]  # a FAIL in the report is not a failed unit
+    timer = parse_unit(lab["centralita-doctor.timer"])
+    assert values(timer["Timer"], "OnUnitActiveSec") == ["10min"]
+    web = dict(value.split("=", 1) for value in values(service(lab, "centralita-web.service"), "Environment"))
+    assert web["DOCTOR_REPORT_PATH"] == "/var/lib/centralita-doctor/doctor.json"
 
 
 def test_logrotate_creates_the_log_for_the_service_in_asteriskss_group(tmp_path: Path) -> None:

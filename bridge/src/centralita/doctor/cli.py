@@ -15,6 +15,8 @@ from centralita.doctor.context import (
     DEFAULT_ENV_FILE,
     Options,
 )
+from centralita.doctor.published import publish
+from centralita.doctor.report import as_json as as_json_report
 from centralita.doctor.report import render_json, render_text
 from centralita.doctor.runner import diagnose
 
@@ -46,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the JSON report into FILE instead of printing it (for the web console's health page; FILE's "
+        "directory must be root's and writable by root alone)",
+    )
     parser.add_argument(
         "--fix",
         action="store_true",
@@ -91,9 +100,24 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
-def execute(options: Options, *, as_json: bool = False, fix: bool = False, out: TextIO | None = None) -> int:
-    """Run the doctor with ``options`` and print the report; 1 when any check FAILs, else 0."""
+def execute(
+    options: Options,
+    *,
+    as_json: bool = False,
+    fix: bool = False,
+    out: TextIO | None = None,
+    output: Path | None = None,
+) -> int:
+    """Run the doctor with ``options`` and print the report (or publish it into ``output``); 1 when any check
+    FAILs, else 0 (2 when the report cannot be published)."""
     report = diagnose(options, fix=fix)
+    if output is not None:
+        try:
+            publish(as_json_report(report, str(options.env_file)), output)
+        except OSError as error:
+            print(f"centralita doctor: {error}", file=sys.stderr)
+            return 2
+        return 1 if report.failed else 0
     stream = out if out is not None else sys.stdout
     stream.write(render_json(report, str(options.env_file)) if as_json else render_text(report))
     stream.flush()
@@ -108,4 +132,4 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return execute(options_from_args(args), as_json=args.json, fix=args.fix)
+    return execute(options_from_args(args), as_json=args.json, fix=args.fix, output=args.output)
