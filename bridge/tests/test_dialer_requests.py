@@ -244,3 +244,22 @@ def test_parse_request_names_what_is_wrong() -> None:
     ):
         with pytest.raises(RequestError, match=message):
             parse_request(json.dumps({**good, key: value}).encode())
+
+
+def test_a_request_that_cannot_be_deleted_is_applied_once(
+    spool: Path, store: CampaignStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_request(spool, "pause", "norte-dic", "sara", NOW)
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    reader = RequestSpool(spool, store, owns_norte)
+    monkeypatch.setattr(os, "unlink", read_only)
+    caplog.set_level(logging.ERROR)
+    assert [outcome.result for outcome in reader.process()] == ["applied"]
+    assert reader.process() == []
+    assert reader.process() == []
+    assert len(store.actions()) == 1
+    assert caplog.text.count("cannot be deleted (Read-only file system)") == 1
+    assert "run site.yml" in caplog.text

@@ -211,6 +211,8 @@ class RequestSpool:
         self._store = store
         self._owns = owns
         self._missing_logged = False
+        # Requests applied (or refused) whose file could not be deleted: never applied twice, until they go.
+        self._undeletable: set[str] = set()
 
     def process(self, limit: int = MAX_PER_ROUND) -> list[Outcome]:
         """Apply up to ``limit`` waiting requests, oldest first; what became of each readable one."""
@@ -228,9 +230,10 @@ class RequestSpool:
                 self._missing_logged = True
             return []
         self._missing_logged = False
+        self._undeletable &= set(names)
         outcomes = []
         try:
-            for name in names[:limit]:
+            for name in [name for name in names if name not in self._undeletable][:limit]:
                 try:
                     request = read_request(directory_fd, name)
                 except RequestError as problem:
@@ -257,9 +260,11 @@ class RequestSpool:
         except FileNotFoundError:
             pass
         except OSError as error:
+            self._undeletable.add(name)
             log.error(
                 "campaign request %s/%s cannot be deleted (%s): the dialer's user needs write access to the spool "
-                "(the service group, mode 2770; run site.yml to restore it)",
+                "(the service group, mode 2770; run site.yml to restore it, then restart openai-outbound-calls); "
+                "it is not applied again",
                 self._directory,
                 name,
                 error.strerror,
