@@ -115,7 +115,7 @@ def test_the_sandbox_has_one_source() -> None:
     directives = {*SANDBOX, "SystemCallFilter", "RestrictAddressFamilies", "IPAddressDeny", "ReadWritePaths"}
     for template in sorted(TEMPLATES.glob("*.service.j2")):
         if template.name == "centralita-doctor.service.j2":
-            continue  # root's, as an operator runs the doctor: see test_the_doctor_runs_as_root_and_writes_only_its_report
+            continue  # root's, as an operator runs it: test_the_doctor_runs_as_root_and_writes_only_its_report
         text = template.read_text()
         assert "{% include 'systemd-sandbox.j2' %}" in text, template.name
         repeated = [line for line in text.splitlines() if line.split("=", 1)[0] in directives]

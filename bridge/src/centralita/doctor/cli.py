@@ -100,27 +100,24 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
-def execute(
-    options: Options,
-    *,
-    as_json: bool = False,
-    fix: bool = False,
-    out: TextIO | None = None,
-    output: Path | None = None,
-) -> int:
-    """Run the doctor with ``options`` and print the report (or publish it into ``output``); 1 when any check
-    FAILs, else 0 (2 when the report cannot be published)."""
+def execute(options: Options, *, as_json: bool = False, fix: bool = False, out: TextIO | None = None) -> int:
+    """Run the doctor with ``options`` and print the report; 1 when any check FAILs, else 0."""
     report = diagnose(options, fix=fix)
-    if output is not None:
-        try:
-            publish(as_json_report(report, str(options.env_file)), output)
-        except OSError as error:
-            print(f"centralita doctor: {error}", file=sys.stderr)
-            return 2
-        return 1 if report.failed else 0
     stream = out if out is not None else sys.stdout
     stream.write(render_json(report, str(options.env_file)) if as_json else render_text(report))
     stream.flush()
+    return 1 if report.failed else 0
+
+
+def execute_into(options: Options, output: Path, *, fix: bool = False) -> int:
+    """Run the doctor and publish its JSON report into ``output`` (``doctor.published``); 1 when any check
+    FAILs, 2 when the report cannot be written, else 0."""
+    report = diagnose(options, fix=fix)
+    try:
+        publish(as_json_report(report, str(options.env_file)), output)
+    except OSError as error:
+        print(f"centralita doctor: {error}", file=sys.stderr)
+        return 2
     return 1 if report.failed else 0
 
 
@@ -132,4 +129,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return execute(options_from_args(args), as_json=args.json, fix=args.fix, output=args.output)
+    if args.output is not None:
+        return execute_into(options_from_args(args), args.output, fix=args.fix)
+    return execute(options_from_args(args), as_json=args.json, fix=args.fix)
