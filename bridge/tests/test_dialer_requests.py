@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -263,3 +264,14 @@ def test_a_request_that_cannot_be_deleted_is_applied_once(
     assert len(store.actions()) == 1
     assert caplog.text.count("cannot be deleted (Read-only file system)") == 1
     assert "run site.yml" in caplog.text
+
+
+def test_the_read_only_store_reads_and_never_writes(store: CampaignStore) -> None:
+    reader = CampaignStore.read_only(store.path)
+    try:
+        assert [campaign.name for campaign in reader.campaigns()] == ["norte-dic", "sur-dic"]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.pause_campaign("norte-dic")
+    finally:
+        reader.close()
+    assert store.campaign("norte-dic").state is CampaignState.RUNNING

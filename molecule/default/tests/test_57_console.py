@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 
 import pytest
 from conftest import BOX, call_record, place_speaking_call, wait_until
@@ -112,7 +113,8 @@ def test_wrong_password_is_refused_and_a_post_without_csrf_token_changes_nothing
 
 # ---- pause and resume through the dialer's request spool ------------------------------------------------------
 
-CAMPAIGN = "consola-prueba"
+# A new campaign each run: a rerun on the same box never finds the last run's campaign (or its calls).
+CAMPAIGN = f"consola-{int(time.time())}"
 SPOOL = "/var/spool/centralita/campaign-requests"  # bridge_campaign_requests_dir's default
 DIALER_LOG = "/var/log/asterisk/outbound_openai.log"
 
@@ -226,9 +228,10 @@ def test_supervisor_pauses_and_resumes_a_real_campaign_through_the_dialer(host, 
         f"ON c.id = t.campaign_id WHERE c.name = '{CAMPAIGN}'",
     )
     assert attempts == [[0]]
-    # The dialer's audit carries the console user's name; the console's own audit the requests.
+    # The dialer's audit carries the console user's name and the request ids, in the order applied.
+    ids = ", ".join(f"'{rid}'" for rid in (pause, resume, pause_again))
     rows = dialer_query(
-        host, f"SELECT action, user, source, result FROM campaign_actions WHERE campaign = '{CAMPAIGN}' ORDER BY id"
+        host, f"SELECT action, user, source, result FROM campaign_actions WHERE request_id IN ({ids}) ORDER BY id"
     )
     assert rows == [
         ["pause", SUPERVISOR[0], "console", "applied"],

@@ -50,7 +50,7 @@ from typing import Any, Final
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import PastAttempt, Reason, Verdict
 from centralita.isp.phones import PhoneError, e164_or_none, to_e164
-from centralita.storage.sqlite import SharedDatabase, open_database
+from centralita.storage.sqlite import SharedDatabase, open_database, row_dict
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -480,6 +480,39 @@ class CampaignStore(SharedDatabase):
     def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
         self._clock = clock
         super().__init__(Path(path), _connect(Path(path)))
+
+    @classmethod
+    def read_only(cls, path: str | Path) -> CampaignStore:
+        """The store at ``path`` opened read-only (SQLite ``mode=ro``), for a reader that must not and cannot write
+        it (the web console, in the service group): no WAL switch, no migration; a schema other than this
+        code's is refused with the fix."""
+        location = Path(path)
+        # With no connection open (the dialer stopped) SQLite removes the -shm file, and a read-only reader that
+        # cannot create it in the directory is refused: then nobody is writing, and the file is read as immutable.
+        shm = location.with_name(location.name + "-shm")
+        query = "mode=ro" if shm.exists() else "mode=ro&immutable=1"
+        try:
+            connection = sqlite3.connect(
+                f"{location.resolve().as_uri()}?{query}", uri=True, isolation_level=None, check_same_thread=False
+            )
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as error:
+            raise DialerStoreError(
+                f"Cannot read the dialer database {location} ({error}): the reader must be in the service's group "
+                f"and {location}, its -wal and -shm files group-readable."
+            ) from error
+        if version != SCHEMA_VERSION:
+            connection.close()
+            raise DialerStoreError(
+                f"The dialer database {location} has schema version {version}, not the {SCHEMA_VERSION} this code "
+                "knows: restart openai-outbound-calls (it upgrades the file) or update Centralita."
+            )
+        connection.row_factory = row_dict
+        store = cls.__new__(cls)
+        store._clock = _utc_now
+        SharedDatabase.__init__(store, location, connection)
+        return store
 
     # ---- plumbing --------------------------------------------------------------------------------------
 

@@ -250,7 +250,7 @@ def _campaign_store() -> CampaignStore | None:
     path = current().settings.dialer_db_path
     if not path.is_file():
         return None
-    return CampaignStore(path)
+    return CampaignStore.read_only(path)
 
 
 ACTION_LABELS: Final = {"pause": "pausar", "resume": "reanudar"}
