@@ -50,7 +50,7 @@ from typing import Any, Final
 from centralita.dialer.outcomes import Outcome
 from centralita.dialer.policy import PastAttempt, Reason, Verdict
 from centralita.isp.phones import PhoneError, e164_or_none, to_e164
-from centralita.storage.sqlite import SharedDatabase, open_database
+from centralita.storage.sqlite import SharedDatabase, open_database, row_dict
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -231,8 +231,28 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
             db.execute("UPDATE optouts SET at = ?, source = ?, note = ? WHERE phone = ?", (at, source, note, canonical))
 
 
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    """The dialer's audit log of campaign actions: who paused or resumed what, from where, and the result."""
+    db.execute(
+        """
+        CREATE TABLE campaign_actions (
+            id         INTEGER PRIMARY KEY,
+            at         TEXT NOT NULL,
+            campaign   TEXT NOT NULL,
+            action     TEXT NOT NULL,
+            user       TEXT NOT NULL,
+            source     TEXT NOT NULL,
+            request_id TEXT NOT NULL DEFAULT '',
+            result     TEXT NOT NULL,
+            detail     TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    db.execute("CREATE INDEX campaign_actions_request_id ON campaign_actions (request_id)")
+
+
 # _MIGRATIONS[n] upgrades user_version n to n + 1. Append only; never edit a released step.
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2)
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2, _migrate_to_3)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -461,6 +481,39 @@ class CampaignStore(SharedDatabase):
         self._clock = clock
         super().__init__(Path(path), _connect(Path(path)))
 
+    @classmethod
+    def read_only(cls, path: str | Path) -> CampaignStore:
+        """The store at ``path`` opened read-only (SQLite ``mode=ro``), for a reader that must not and cannot write
+        it (the web console, in the service group): no WAL switch, no migration; a schema other than this
+        code's is refused with the fix."""
+        location = Path(path)
+        # With no connection open (the dialer stopped) SQLite removes the -shm file, and a read-only reader that
+        # cannot create it in the directory is refused: then nobody is writing, and the file is read as immutable.
+        shm = location.with_name(location.name + "-shm")
+        query = "mode=ro" if shm.exists() else "mode=ro&immutable=1"
+        try:
+            connection = sqlite3.connect(
+                f"{location.resolve().as_uri()}?{query}", uri=True, isolation_level=None, check_same_thread=False
+            )
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as error:
+            raise DialerStoreError(
+                f"Cannot read the dialer database {location} ({error}): the reader must be in the service's group "
+                f"and {location}, its -wal and -shm files group-readable."
+            ) from error
+        if version != SCHEMA_VERSION:
+            connection.close()
+            raise DialerStoreError(
+                f"The dialer database {location} has schema version {version}, not the {SCHEMA_VERSION} this code "
+                "knows: restart openai-outbound-calls (it upgrades the file) or update Centralita."
+            )
+        connection.row_factory = row_dict
+        store = cls.__new__(cls)
+        store._clock = _utc_now
+        SharedDatabase.__init__(store, location, connection)
+        return store
+
     # ---- plumbing --------------------------------------------------------------------------------------
 
     def _closed_error(self) -> DialerStoreError:
@@ -582,6 +635,39 @@ class CampaignStore(SharedDatabase):
         """Running -> paused (calls in progress finish; no new ones)."""
         allowed = {CampaignState.RUNNING: CampaignState.PAUSED, CampaignState.PAUSED: CampaignState.PAUSED}
         return self._set_state(name, allowed, "paused (only a running campaign can be)", now)
+
+    # ---- the audit log of campaign actions ---------------------------------------------------------------
+
+    def record_action(
+        self,
+        *,
+        campaign: str,
+        action: str,
+        user: str,
+        source: str,
+        result: str,
+        detail: str = "",
+        request_id: str = "",
+        now: datetime | None = None,
+    ) -> int:
+        """Record that ``user`` (through ``source``: cli, console) asked ``action`` of ``campaign``; its id."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO campaign_actions (at, campaign, action, user, source, request_id, result, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (_ts(self._now(now)), campaign, action, user, source, request_id, result, detail),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def actions(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The last ``limit`` campaign actions, newest first."""
+        with self._lock:
+            rows: list[dict[str, Any]] = (
+                self._connection()
+                .execute("SELECT * FROM campaign_actions ORDER BY id DESC LIMIT ?", (limit,))
+                .fetchall()
+            )
+        return rows
 
     def finish_completed(self, *, now: datetime | None = None) -> list[str]:
         """Mark finished every running campaign with no pending target and no open attempt; their names."""
