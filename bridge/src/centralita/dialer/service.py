@@ -5,7 +5,8 @@ are answered by that service: a file it refuses would leave every answered custo
 opens the campaign database, connects to ARI as its own events application and ticks the ``Runner`` once a
 second; its metrics (``dialer/metrics.py``) are served on 127.0.0.1 at ``DIALER_METRICS_PORT``. SIGTERM
 (``systemctl stop``) or SIGINT stops it gracefully: no new calls, the open ones followed for up to
-``--drain-timeout`` seconds, the leases of any still open released so the next start takes them over at once. Exit codes: 0 stopped, 2 configuration or start-up error.
+``--drain-timeout`` seconds, the leases of any still open released so the next start takes them over at once.
+Exit codes: 0 stopped, 2 configuration or start-up error.
 """
 
 from __future__ import annotations
