@@ -89,13 +89,16 @@ def queried_names() -> set[str]:
 
 def test_the_dashboard_is_a_grafana_dashboard_with_a_query_in_every_panel() -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    assert dashboard["uid"] == "centralita-box"
+    assert dashboard["title"]
+    assert dashboard["schemaVersion"] >= 36
     panels = [panel for panel in dashboard["panels"] if panel["type"] != "row"]
     assert len(panels) >= 10
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids are unique"
     for panel in panels:
-        assert panel["targets"] and all(target["expr"].strip() for target in panel["targets"]), panel["title"]
+        assert panel["targets"], panel["title"]
+        assert all(target["expr"].strip() for target in panel["targets"]), panel["title"]
         assert panel["datasource"]["uid"] == "${datasource}", "the data source is chosen on import"
 
 
@@ -144,4 +147,4 @@ def test_the_asterisk_names_are_res_prometheus_s_own() -> None:
                 handle = tar.extractfile(member)
                 assert handle is not None
                 found.update(re.findall(r'"(asterisk_[a-z_]+)"', handle.read().decode()))
-    assert ASTERISK_METRICS == found
+    assert found == ASTERISK_METRICS
