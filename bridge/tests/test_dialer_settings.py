@@ -252,3 +252,17 @@ def test_a_one_call_box_without_the_dialer_loads(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_all(env, dialer_required=True)  # where the dialer runs
     assert caught.value.variables == ("DIALER_MAX_CONCURRENT",)
+
+
+def test_the_dialers_metrics_port_is_its_own() -> None:
+    assert DialerSettings.from_values(MINIMAL).metrics_port == 0  # none unless asked
+    assert (
+        DialerSettings.from_values({**MINIMAL, "DIALER_METRICS_PORT": "9465", "METRICS_PORT": "9464"}).metrics_port
+        == 9465
+    )
+    [problem] = problems({**MINIMAL, "DIALER_METRICS_PORT": "9464", "METRICS_PORT": "9464"})
+    assert problem.startswith("DIALER_METRICS_PORT is 9464, the same as METRICS_PORT (openai-inbound-calls' metrics)")
+    [problem] = problems({**MINIMAL, "DIALER_METRICS_PORT": "70000"})
+    assert problem.startswith("DIALER_METRICS_PORT is '70000'")
+    # Both off is no collision.
+    assert DialerSettings.from_values({**MINIMAL, "DIALER_METRICS_PORT": "0", "METRICS_PORT": "0"}).metrics_port == 0

@@ -14,6 +14,7 @@ import time
 
 import pytest
 from conftest import BOX, SIPP_DIR
+from prometheus_client.parser import text_string_to_metric_families
 
 testinfra_hosts = [f"podman://{BOX}"]
 
@@ -133,3 +134,39 @@ def test_answered_calls_are_in_the_call_records_as_outbound(host, campaign):
     assert len(outbound) >= 2
     numbers = {row[0] for row in query(host, f"SELECT t.phone FROM targets t {IN_CAMPAIGN}")}
     assert {call["callee"] for call in outbound} <= numbers
+
+
+def test_the_dialers_metrics_carry_the_campaign(host, campaign):
+    """openai-outbound-calls serves its metrics on loopback (bridge_dialer_metrics_port), read from the campaign
+    database: the campaign's attempts are there by result, across the killed dialer and its successor."""
+    # The restarted dialer may still be starting: wait for its endpoint.
+    deadline = time.monotonic() + 60
+    while host.run("curl -sf -m 5 -o /dev/null http://127.0.0.1:9465/metrics").rc != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    listening = [line.split()[3] for line in host.check_output("ss -Hltn 'sport = :9465'").splitlines()]
+    assert listening == ["127.0.0.1:9465"], listening
+    text = host.check_output("curl -sf -m 10 http://127.0.0.1:9465/metrics")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    by_result = {
+        dict(labels)["result"]: value
+        for (name, labels), value in samples.items()
+        if name == "centralita_dialer_attempts_total"
+    }
+    # The whole database's ended attempts, by outcome: what the metrics must say.
+    stored = dict(query(host, "SELECT outcome, count(*) FROM attempts WHERE state = 'ended' GROUP BY outcome"))
+    assert {result: count for result, count in by_result.items() if count} == stored, campaign["status"]
+    assert by_result["busy"] >= 1, by_result
+    assert by_result["no-answer"] >= 1, by_result
+    promised = query(host, "SELECT count(*) FROM attempts WHERE outcome = 'promise-to-pay'")[0][0]
+    assert samples[("centralita_dialer_promises_to_pay_total", ())] == promised
+    assert samples[("centralita_dialer_active_calls", ())] == 0
+    assert samples[("centralita_dialer_database_up", ())] == 1
+    states = {
+        dict(labels)["state"]: v for (name, labels), v in samples.items() if name == "centralita_dialer_campaigns"
+    }
+    assert sum(states.values()) == query(host, "SELECT count(*) FROM campaigns")[0][0]
+    assert states["running"] + states["finished"] >= 1, states  # molecula

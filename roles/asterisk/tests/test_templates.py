@@ -30,6 +30,7 @@ TRUNK = {
 }
 NAT = {"external_address": "203.0.113.20", "local_nets": ["10.0.0.0/8", "192.168.0.0/16"]}
 ARI_HASH = "$6$0123456789abcdef$" + "x" * 86
+METRICS_PASSWORD = "Q7mfx2LpTz9vW4"  # what configure.yml reads from the vault or the box's secret file
 
 
 def render(tmp_path: Path, driver: str, **overrides: object) -> dict[str, str]:
@@ -40,6 +41,7 @@ def render(tmp_path: Path, driver: str, **overrides: object) -> dict[str, str]:
         "asterisk_sip_trunk": TRUNK,
         "asterisk_sip_nat": NAT,
         "asterisk_ari_password_hash": ARI_HASH,
+        "asterisk_prometheus_effective_password": METRICS_PASSWORD,
         "asterisk_operator_dial": "PJSIP/5215550009999@provider",
         **overrides,
     }
@@ -59,7 +61,7 @@ def pjsip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def test_each_driver_renders_only_its_own_sip_files(chan_sip, pjsip):
-    common = {"extensions.conf", "http.conf", "ari.conf", "modules.conf", "logger.conf", "rtp.conf"}
+    common = {"extensions.conf", "http.conf", "ari.conf", "modules.conf", "logger.conf", "rtp.conf", "prometheus.conf"}
     assert set(chan_sip) == common | {"sip.conf"}
     assert set(pjsip) == common | {"pjsip.conf", "pjsip_trunk.conf"}
 
@@ -332,6 +334,38 @@ def test_modules_conf_loads_one_sip_driver(driver, required, noloaded, chan_sip,
     for module in noloaded:
         assert module in values(modules, "noload")
     assert "res_ari.so" in values(modules, "require")
+
+
+@pytest.mark.parametrize("driver", ["pjsip", "chan_sip"])
+def test_asterisks_own_metrics_are_on_with_basic_authentication_and_the_module_required(driver, chan_sip, pjsip):
+    files = chan_sip if driver == "chan_sip" else pjsip
+    general = dict(section(parse_asterisk_conf(files["prometheus.conf"]), "[general]"))
+    assert general["enabled"] == "yes"
+    assert general["uri"] == "metrics"
+    assert general["auth_username"] == "prometheus"
+    assert general["auth_password"] == METRICS_PASSWORD
+    assert general["core_metrics_enabled"] == "yes"
+    modules = section(parse_asterisk_conf(files["modules.conf"]), "[modules]")
+    assert "res_prometheus.so" in values(modules, "require")
+    assert "res_prometheus.so" not in values(modules, "noload")
+    # Served by the HTTP server ARI uses, which listens on the loopback address only.
+    assert dict(section(parse_asterisk_conf(files["http.conf"]), "[general]"))["bindaddr"] == "127.0.0.1"
+
+
+def test_asterisks_own_metrics_can_be_turned_off(tmp_path):
+    files = render(
+        tmp_path,
+        "pjsip",
+        asterisk_prometheus_enabled=False,
+        asterisk_prometheus_uri="stats/asterisk",
+        asterisk_prometheus_user="scraper",
+    )
+    general = dict(section(parse_asterisk_conf(files["prometheus.conf"]), "[general]"))
+    assert general["enabled"] == "no"
+    assert (general["uri"], general["auth_username"]) == ("stats/asterisk", "scraper")
+    modules = section(parse_asterisk_conf(files["modules.conf"]), "[modules]")
+    assert "res_prometheus.so" in values(modules, "noload")
+    assert "res_prometheus.so" not in values(modules, "require")
 
 
 def test_logger_writes_full_and_security(pjsip):

@@ -255,3 +255,27 @@ def test_source_refuses_a_codec_it_does_not_build(tmp_path):
     assert rc != 0
     assert "asterisk_sip_trunk.codecs has g729, which a source build does not carry" in out
     assert "asterisk_source_extra_modules" in out
+
+
+@pytest.mark.parametrize("uri", ["ari", "metrics?x=1", "/metrics", "métricas"])
+def test_a_metrics_path_asterisk_cannot_serve_is_refused(tmp_path, uri):
+    rc, out = validate(tmp_path, asterisk_prometheus_uri=uri)
+    assert rc != 0
+    assert "asterisk_prometheus_uri must be a path of letters, digits, - and _" in out
+    assert "effective driver" not in out
+
+
+def test_a_metrics_password_prometheus_conf_cannot_hold_is_refused_without_showing_it(tmp_path):
+    rc, out = validate(tmp_path, asterisk_prometheus_password="Clave;Secreta-123")
+    assert rc != 0
+    assert "asterisk_prometheus_password holds a ';'" in out
+    assert "Clave;Secreta-123" not in out
+    assert "effective driver" not in out
+
+
+def test_good_metrics_settings_pass(tmp_path):
+    rc, out = validate(
+        tmp_path, asterisk_prometheus_uri="stats/asterisk", asterisk_prometheus_password="Q7mfx2LpTz9vW4"
+    )
+    assert rc == 0, out
+    assert "effective driver: pjsip" in out

@@ -117,6 +117,7 @@ SCALARS = {
     "DIALER_DB_PATH": "bridge_dialer_db_path",
     "DIALER_LOG_FILE": "bridge_dialer_log_file",
     "CAMPAIGN_REQUESTS_DIR": "bridge_campaign_requests_dir",
+    "DIALER_METRICS_PORT": "bridge_dialer_metrics_port",
 }
 ROUTER_FIELDS = {"HOST": "host", "PORT": "port", "USER": "user", "PASSWORD": "password", "CA_FILE": "ca_file"}
 

@@ -3,7 +3,8 @@
 Every metric lives in a registry this object owns, never in the library's process-wide default one: two
 services in one process (the tests run many) count apart, and nothing here is global state shared between calls.
 Label values are bounded: directions, outcomes and refusal reasons are the records' enums, a tool is one of
-the service's own tools (a name the model made up counts as ``unknown``), token kinds are ``Usage``'s fields.
+the service's own tools (a name the model made up counts as ``unknown``), token kinds are ``Usage``'s fields,
+routers are the configured ones.
 
 Metrics (the ``_total`` suffix is added by the client library to counters)::
 
@@ -23,50 +24,35 @@ Metrics (the ``_total`` suffix is added by the client library to counters)::
     centralita_tokens_total{kind}                       Realtime tokens by kind (input_text, input_audio,
                                                         cached_text, cached_audio, output_text, output_audio)
     centralita_cost_total{currency, prices_as_of}       what those tokens cost, at the price table of that date
+    centralita_router_errors_total{router, kind}        router work that failed, by configured router and kind
+                                                        (``isp.routeros.pool.RouterErrorKind``: auth, command,
+                                                        busy, timeout, unavailable); every pair starts at 0
     process_*                                           the service's CPU, memory, open files, start time
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Final
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from centralita.billing.usage import Usage
+from centralita.metrics_endpoint import METRICS_HOST, MetricsEndpoint, SandboxedProcessCollector
 
 __all__ = ["METRICS_HOST", "SandboxedProcessCollector", "ServiceMetrics"]
-
-log = logging.getLogger(__name__)
-
-METRICS_HOST: Final = "127.0.0.1"  # loopback only: a scraper on the box, or a tunnel to it
 UNKNOWN_TOOL: Final = "unknown"
 _CONNECT_BUCKETS: Final = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _REPLY_BUCKETS: Final = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 15.0)
 
 
-class SandboxedProcessCollector(ProcessCollector):
-    """The library's process figures, with the boot time taken from the clocks instead of /proc/stat.
-
-    The service's sandbox (``ProcSubset=pid``) hides /proc/stat; the library's collector then reports no process
-    figure at all. /proc/self/stat's start time counts from boot, as CLOCK_BOOTTIME does.
-    """
-
-    def _boot_time(self) -> float:
-        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-class ServiceMetrics:
+class ServiceMetrics(MetricsEndpoint):
     """The metrics of one service; thread-safe (the client library locks each value)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        registry = self.registry
+        registry = CollectorRegistry(auto_describe=True)
+        super().__init__(registry, "METRICS_PORT")
         SandboxedProcessCollector(registry=registry)
         self.calls = Counter(
             "centralita_calls", "Calls ended, by direction and outcome.", ["direction", "outcome"], registry=registry
@@ -106,14 +92,18 @@ class ServiceMetrics:
             registry=registry,
         )
         self.tokens = Counter("centralita_tokens", "Realtime tokens used, by kind.", ["kind"], registry=registry)
+        self.router_errors = Counter(
+            "centralita_router_errors",
+            "Router work that failed, by router and kind (auth, command, busy, timeout, unavailable).",
+            ["router", "kind"],
+            registry=registry,
+        )
         self.cost = Counter(
             "centralita_cost",
             "What the Realtime tokens cost, in the currency, at the price table of prices_as_of.",
             ["currency", "prices_as_of"],
             registry=registry,
         )
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- what calls and the service report --
 
@@ -156,40 +146,12 @@ class ServiceMetrics:
         if cost:
             self.cost.labels(currency=currency, prices_as_of=prices_as_of).inc(float(cost))
 
-    # -- the endpoint --
+    def routers_known(self, routers: Iterable[str], kinds: Iterable[str]) -> None:
+        """Start every (router, kind) pair at 0, so a scraper sees the series (and its rate) before a failure."""
+        kinds = tuple(kinds)
+        for router in routers:
+            for kind in kinds:
+                self.router_errors.labels(router=router, kind=kind)
 
-    def serve(self, port: int) -> bool:
-        """Serve ``/metrics`` on 127.0.0.1:``port`` (0: not at all); False, and an error logged, when the port
-        cannot be had: the calls matter more than their metrics, so the service goes on without them."""
-        if port == 0 or self._server is not None:
-            return False
-        try:
-            server, thread = start_http_server(port, addr=METRICS_HOST, registry=self.registry)
-        except OSError as error:
-            log.error(
-                "metrics: cannot listen on %s:%d (%s): no metrics until METRICS_PORT is fixed and the service "
-                "restarted",
-                METRICS_HOST,
-                port,
-                error.strerror or error,
-            )
-            return False
-        self._server, self._thread = server, thread
-        log.info("metrics: Prometheus metrics on http://%s:%d/metrics", METRICS_HOST, self.port)
-        return True
-
-    @property
-    def port(self) -> int | None:
-        """The port the endpoint listens on, None when it does not."""
-        server = self._server
-        return int(server.server_address[1]) if server is not None else None
-
-    def close(self) -> None:
-        """Stop the endpoint and release its port and thread."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(5)
+    def router_failed(self, router: str, kind: str) -> None:
+        self.router_errors.labels(router=router, kind=kind).inc()

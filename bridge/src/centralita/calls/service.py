@@ -44,7 +44,7 @@ from centralita.config.bridge import FailureAction, MediaEngine, Settings
 from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
 from centralita.config.network import NetworkSettings
 from centralita.isp.customers import CustomerDirectory, DirectoryError
-from centralita.isp.routeros.pool import RouterPool
+from centralita.isp.routeros.pool import RouterErrorKind, RouterPool
 from centralita.logs import Event, call_logger, setup_logging
 from centralita.media.clips import Clips
 from centralita.media.loop import MediaLoop
@@ -632,6 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     outbound = OutboundCalls(box.dialer, collections)
     service = InboundService(settings, records, tools, instructions, outbound)
+    service.metrics.routers_known(pool.names, RouterErrorKind)
+    pool.observe(service.metrics.router_failed)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:

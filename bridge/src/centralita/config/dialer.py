@@ -26,6 +26,8 @@ Variables, with their defaults (docs/DIALER.md explains each rule)::
     DIALER_EXTENSION=s                      the extension in DIALER_CONTEXT
     DIALER_RING_TIMEOUT=30                  seconds the phone rings before the attempt is "no-answer"
     DIALER_EVENTS_APP=centralita-dialer     the ARI application the dialer follows its calls with
+    DIALER_METRICS_PORT=0                   the dialer's Prometheus metrics on 127.0.0.1 at this port; 0: none
+                                            (not METRICS_PORT: that one is openai-inbound-calls')
     DIALER_CAMPAIGNS=                       the campaigns this box may import and start, by name prefix, comma
                                             separated (boxes of a cluster split the campaigns); empty: any
     CAMPAIGN_REQUESTS_DIR=/var/spool/centralita/campaign-requests
@@ -104,6 +106,7 @@ class DialerSettings:
     campaigns: tuple[str, ...] = ()
     # The web console's pause and resume requests (centralita.dialer.requests).
     requests_dir: Path = Path("/var/spool/centralita/campaign-requests")
+    metrics_port: int = 0  # Prometheus metrics on 127.0.0.1 at this port (dialer/metrics.py); 0: none
 
     def owns(self, campaign: str) -> bool:
         """Whether this box may import and start ``campaign``: two boxes of a cluster never dial one campaign."""
@@ -143,6 +146,7 @@ class DialerSettings:
         events_app = reader.identifier("DIALER_EVENTS_APP", "centralita-dialer")
         campaigns = _read_campaigns(reader)
         requests_dir = reader.path("CAMPAIGN_REQUESTS_DIR", "/var/spool/centralita/campaign-requests")
+        metrics_port = _read_metrics_port(reader)
         ari = read_ari(reader, require_password=require_ari)
         settings = cls(
             timezone=timezone or ZoneInfo("UTC"),
@@ -166,6 +170,7 @@ class DialerSettings:
             ari_app=ari.app,
             campaigns=campaigns,
             requests_dir=requests_dir,
+            metrics_port=metrics_port,
         )
         if required and timezone is not None:  # where the dialer runs: elsewhere its limit limits nothing
             _check_concurrency(reader, max_concurrent)
@@ -187,6 +192,22 @@ class DialerSettings:
         if settings is None:  # pragma: no cover - a required time zone that is missing is a problem above
             raise ConfigError(["DIALER_TIMEZONE is missing."], source, ["DIALER_TIMEZONE"])
         return settings
+
+
+def _read_metrics_port(reader: EnvReader) -> int:
+    """DIALER_METRICS_PORT, which must not be openai-inbound-calls' METRICS_PORT: both listen on 127.0.0.1, and the
+    second service to start would go without metrics (its log says the port is taken)."""
+    port = reader.integer("DIALER_METRICS_PORT", 0, 0, 65535)
+    if port == 0 or not reader.valid("DIALER_METRICS_PORT"):
+        return port
+    box = EnvReader({"METRICS_PORT": reader.raw("METRICS_PORT")})
+    if box.integer("METRICS_PORT", 0, 0, 65535) == port and box.valid("METRICS_PORT"):
+        reader.fail(
+            "DIALER_METRICS_PORT",
+            f"DIALER_METRICS_PORT is {port}, the same as METRICS_PORT (openai-inbound-calls' metrics): both services "
+            "listen on 127.0.0.1, so give the dialer another port (e.g. METRICS_PORT + 1) or 0 for none.",
+        )
+    return port
 
 
 def _check_concurrency(reader: EnvReader, max_concurrent: int) -> None:

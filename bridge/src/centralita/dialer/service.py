@@ -3,9 +3,10 @@
 It reads the box's .env (``--env-file``) once and all of it, as openai-inbound-calls does (the calls it places
 are answered by that service: a file it refuses would leave every answered customer without the assistant),
 opens the campaign database, connects to ARI as its own events application and ticks the ``Runner`` once a
-second. SIGTERM (``systemctl stop``) or SIGINT stops it gracefully: no new calls, the open ones followed for
-up to ``--drain-timeout`` seconds, the leases of any still open released so the next start takes them over
-at once. Exit codes: 0 stopped, 2 configuration or start-up error.
+second; its metrics (``dialer/metrics.py``) are served on 127.0.0.1 at ``DIALER_METRICS_PORT``. SIGTERM
+(``systemctl stop``) or SIGINT stops it gracefully: no new calls, the open ones followed for up to
+``--drain-timeout`` seconds, the leases of any still open released so the next start takes them over at once.
+Exit codes: 0 stopped, 2 configuration or start-up error.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from centralita.config.box import load_all
 from centralita.config.dialer import DialerSettings
 from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
 from centralita.dialer.ari_originator import AriOriginator
+from centralita.dialer.metrics import DialerMetrics
 from centralita.dialer.requests import RequestSpool
 from centralita.dialer.runner import Runner, RunnerConfig
 from centralita.dialer.store import CampaignStore
@@ -78,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = AriEvents(AriOriginator.endpoint(settings), originator.handle_event, originator.handle_state)
     runner = Runner(store, originator, runner_config(settings))
     spool = RequestSpool(settings.requests_dir, store, settings.owns)
+    metrics = DialerMetrics(store)
     log.info(
         "starting: ARI %s, events app %s, calls go to %s; database %s; console requests from %s",
         redact_url(settings.ari_url),
@@ -86,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.db_path,
         settings.requests_dir,
     )
+    metrics.serve(settings.metrics_port)
     events.start()
     if not events.wait_connected(10):
         log.warning("ARI events not connected yet: calls are placed anyway and looked up by polling meanwhile")
@@ -93,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner.run(stop, interval=args.interval, drain_timeout=args.drain_timeout, chores=[spool.process])
     finally:
         events.stop()
+        metrics.close()
         store.close()
     return 0
 

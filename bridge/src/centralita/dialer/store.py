@@ -62,6 +62,7 @@ __all__ = [
     "CampaignStatus",
     "CampaignStore",
     "Candidate",
+    "DialerCounts",
     "DialerStoreError",
     "Lease",
     "OpenAttempt",
@@ -362,6 +363,16 @@ class CampaignStatus:
     attempts: int
     open_attempts: int
     next_at: datetime | None  # the earliest moment a pending target may be called
+
+
+@dataclass(frozen=True, slots=True)
+class DialerCounts:
+    """The whole database's figures: campaigns by state, ended attempts by outcome (every value present)."""
+
+    campaigns: dict[CampaignState, int]
+    attempts: dict[Outcome, int]
+    open_attempts: int  # placed or being placed, not ended yet (every dialer's)
+    optouts: int  # numbers on the do-not-call list
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
@@ -1227,6 +1238,29 @@ class CampaignStore(SharedDatabase):
             attempts=int(attempts["n"]),
             open_attempts=int(attempts["open"]),
             next_at=_dt(next_row["at"]),
+        )
+
+    def counts(self) -> DialerCounts:
+        """Every campaign's figures together, read in one transaction (for the dialer's metrics)."""
+        with self._read() as db:
+            campaigns = {
+                row["state"]: int(row["n"])
+                for row in db.execute("SELECT state, COUNT(*) AS n FROM campaigns GROUP BY state")
+            }
+            results = {
+                row["outcome"]: int(row["n"])
+                for row in db.execute(
+                    "SELECT outcome, COUNT(*) AS n FROM attempts WHERE state = 'ended' AND outcome IS NOT NULL"
+                    " GROUP BY outcome"
+                )
+            }
+            open_attempts = int(db.execute("SELECT COUNT(*) AS n FROM attempts WHERE state != 'ended'").fetchone()["n"])
+            optouts = int(db.execute("SELECT COUNT(*) AS n FROM optouts").fetchone()["n"])
+        return DialerCounts(
+            campaigns={state: campaigns.get(str(state), 0) for state in CampaignState},
+            attempts={outcome: results.get(str(outcome), 0) for outcome in Outcome},
+            open_attempts=open_attempts,
+            optouts=optouts,
         )
 
     def report(self, name: str) -> list[dict[str, Any]]:

@@ -13,6 +13,9 @@ for its own work while another call's job goes next; and an owner may have at mo
 ``MAX_QUEUED_PER_OWNER`` jobs waiting per router, beyond which the new job is refused at once
 (``RouterBusy``) instead of lengthening everyone's wait.
 
+**Errors seen.** Every ``RouterError`` a job ends with (or the pool gives instead: busy, late) is reported to the
+observers (``observe``) as the router's name and a ``RouterErrorKind``: the service's metrics count them.
+
 TLS (API-SSL): a router with ``TLS=true`` is reached through ``tls_wrapper`` with a verifying context that
 trusts the system CAs, or only ``CA_FILE`` when one is set; the certificate must name ``HOST``.
 """
@@ -28,14 +31,32 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from centralita.config.env import ConfigError
 from centralita.config.network import NetworkSettings, RouterConfig
-from centralita.isp.routeros.client import RouterClient, RouterError, RouterUnavailable, SocketWrapper, tls_wrapper
+from centralita.isp.routeros.client import (
+    RouterAuthError,
+    RouterClient,
+    RouterCommandError,
+    RouterError,
+    RouterUnavailable,
+    SocketWrapper,
+    tls_wrapper,
+)
 
-__all__ = ["MAX_QUEUED_PER_OWNER", "Deadline", "RouterBusy", "RouterLate", "RouterPool", "client_for"]
+__all__ = [
+    "MAX_QUEUED_PER_OWNER",
+    "Deadline",
+    "RouterBusy",
+    "RouterErrorKind",
+    "RouterLate",
+    "RouterPool",
+    "client_for",
+    "error_kind",
+]
 
 T = TypeVar("T")
 # A job gets the router's name, its client and the deadline (to check between commands).
@@ -55,6 +76,28 @@ class RouterLate(RouterUnavailable):
     def __init__(self, message: str, *, started: bool) -> None:
         super().__init__(message)
         self.started = started
+
+
+class RouterErrorKind(StrEnum):
+    """What went wrong with a router, as counted in the metrics (a bounded set of label values)."""
+
+    AUTH = "auth"  # the router refused the login
+    COMMAND = "command"  # the router answered a command with !trap
+    BUSY = "busy"  # this call already had too much work waiting for the router
+    TIMEOUT = "timeout"  # no answer before the tool's deadline
+    UNAVAILABLE = "unavailable"  # unreachable, the connection broke, or a protocol error
+
+
+def error_kind(error: RouterError) -> RouterErrorKind:
+    if isinstance(error, RouterAuthError):
+        return RouterErrorKind.AUTH
+    if isinstance(error, RouterCommandError):
+        return RouterErrorKind.COMMAND
+    if isinstance(error, RouterBusy):
+        return RouterErrorKind.BUSY
+    if isinstance(error, RouterLate):
+        return RouterErrorKind.TIMEOUT
+    return RouterErrorKind.UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +229,7 @@ class RouterPool:
         }
         self._lock = threading.Lock()
         self._closed = False
+        self._observers: list[Callable[[str, RouterErrorKind], None]] = []
 
     def __repr__(self) -> str:
         return f"RouterPool({', '.join(self._clients) or 'no routers'})"
@@ -201,6 +245,17 @@ class RouterPool:
         """How many jobs of ``owner`` wait for router ``name`` (for diagnostics and tests)."""
         return self._workers[name].waiting(owner)
 
+    def observe(self, observer: Callable[[str, RouterErrorKind], None]) -> None:
+        """Call ``observer(router, kind)`` for every router error from now on (set it up before the calls)."""
+        self._observers.append(observer)
+
+    def _failed(self, name: str, error: RouterError) -> None:
+        if name not in self._clients:
+            return  # only configured routers are counted: the label's values stay bounded
+        kind = error_kind(error)
+        for observer in self._observers:
+            observer(name, kind)
+
     def deadline(self) -> Deadline:
         """The time one tool has for all its router work: ``ROUTEROS_TIMEOUT`` from now."""
         return Deadline.after(self.timeout)
@@ -211,11 +266,15 @@ class RouterPool:
         ``owner`` is who the work is for (a call id): owners take turns on a router. Past the deadline
         ``RouterLate`` is raised even if the job is still running.
         """
-        future = self._submit(name, job, deadline, owner)
         try:
-            return future.result(timeout=deadline.remaining())
-        except FutureTimeout:
-            raise self._late(name, future) from None
+            future = self._submit(name, job, deadline, owner)
+            try:
+                return future.result(timeout=deadline.remaining())
+            except FutureTimeout:
+                raise self._late(name, future) from None
+        except RouterError as error:
+            self._failed(name, error)
+            raise
 
     def run_each(
         self, names: Iterable[str], job: Job[T], deadline: Deadline, *, owner: str = ""
@@ -240,6 +299,9 @@ class RouterPool:
                 results[name] = error
             else:
                 raise error
+        for name, result in results.items():
+            if isinstance(result, RouterError):
+                self._failed(name, result)
         return results
 
     def _late(self, name: str, future: Future[T]) -> RouterLate:
