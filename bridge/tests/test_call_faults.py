@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -480,10 +481,55 @@ def test_the_status_file_says_what_the_service_does(boxes: Callable[..., Box], t
     assert status["budget"]["limited"] is True
     assert status["budget"]["spent"] is False
     assert status["calls_started"] == 1
+    # The call in progress, for the web console's live page.
+    [listed] = status["calls"]
+    assert listed["call_id"] == channel_id
+    assert (listed["direction"], listed["caller"], listed["did"], listed["campaign"]) == ("inbound", CALLER, DID, "")
+    assert listed["activity"] in ("listening", "speaking")
+    assert listed["tool"] == ""
+    assert listed["worker"] == status["worker"] == f"{socket.gethostname()}/{os.getpid()}"
+    assert timedelta(0) <= datetime.now(UTC) - datetime.fromisoformat(listed["started_at"]) < timedelta(minutes=1)
     box.asterisk.hang_up(channel_id)
     box.ended(channel_id)
+    box.service._status.write()
+    assert read_status(tmp_path / "status.json")["calls"] == []  # type: ignore[index]
     box.service.stop()
     assert not (tmp_path / "status.json").exists()  # a stopped service leaves no stale snapshot
+
+
+def test_the_live_view_says_which_tool_runs_then_that_the_assistant_speaks_then_listens(
+    boxes: Callable[..., Box],
+) -> None:
+    release = threading.Event()
+    running = threading.Event()
+
+    def slow_lookup(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        running.set()
+        release.wait(TIMEOUT)
+        return ToolResult({"ok": True, "saldo": "350.00"})
+
+    tools = builtin_tools()
+    tools.register(
+        Tool(
+            name="consultar_saldo",
+            description="Consulta el saldo.",
+            parameters={"type": "object", "properties": {"cuenta": {"type": "string"}}, "required": ["cuenta"]},
+            handler=slow_lookup,
+        )
+    )
+    box = boxes([ToolCallTurn("consultar_saldo", '{"cuenta": "C9"}'), AudioTurn(LONG_REPLY, "Su saldo.")], tools=tools)
+    channel_id, call, leg = box.call_in()
+    assert running.wait(TIMEOUT)
+    view = call.live_view()
+    assert (view["activity"], view["tool"]) == ("tool", "consultar_saldo")
+    release.set()
+    wait_for(lambda: call.live_view()["activity"] == "speaking", "the reply to the tool's output")
+    assert call.live_view()["tool"] == ""
+    leg.wait_heard(lambda heard: len(pcmu(heard)) >= len(LONG_REPLY), TIMEOUT)
+    wait_for(lambda: call.live_view()["activity"] == "listening", "the reply played out")
+    box.asterisk.hang_up(channel_id)
+    box.ended(channel_id)
+    assert call.live_view()["activity"] == "ending"
 
 
 # --- Reconciliation ---------------------------------------------------------------------------------------------

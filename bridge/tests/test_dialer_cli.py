@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import getpass
 import os
 import sqlite3
 import subprocess
@@ -113,6 +114,11 @@ def test_start_pause_status_and_errors(env: Path, tmp_path: Path, capsys: pytest
     assert listing.splitlines()[1].split() == ["marzo", "paused", "3", "3", "0", "0"]
     assert run(env, "start", "abril") == 2
     assert "There is no campaign 'abril'" in capsys.readouterr().err
+    # The dialer's audit of campaign actions has the two that went through, with who ran them.
+    with CampaignStore(tmp_path / "dialer.db") as store:
+        actions = [(row["action"], row["source"], row["result"], row["user"]) for row in reversed(store.actions())]
+    operator = os.environ.get("SUDO_USER") or getpass.getuser()
+    assert actions == [("resume", "cli", "applied", operator), ("pause", "cli", "applied", operator)]
 
 
 def test_report_writes_every_attempt(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

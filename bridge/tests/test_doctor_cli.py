@@ -329,3 +329,20 @@ def test_no_fix_puts_a_secret_on_a_command_line(tmp_path: Path, box: FakeBox, re
         subprocess.run(["bash", "-c", command], env=environment, timeout=30, check=True)
         assert secret not in Path(f"{record}.argv").read_text(), fix
         assert secret in Path(f"{record}.stdin").read_text(), fix
+
+
+def test_output_publishes_the_json_report_for_the_console(
+    healthy: Options, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "doctor"
+    directory.mkdir(mode=0o750)
+    if os.geteuid() != 0:
+        pytest.skip("publishing needs a directory of root's: this part runs as root (the project's CI does)")
+    assert cli.execute_into(healthy, directory / "doctor.json") == 0
+    published = json.loads((directory / "doctor.json").read_text())
+    assert published["ok"] is True
+    assert published["generated_at"]
+    assert {check["status"] for check in published["checks"]} == {"OK"}
+    directory.chmod(0o775)
+    assert cli.execute_into(healthy, directory / "doctor.json") == 2
+    assert "chmod go-w" in capsys.readouterr().err

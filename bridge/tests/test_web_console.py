@@ -3,7 +3,6 @@ a status file, all written by the project's own code (``web_support``)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,9 @@ from web_support import (
     DID,
     DNI,
     FAILOVER_DETAIL,
+    LIVE_CALL_ID,
     OTHER_CALL_ID,
+    OUTBOUND_CUSTOMER,
     PASSWORD,
     Console,
     build_console,
@@ -24,6 +25,7 @@ from web_support import (
     write_status,
 )
 
+from centralita.dialer.requests import RequestSpool
 from centralita.dialer.store import CampaignState, CampaignStore
 from centralita.web.auth import SESSION_COOKIE
 
@@ -147,28 +149,56 @@ def test_campaign_post_without_csrf_token_is_refused_and_changes_nothing(console
 # ---- campaigns ------------------------------------------------------------------------------------------------
 
 
-def test_supervisor_pauses_and_resumes_a_campaign_and_each_is_audited(console: Console) -> None:
+def apply_requests(console: Console) -> list[str]:
+    """What openai-outbound-calls does about once a second: apply the console's requests; their results."""
+    with CampaignStore(console.settings.dialer_db_path) as store:
+        outcomes = RequestSpool(console.settings.requests_dir, store, lambda name: True).process()
+    return [outcome.result for outcome in outcomes]
+
+
+def test_supervisor_pauses_and_resumes_a_campaign_through_the_dialer_and_each_is_audited(console: Console) -> None:
     client = console.client()
     assert log_in(client, "sara") == 302
     page = client.get("/campanas").get_data(as_text=True)
     assert "morosos-2026-12" in page
     assert "en marcha" in page
+    assert "Ninguna." in page  # no pending request
     response = client.post("/campanas/morosos-2026-12/pausar", data={"csrf_token": csrf_token(page)})
     assert response.status_code == 302
-    assert campaign_state(console) is CampaignState.PAUSED
+    # The console only asked: the campaign is still running and the request is shown as pending.
+    assert campaign_state(console) is CampaignState.RUNNING
     page = client.get("/campanas").get_data(as_text=True)
-    assert "Campaña morosos-2026-12 en pausa." in page
+    assert "Solicitud enviada: el marcador va a pausar la campaña morosos-2026-12" in page
+    assert 'class="pending"' in page
+    before = client.get("/campanas.json").get_json()
+    assert [(p["campaign"], p["action"], p["user"]) for p in before["pending"]] == [
+        ("morosos-2026-12", "pause", "sara")
+    ]
+    request_id = before["pending"][0]["request_id"]
+
+    assert apply_requests(console) == ["applied"]
+    assert campaign_state(console) is CampaignState.PAUSED
+    after = client.get("/campanas.json").get_json()
+    assert after["pending"] == []
+    assert after["fingerprint"] != before["fingerprint"]  # what makes the page's polling reload it
+    assert after["campaigns"] == [{"name": "morosos-2026-12", "state": "paused"}]
+    assert after["actions"][0]["request_id"] == request_id
+    assert (after["actions"][0]["user"], after["actions"][0]["result"]) == ("sara", "applied")
+    page = client.get("/campanas").get_data(as_text=True)
+    assert f'data-request="{request_id}" data-result="applied"' in page
+
     response = client.post("/campanas/morosos-2026-12/reanudar", data={"csrf_token": csrf_token(page)})
     assert response.status_code == 302
+    assert apply_requests(console) == ["applied"]
     assert campaign_state(console) is CampaignState.RUNNING
     entries = [
-        (row["user"], row["action"], row["target"], row["detail"], row["client"])
+        (row["user"], row["action"], row["target"], row["detail"].split()[0], row["client"])
         for row in reversed(console.store.audit_entries())
         if row["action"].startswith("campaign_")
     ]
     assert entries == [
-        ("sara", "campaign_pause", "morosos-2026-12", "changed", "127.0.0.1"),
-        ("sara", "campaign_resume", "morosos-2026-12", "changed", "127.0.0.1"),
+        ("sara", "campaign_pause", "morosos-2026-12", "requested", "127.0.0.1"),
+        ("sara", "campaign_resume", "morosos-2026-12", "requested", "127.0.0.1"),
     ]
 
 
@@ -177,19 +207,15 @@ def test_a_refused_campaign_action_is_audited_with_its_reason(console: Console) 
     assert log_in(client, "sara") == 302
     page = client.get("/campanas").get_data(as_text=True)
     response = client.post("/campanas/no-existe/pausar", data={"csrf_token": csrf_token(page)}, follow_redirects=True)
-    assert "No se pudo" in response.get_data(as_text=True)
+    assert "No se pudo pausar la campaña" in response.get_data(as_text=True)
     entry = next(row for row in console.store.audit_entries() if row["action"] == "campaign_pause")
     assert entry["target"] == "no-existe"
     assert entry["detail"].startswith("refused: There is no campaign 'no-existe'")
+    assert list(console.settings.requests_dir.iterdir()) == []  # nothing sent to the dialer
 
 
-def test_a_campaign_store_the_console_cannot_write_gives_a_message_and_an_audit_line(
-    console: Console, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def refuse(self: CampaignStore, name: str) -> None:
-        raise sqlite3.OperationalError("attempt to write a readonly database")
-
-    monkeypatch.setattr(CampaignStore, "pause_campaign", refuse)
+def test_a_spool_the_console_cannot_write_gives_a_message_and_an_audit_line(console: Console) -> None:
+    console.settings.requests_dir.rmdir()
     client = console.client()
     assert log_in(client, "sara") == 302
     page = client.get("/campanas").get_data(as_text=True)
@@ -197,10 +223,24 @@ def test_a_campaign_store_the_console_cannot_write_gives_a_message_and_an_audit_
         "/campanas/morosos-2026-12/pausar", data={"csrf_token": csrf_token(page)}, follow_redirects=True
     )
     assert response.status_code == 200
-    assert "la base de campañas no acepta cambios de la consola" in response.get_data(as_text=True)
+    assert "el directorio de solicitudes no acepta archivos de la consola" in response.get_data(as_text=True)
     entry = next(row for row in console.store.audit_entries() if row["action"] == "campaign_pause")
-    assert entry["detail"] == "failed: attempt to write a readonly database"
+    assert entry["detail"].startswith("failed: ")
+    assert str(console.settings.requests_dir) in entry["detail"]
     assert campaign_state(console) is CampaignState.RUNNING
+
+
+def test_the_console_never_writes_the_campaign_store(console: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: CampaignStore, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the console wrote the campaign store")
+
+    for method in ("pause_campaign", "start_campaign", "record_action"):
+        monkeypatch.setattr(CampaignStore, method, refuse)
+    client = console.client()
+    assert log_in(client, "sara") == 302
+    page = client.get("/campanas").get_data(as_text=True)
+    assert client.post("/campanas/morosos-2026-12/pausar", data={"csrf_token": csrf_token(page)}).status_code == 302
+    assert len(list(console.settings.requests_dir.iterdir())) == 1
 
 
 def test_viewer_cannot_act_on_campaigns(console: Console) -> None:
@@ -301,17 +341,26 @@ def test_live_calls_come_from_the_status_snapshot_masked_for_viewers(console: Co
     assert log_in(viewer, "vera") == 302
     state = viewer.get("/llamadas.json").get_json()
     assert state["running"] is True
-    assert state["active_calls"] == 1
-    [call] = state["calls"]
+    assert state["active_calls"] == 2
+    call, outbound = state["calls"]
+    assert call["call_id"] == LIVE_CALL_ID
+    assert call["direction"] == "entrante"
     assert call["caller"] == "+********321"
-    assert call["activity"] == "consultando"
+    assert call["activity"] == "consultando (consultar_servicio)"
     assert call["worker"] == "centralita-1"
     assert 75 <= call["seconds"] < 120
+    assert call["started"]  # the local start time
+    assert outbound["direction"] == "saliente"
+    assert outbound["activity"] == "pasando la llamada a una persona"
+    assert outbound["did"] == "+*********003 (morosos-2026-12)"  # the customer's number, masked, and the campaign
     supervisor = console.client()
     assert log_in(supervisor, "sara") == 302
-    assert supervisor.get("/llamadas.json").get_json()["calls"][0]["caller"] == CALLER
+    calls = supervisor.get("/llamadas.json").get_json()["calls"]
+    assert calls[0]["caller"] == CALLER
+    assert calls[1]["did"] == f"{OUTBOUND_CUSTOMER} (morosos-2026-12)"
     page = supervisor.get("/llamadas").get_data(as_text=True)
     assert CALLER in page
+    assert f'href="/historial/{LIVE_CALL_ID}"' in page
     assert "live.js" in page
 
 

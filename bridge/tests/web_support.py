@@ -108,20 +108,42 @@ def write_campaign(path: Path) -> None:
         store.start_campaign("morosos-2026-12")
 
 
+LIVE_CALL_ID = "1733400000.42"
+OUTBOUND_CUSTOMER = "+525550071003"
+
+
 def write_status(path: Path, updated: datetime) -> None:
     snapshot = {
         "service": "openai-inbound-calls",
-        "active_calls": 1,
+        "active_calls": 2,
         "ari_connected": True,
         "limits": {"max_calls": 4},
+        # As InboundService._snapshot writes them (Call.live_view plus the worker).
         "calls": [
             {
+                "call_id": LIVE_CALL_ID,
+                "direction": "inbound",
                 "caller": CALLER,
+                "callee": DID,
                 "did": DID,
+                "campaign": "",
                 "started_at": (updated - timedelta(seconds=75)).isoformat(),
                 "activity": "tool",
+                "tool": "consultar_servicio",
                 "worker": "centralita-1",
-            }
+            },
+            {
+                "call_id": "centralita-out-7-abc",
+                "direction": "outbound",
+                "caller": "",
+                "callee": OUTBOUND_CUSTOMER,
+                "did": "",
+                "campaign": "morosos-2026-12",
+                "started_at": (updated - timedelta(seconds=5)).isoformat(),
+                "activity": "transferring",
+                "tool": "",
+                "worker": "centralita-1",
+            },
         ],
     }
     StatusReporter(path, lambda: snapshot).write()
@@ -136,9 +158,12 @@ def build_console(tmp_path: Path, *, csrf: bool = True) -> Iterator[Console]:
         records_path=tmp_path / "centralita.db",
         dialer_db_path=tmp_path / "dialer.db",
         status_path=tmp_path / "status.json",
+        requests_dir=tmp_path / "requests",
+        doctor_report_path=tmp_path / "doctor.json",
         zone=UTC,
     )
     settings.web_db_path.parent.mkdir()
+    settings.requests_dir.mkdir()
     clock = Clock(datetime(2026, 12, 5, 12, 0, tzinfo=UTC))
     store = WebStore(settings.web_db_path, clock=clock)
     hashed = passwords.hash_password(PASSWORD)

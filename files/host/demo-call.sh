@@ -71,6 +71,25 @@ for tool in call['tool_calls']:
 " "$db" "$call_id" || failures=$((failures + 1))
 }
 
+# The web console: the lab box shares this machine's network, so its loopback address is this machine's.
+console_login() {
+    local password_file="$here/../../.lab/console-password"
+    echo
+    if ! curl -fs -o /dev/null -m 5 http://127.0.0.1:8090/entrar; then
+        echo "The web console does not answer on http://127.0.0.1:8090: podman exec $box systemctl status centralita-web"
+        failures=$((failures + 1))
+        return
+    fi
+    echo "Web console of the lab box: http://127.0.0.1:8090 (in a browser on this machine)"
+    if [ -r "$password_file" ]; then
+        echo "   user operador (administrator), password: $(cat "$password_file")  (kept in .lab/console-password)"
+    else
+        echo "   no lab login: $password_file is missing; make lab-provision creates it"
+    fi
+    echo "   From another computer: ssh -L 8090:127.0.0.1:8090 $(id -un)@$(hostname -f 2>/dev/null || hostname),"
+    echo "   then open http://127.0.0.1:8090 there (the console listens on loopback only)."
+}
+
 db=/var/lib/centralita/centralita.db
 cp "$here/../audio/cliente_sin_internet.wav" "$work/"
 echo "Centralita demo: SIPp plays the VoIP provider and calls the lab box at 127.0.0.1:5060"
@@ -83,6 +102,7 @@ assistant_report "$assistant_log_size"
 echo
 if [ $failures -eq 0 ]; then
     echo "Both calls were answered; the second one reached the voice assistant."
+    console_login
     echo "Look inside: podman exec -it $box bash   |   remove: make lab-down"
 else
     echo "$failures call(s) failed. Look inside: podman exec -it $box asterisk -rvvv"

@@ -87,7 +87,13 @@ def service(units: dict[str, str], name: str) -> list[tuple[str, str]]:
 
 
 def test_every_unit_renders_with_the_managed_header(lab: dict[str, str]) -> None:
-    assert set(lab) == {*SERVICES, "centralita-records-purge.timer", "logrotate"}
+    assert set(lab) == {
+        *SERVICES,
+        "centralita-records-purge.timer",
+        "centralita-doctor.service",
+        "centralita-doctor.timer",
+        "logrotate",
+    }
     for name, text in lab.items():
         assert text.startswith("#\n# Ansible managed"), name
 
@@ -108,6 +114,8 @@ def test_the_sandbox_has_one_source() -> None:
     """The unit templates include systemd-sandbox.j2 and repeat none of its directives."""
     directives = {*SANDBOX, "SystemCallFilter", "RestrictAddressFamilies", "IPAddressDeny", "ReadWritePaths"}
     for template in sorted(TEMPLATES.glob("*.service.j2")):
+        if template.name == "centralita-doctor.service.j2":
+            continue  # root's, as an operator runs it: test_the_doctor_runs_as_root_and_writes_only_its_report
         text = template.read_text()
         assert "{% include 'systemd-sandbox.j2' %}" in text, template.name
         repeated = [line for line in text.splitlines() if line.split("=", 1)[0] in directives]
@@ -147,7 +155,10 @@ def test_services_write_their_log_directory_not_the_file(lab: dict[str, str]) ->
     """A file made writable alone is a bind mount of that file: after logrotate's rename the service would go on
     writing the rotated one, or nothing."""
     assert values(service(lab, "openai-inbound-calls.service"), "ReadWritePaths") == ["/var/log/asterisk"]
-    assert values(service(lab, "openai-outbound-calls.service"), "ReadWritePaths") == ["/var/log/asterisk"]
+    assert values(service(lab, "openai-outbound-calls.service"), "ReadWritePaths") == [
+        "/var/log/asterisk",
+        "-/var/spool/centralita/campaign-requests",  # it deletes the console's requests once applied
+    ]
     for name in ("centralita-fake-realtime.service", "centralita-fake-routeros.service"):
         assert values(service(lab, name), "ReadWritePaths") == [], name
 
@@ -210,6 +221,22 @@ def test_the_purge_timer_and_its_schedule(tmp_path: Path) -> None:
     assert values(purge, "ExecStart")[0].endswith("--older-than-days 30")
 
 
+def test_the_doctor_runs_as_root_and_writes_only_its_report(lab: dict[str, str]) -> None:
+    doctor = service(lab, "centralita-doctor.service")
+    assert values(doctor, "User") == ["root"]
+    assert values(doctor, "Type") == ["oneshot"]
+    assert values(doctor, "ExecStart") == [
+        "/usr/local/asterisk/venv/bin/centralita doctor --output /var/lib/centralita-doctor/doctor.json"
+    ]
+    assert values(doctor, "ProtectSystem") == ["strict"]
+    assert values(doctor, "ReadWritePaths") == ["/var/lib/centralita-doctor"]
+    assert values(doctor, "SuccessExitStatus") == ["1"]  # a FAIL in the report is not a failed unit
+    timer = parse_unit(lab["centralita-doctor.timer"])
+    assert values(timer["Timer"], "OnUnitActiveSec") == ["10min"]
+    web = dict(value.split("=", 1) for value in values(service(lab, "centralita-web.service"), "Environment"))
+    assert web["DOCTOR_REPORT_PATH"] == "/var/lib/centralita-doctor/doctor.json"
+
+
 def test_logrotate_creates_the_log_for_the_service_in_asteriskss_group(tmp_path: Path) -> None:
     units = render(tmp_path, bridge_asterisk_group="voip", **LAB)
     text = units["logrotate"]
@@ -253,5 +280,7 @@ def test_the_console_runs_as_its_own_user_on_loopback_and_reads_through_the_serv
     assert environment["WEB_LISTEN"] == "127.0.0.1"
     assert environment["WEB_PORT"] == "8090"
     assert environment["DB_PATH"] == "/var/lib/centralita/centralita.db"
-    assert values(web, "ReadWritePaths") == ["/var/lib/centralita"]  # the campaign store, by file permissions
+    # The state directory (file permissions keep the campaign store read-only) and the campaign requests' spool.
+    assert values(web, "ReadWritePaths") == ["/var/lib/centralita", "/var/spool/centralita/campaign-requests"]
+    assert environment["CAMPAIGN_REQUESTS_DIR"] == "/var/spool/centralita/campaign-requests"
     assert not any(".env" in value for value in values(web, "ExecStart"))

@@ -115,6 +115,7 @@ SCALARS = {
     "DIALER_ENDPOINT": "bridge_dialer_endpoint",
     "DIALER_DB_PATH": "bridge_dialer_db_path",
     "DIALER_LOG_FILE": "bridge_dialer_log_file",
+    "CAMPAIGN_REQUESTS_DIR": "bridge_campaign_requests_dir",
 }
 ROUTER_FIELDS = {"HOST": "host", "PORT": "port", "USER": "user", "PASSWORD": "password", "CA_FILE": "ca_file"}
 

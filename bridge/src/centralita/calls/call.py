@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
@@ -227,6 +228,9 @@ class Call:
         self._tokens = Usage()
         self._rtp_counts: dict[str, int] = {}
         self._caller_stopped: float | None = None  # when the caller last stopped speaking, until the answer's audio
+        self._started_at = datetime.now(UTC)
+        self._running_tool: str | None = None  # the tool the assistant is running now (for the live view)
+        self._handing_over = False  # a transfer to a person (or the failover context) has begun
         # Both sides of the transcript, in the order they were said (the caller's text may come late).
         self._transcript = TranscriptOrder(
             lambda speaker, text, at: self._records.add_transcript(self.call_id, speaker, text, at),
@@ -256,6 +260,39 @@ class Call:
         """What the call's RTP receiver dropped, once the call has ended: foreign, wrong_payload, malformed (and
         with MEDIA_ENGINE=loop uplink_dropped and send_blocked, see ``_report_media``)."""
         return dict(self._rtp_counts)
+
+    def live_view(self) -> dict[str, Any]:
+        """What the calls-in-progress list of the status snapshot shows of this call (``calls/status.py``).
+
+        ``activity``: starting (the assistant not connected yet), listening, speaking (a reply running or its
+        audio still playing), tool (running ``tool``), transferring (to a person or the failover context) or
+        ending. Read from other threads without the call's lock: each value is one attribute read, and a view a
+        moment old is all the list promises.
+        """
+        tool = self._running_tool
+        if self._handing_over:
+            activity = "transferring"
+        elif self.state.ended.is_set() or self._stop.is_set():
+            activity = "ending"
+        elif tool is not None:
+            activity = "tool"
+        elif self._realtime is None:
+            activity = "starting"
+        elif self._response_active or self._playout.queued_ms > 0:
+            activity = "speaking"
+        else:
+            activity = "listening"
+        return {
+            "call_id": self.call_id,
+            "direction": str(self.state.direction),
+            "caller": self.state.caller,
+            "callee": self.state.callee,
+            "did": self.state.did,
+            "campaign": self.state.campaign,
+            "started_at": self._started_at.isoformat(timespec="seconds"),
+            "activity": activity,
+            "tool": tool or "",
+        }
 
     def start(self) -> None:
         with call_context(self.call_id):
@@ -859,6 +896,7 @@ class Call:
             "ok": False,
             "error": "La herramienta falló; ofrezca transferir la llamada a una persona.",
         }
+        self._running_tool = call.name
         try:
             context = ToolContext(
                 call_id=self.call_id,
@@ -881,6 +919,7 @@ class Call:
             if self._metrics is not None:
                 self._metrics.tool_ran(call.name, "failed", known=call.name in self._tools.tools)
         finally:
+            self._running_tool = None
             self._send_ready(self._assembler.submit(call.call_id, json.dumps(output, ensure_ascii=False, default=str)))
 
     def _send_ready(self, events: Sequence[Mapping[str, Any]]) -> None:
@@ -951,6 +990,7 @@ class Call:
 
     def _transfer(self, outcome: Outcome, detail: str = "", *, context: str = "") -> None:
         context = context or self._settings.operator_context
+        self._handing_over = True
         self._log.info("%s (%s)", Event.TRANSFERRING, context)
         # Leave the bridge first: the caller's channel goes back to the dialplan while we release the rest.
         self._stop.set()
@@ -960,6 +1000,7 @@ class Call:
             self._rest.continue_in_dialplan(self.call_id, context)
         except AriError as error:
             self._transfer_outcome = None
+            self._handing_over = False
             self._log.error("%s: %s", Event.TRANSFER_FAILED, error)
             failed = outcome if outcome in _GIVEN_UP else Outcome.ERROR
             self.end(failed, f"{Event.TRANSFER_FAILED}: {error}", hangup=True)

@@ -19,7 +19,9 @@ import argparse
 import contextlib
 import gc
 import logging
+import os
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -164,6 +166,11 @@ class InboundService:
         else:
             self._pacer = PacerThread()
         self.metrics.track_active_calls(lambda: self.active_calls)
+
+    @property
+    def worker(self) -> str:
+        """Which process of the box carries this service's calls (the live page's "worker" column)."""
+        return f"{socket.gethostname()}/{os.getpid()}"
 
     @property
     def active_calls(self) -> int:
@@ -537,9 +544,17 @@ class InboundService:
         limits = self._settings.limits
         prices = self._settings.spending.prices
         with self._lock:
-            active = len(self._calls)
+            calls = list(self._calls.values())
+        active = len(calls)
+        worker = self.worker
         return {
             "service": "openai-inbound-calls",
+            "worker": worker,
+            # The calls in progress, oldest first, for the web console's live page (at most MAX_LISTED_CALLS, so
+            # the snapshot stays far below its size limit).
+            "calls": sorted(
+                ({**call.live_view(), "worker": worker} for call in calls), key=lambda view: view["started_at"]
+            )[:MAX_LISTED_CALLS],
             "ari_connected": self._events.connected,
             "ari_connections": self._events.connections,
             "active_calls": active,
@@ -570,6 +585,9 @@ class InboundService:
             **self.stats.snapshot(),
         }
 
+
+# The calls in progress the status snapshot lists (each about 300 bytes; the snapshot's limit is 64 KiB).
+MAX_LISTED_CALLS: Final = 100
 
 # What the log says about each refusal, for the operator who reads it.
 _REFUSAL_WHY: Final[dict[Refusal, str]] = {

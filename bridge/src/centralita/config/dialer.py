@@ -28,6 +28,8 @@ Variables, with their defaults (docs/DIALER.md explains each rule)::
     DIALER_EVENTS_APP=centralita-dialer     the ARI application the dialer follows its calls with
     DIALER_CAMPAIGNS=                       the campaigns this box may import and start, by name prefix, comma
                                             separated (boxes of a cluster split the campaigns); empty: any
+    CAMPAIGN_REQUESTS_DIR=/var/spool/centralita/campaign-requests
+                                            the web console's pause/resume requests (dialer/requests.py)
     ARI_URL, ARI_USER, ARI_PASSWORD, ARI_APP  as for openai-inbound-calls (ARI_PASSWORD only for the service)
 
 Read with the shared ``EnvReader`` (``config/env.py``). The dialer's settings matter only where the dialer
@@ -100,6 +102,8 @@ class DialerSettings:
     ari_app: str
     # Campaign name prefixes this box owns (DIALER_CAMPAIGNS); empty: every campaign.
     campaigns: tuple[str, ...] = ()
+    # The web console's pause and resume requests (centralita.dialer.requests).
+    requests_dir: Path = Path("/var/spool/centralita/campaign-requests")
 
     def owns(self, campaign: str) -> bool:
         """Whether this box may import and start ``campaign``: two boxes of a cluster never dial one campaign."""
@@ -138,6 +142,7 @@ class DialerSettings:
         ring_timeout = reader.integer("DIALER_RING_TIMEOUT", 30, 5, 120)
         events_app = reader.identifier("DIALER_EVENTS_APP", "centralita-dialer")
         campaigns = _read_campaigns(reader)
+        requests_dir = reader.path("CAMPAIGN_REQUESTS_DIR", "/var/spool/centralita/campaign-requests")
         ari = read_ari(reader, require_password=require_ari)
         settings = cls(
             timezone=timezone or ZoneInfo("UTC"),
@@ -160,6 +165,7 @@ class DialerSettings:
             ari_password=ari.password,
             ari_app=ari.app,
             campaigns=campaigns,
+            requests_dir=requests_dir,
         )
         if required and timezone is not None:  # where the dialer runs: elsewhere its limit limits nothing
             _check_concurrency(reader, max_concurrent)

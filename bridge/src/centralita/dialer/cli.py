@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import errno
+import getpass
 import os
 import ssl
 import stat
@@ -282,11 +283,24 @@ def _import_routers(args: argparse.Namespace) -> int:
     return _store_rows(settings, args.campaign, merge(results), f"router(s) {names}", args.remove_missing)
 
 
+def _operator() -> str:
+    """Who runs the command, for the audit of campaign actions: the sudo user when there is one."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
 def _start(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _check_owned(settings, args.name)
+    operator = _operator()
     with _open_store(settings) as store:
         campaign, changed = store.start_campaign(args.name)
+        store.record_action(
+            campaign=campaign.name,
+            action="resume",
+            user=operator,
+            source="cli",
+            result="applied" if changed else "unchanged",
+        )
         pending = store.status(args.name).targets.get("pending", 0)
     if not changed:
         print(f"Campaign {campaign.name!r} is already running ({pending} customers pending).")
@@ -300,8 +314,16 @@ def _start(args: argparse.Namespace) -> int:
 
 def _pause(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    operator = _operator()
     with _open_store(settings) as store:
         campaign, changed = store.pause_campaign(args.name)
+        store.record_action(
+            campaign=campaign.name,
+            action="pause",
+            user=operator,
+            source="cli",
+            result="applied" if changed else "unchanged",
+        )
     print(f"Campaign {campaign.name!r} {'is paused' if changed else 'was already paused'}: no new calls start.")
     return OK
 

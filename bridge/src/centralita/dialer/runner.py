@@ -25,7 +25,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -322,10 +322,19 @@ class Runner:
         interval: float = 1.0,
         drain_timeout: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
+        chores: Sequence[Callable[[], object]] = (),
     ) -> None:
-        """Tick every ``interval`` seconds until ``stop`` is set, then drain (see the module's description)."""
+        """Tick every ``interval`` seconds until ``stop`` is set, then drain (see the module's description).
+
+        ``chores`` run before each tick (the web console's campaign requests), so a pause asked while the dialer
+        was stopped is applied before its first call is placed."""
         log.info("dialer %s running", self.owner)
         while not stop.is_set():
+            for chore in chores:
+                try:
+                    chore()
+                except Exception:
+                    log.exception("dialer chore failed")
             self._safe_tick()
             stop.wait(interval)
         self._draining = True

@@ -22,6 +22,7 @@ from centralita.config.box import load_all
 from centralita.config.dialer import DialerSettings
 from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
 from centralita.dialer.ari_originator import AriOriginator
+from centralita.dialer.requests import RequestSpool
 from centralita.dialer.runner import Runner, RunnerConfig
 from centralita.dialer.store import CampaignStore
 from centralita.logs import setup_logging
@@ -76,18 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     originator = AriOriginator.from_settings(settings)
     events = AriEvents(AriOriginator.endpoint(settings), originator.handle_event, originator.handle_state)
     runner = Runner(store, originator, runner_config(settings))
+    spool = RequestSpool(settings.requests_dir, store, settings.owns)
     log.info(
-        "starting: ARI %s, events app %s, calls go to %s; database %s",
+        "starting: ARI %s, events app %s, calls go to %s; database %s; console requests from %s",
         redact_url(settings.ari_url),
         settings.events_app,
         f"context {settings.context}" if settings.context else f"Stasis app {settings.ari_app}",
         settings.db_path,
+        settings.requests_dir,
     )
     events.start()
     if not events.wait_connected(10):
         log.warning("ARI events not connected yet: calls are placed anyway and looked up by polling meanwhile")
     try:
-        runner.run(stop, interval=args.interval, drain_timeout=args.drain_timeout)
+        runner.run(stop, interval=args.interval, drain_timeout=args.drain_timeout, chores=[spool.process])
     finally:
         events.stop()
         store.close()

@@ -231,8 +231,28 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
             db.execute("UPDATE optouts SET at = ?, source = ?, note = ? WHERE phone = ?", (at, source, note, canonical))
 
 
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    """The dialer's audit log of campaign actions: who paused or resumed what, from where, and the result."""
+    db.execute(
+        """
+        CREATE TABLE campaign_actions (
+            id         INTEGER PRIMARY KEY,
+            at         TEXT NOT NULL,
+            campaign   TEXT NOT NULL,
+            action     TEXT NOT NULL,
+            user       TEXT NOT NULL,
+            source     TEXT NOT NULL,
+            request_id TEXT NOT NULL DEFAULT '',
+            result     TEXT NOT NULL,
+            detail     TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    db.execute("CREATE INDEX campaign_actions_request_id ON campaign_actions (request_id)")
+
+
 # _MIGRATIONS[n] upgrades user_version n to n + 1. Append only; never edit a released step.
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2)
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2, _migrate_to_3)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -582,6 +602,39 @@ class CampaignStore(SharedDatabase):
         """Running -> paused (calls in progress finish; no new ones)."""
         allowed = {CampaignState.RUNNING: CampaignState.PAUSED, CampaignState.PAUSED: CampaignState.PAUSED}
         return self._set_state(name, allowed, "paused (only a running campaign can be)", now)
+
+    # ---- the audit log of campaign actions ---------------------------------------------------------------
+
+    def record_action(
+        self,
+        *,
+        campaign: str,
+        action: str,
+        user: str,
+        source: str,
+        result: str,
+        detail: str = "",
+        request_id: str = "",
+        now: datetime | None = None,
+    ) -> int:
+        """Record that ``user`` (through ``source``: cli, console) asked ``action`` of ``campaign``; its id."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO campaign_actions (at, campaign, action, user, source, request_id, result, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (_ts(self._now(now)), campaign, action, user, source, request_id, result, detail),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def actions(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The last ``limit`` campaign actions, newest first."""
+        with self._lock:
+            rows: list[dict[str, Any]] = (
+                self._connection()
+                .execute("SELECT * FROM campaign_actions ORDER BY id DESC LIMIT ?", (limit,))
+                .fetchall()
+            )
+        return rows
 
     def finish_completed(self, *, now: datetime | None = None) -> list[str]:
         """Mark finished every running campaign with no pending target and no open attempt; their names."""

@@ -15,6 +15,8 @@ from centralita.doctor.context import (
     DEFAULT_ENV_FILE,
     Options,
 )
+from centralita.doctor.published import publish
+from centralita.doctor.report import as_json as as_json_report
 from centralita.doctor.report import render_json, render_text
 from centralita.doctor.runner import diagnose
 
@@ -46,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the JSON report into FILE instead of printing it (for the web console's health page; FILE's "
+        "directory must be root's and writable by root alone)",
+    )
     parser.add_argument(
         "--fix",
         action="store_true",
@@ -100,6 +109,18 @@ def execute(options: Options, *, as_json: bool = False, fix: bool = False, out: 
     return 1 if report.failed else 0
 
 
+def execute_into(options: Options, output: Path, *, fix: bool = False) -> int:
+    """Run the doctor and publish its JSON report into ``output`` (``doctor.published``); 1 when any check
+    FAILs, 2 when the report cannot be written, else 0."""
+    report = diagnose(options, fix=fix)
+    try:
+        publish(as_json_report(report, str(options.env_file)), output)
+    except OSError as error:
+        print(f"centralita doctor: {error}", file=sys.stderr)
+        return 2
+    return 1 if report.failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(
@@ -108,4 +129,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.output is not None:
+        return execute_into(options_from_args(args), args.output, fix=args.fix)
     return execute(options_from_args(args), as_json=args.json, fix=args.fix)

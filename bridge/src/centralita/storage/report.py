@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from centralita.billing.usage import Usage
-from centralita.storage.records import CallRecords, Direction, Outcome
+from centralita.storage.records import Direction, Outcome
 
 __all__ = ["IN_PROGRESS", "UNKNOWN_PRICES", "Day", "Report", "build_report", "outcome_names"]
 
@@ -82,7 +82,15 @@ def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp)
 
 
-def build_report(records: CallRecords, first: date, last: date, zone: tzinfo) -> Report:
+class ReportSource(Protocol):
+    """What the report reads: ``CallRecords`` (the CLI) or the console's read-only ``ReadOnlyRecords``."""
+
+    def calls_started_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]: ...
+
+    def usage_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]: ...
+
+
+def build_report(records: ReportSource, first: date, last: date, zone: tzinfo) -> Report:
     """The figures of the days ``first`` to ``last`` (both included) of time zone ``zone``."""
     if last < first:
         raise ValueError(f"the period ends ({last}) before it starts ({first})")

@@ -17,9 +17,12 @@ from werkzeug.exceptions import HTTPException
 
 from centralita.web.auth import auth
 from centralita.web.context import EXTENSION, Console
+from centralita.web.costs import costs
+from centralita.web.health import health
 from centralita.web.pages import pages
 from centralita.web.settings import WebSettings
 from centralita.web.store import WebStore
+from centralita.web.users import users
 
 __all__ = ["create_app"]
 
@@ -55,6 +58,9 @@ def create_app(
     CSRFProtect(app)
     app.register_blueprint(auth)
     app.register_blueprint(pages)
+    app.register_blueprint(costs)
+    app.register_blueprint(health)
+    app.register_blueprint(users)
 
     @app.errorhandler(CSRFError)
     def csrf_refused(error: CSRFError) -> tuple[str, int]:

@@ -7,6 +7,7 @@ view runs) and each goes into the web audit log, whatever its result.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 from datetime import UTC, date, datetime
@@ -20,6 +21,7 @@ from wtforms.fields import SelectChoice
 from wtforms.validators import Length, Optional
 
 from centralita.calls.status import read_status
+from centralita.dialer.requests import pending_requests, write_request
 from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreError
 from centralita.storage.records import CallRecordsError, Outcome
 from centralita.web.auth import client_address, requires
@@ -49,11 +51,14 @@ OUTCOME_LABELS: Final = {
     "interrupted": "Interrumpida por un reinicio",
 }
 ACTIVITY_LABELS: Final = {
+    "starting": "conectando",
     "speaking": "hablando",
     "listening": "escuchando",
     "tool": "consultando",
-    "transferring": "transfiriendo",
+    "transferring": "pasando la llamada a una persona",
+    "ending": "terminando",
 }
+DIRECTION_LABELS: Final = {"inbound": "entrante", "outbound": "saliente"}
 
 pages = Blueprint("pages", __name__)
 
@@ -134,12 +139,25 @@ def live_state() -> dict[str, Any]:
                 seconds = max(int((now - datetime.fromisoformat(started)).total_seconds()), 0)
             except ValueError:
                 seconds = None
+        activity = str(call.get("activity") or "")
+        label = ACTIVITY_LABELS.get(activity, activity)
+        if activity == "tool" and call.get("tool"):
+            label = f"{label} ({call.get('tool')})"
+        direction = str(call.get("direction") or "inbound")
         calls.append(
             {
+                "call_id": str(call.get("call_id") or ""),
+                "direction": DIRECTION_LABELS.get(direction, direction),
                 "caller": phone(call.get("caller"), masked) or "anónimo",
-                "did": phone(call.get("did"), masked),
+                # An outbound call has no DID: the customer's number and the campaign instead.
+                "did": phone(call.get("did"), masked)
+                if direction == "inbound"
+                else " ".join(
+                    part for part in (phone(call.get("callee"), masked), f"({call.get('campaign')})") if part != "()"
+                ),
+                "started": local_time(started) if seconds is not None and isinstance(started, str) else "",
                 "seconds": seconds,
-                "activity": ACTIVITY_LABELS.get(str(call.get("activity")), str(call.get("activity") or "")),
+                "activity": label,
                 "worker": str(call.get("worker") or ""),
             }
         )
@@ -235,54 +253,124 @@ def _campaign_store() -> CampaignStore | None:
     return CampaignStore(path)
 
 
-@pages.route("/campanas")
-@requires(Role.VIEWER)
-def campaigns() -> ResponseReturnValue:
+ACTION_LABELS: Final = {"pause": "pausar", "resume": "reanudar"}
+RESULT_LABELS: Final = {"applied": "aplicada", "unchanged": "sin cambios", "refused": "rechazada"}
+STATE_LABELS: Final = {"draft": "borrador", "running": "en marcha", "paused": "en pausa", "finished": "terminada"}
+
+
+def campaigns_state() -> dict[str, Any]:
+    """The campaigns (from the dialer's database), the requests still waiting for the dialer and the dialer's
+    last actions; ``fingerprint`` changes whenever any of them does (the page's polling reloads on it)."""
     statuses = []
+    actions: list[dict[str, Any]] = []
     error = None
     try:
         store = _campaign_store()
         if store is not None:
             with store:
                 statuses = [store.status(campaign.name) for campaign in store.campaigns()]
-    except DialerStoreError as problem:
+                actions = store.actions(20)
+    except (DialerStoreError, sqlite3.Error) as problem:
         log.error("console cannot read the campaign store: %s", problem)
         error = "No se puede leer la base de campañas. Detalle para el administrador: " + str(problem)
+    pending = pending_requests(current().settings.requests_dir)
+    fingerprint = hashlib.sha256(
+        repr(
+            (
+                [(status.campaign.name, str(status.campaign.state)) for status in statuses],
+                [request.request_id for request in pending],
+                actions[0]["id"] if actions else 0,
+            )
+        ).encode()
+    ).hexdigest()[:16]
+    return {
+        "statuses": statuses,
+        "campaigns": [{"name": status.campaign.name, "state": str(status.campaign.state)} for status in statuses],
+        "pending": [
+            {
+                "request_id": request.request_id,
+                "campaign": request.campaign,
+                "action": request.action,
+                "user": request.user,
+                "requested_at": request.requested_at.isoformat(),
+            }
+            for request in pending
+        ],
+        "actions": [
+            {key: row[key] for key in ("at", "campaign", "action", "user", "source", "request_id", "result", "detail")}
+            for row in actions
+        ],
+        "error": error,
+        "fingerprint": fingerprint,
+    }
+
+
+@pages.app_template_filter("campaign_state")
+def campaign_state_label(value: str) -> str:
+    return STATE_LABELS.get(value, value)
+
+
+@pages.route("/campanas")
+@requires(Role.VIEWER)
+def campaigns() -> ResponseReturnValue:
     can_act = _user().role.at_least(Role.SUPERVISOR)
-    return render_template("campaigns.html", statuses=statuses, error=error, can_act=can_act, form=ActionForm())
+    return render_template(
+        "campaigns.html",
+        state=campaigns_state(),
+        can_act=can_act,
+        form=ActionForm(),
+        action_labels=ACTION_LABELS,
+        result_labels=RESULT_LABELS,
+        poll_seconds=current().settings.poll_seconds,
+    )
+
+
+@pages.route("/campanas.json")
+@requires(Role.VIEWER)
+def campaigns_json() -> ResponseReturnValue:
+    state = campaigns_state()
+    del state["statuses"]
+    return jsonify(state)
 
 
 def _campaign_action(name: str, action: str) -> ResponseReturnValue:
+    """Ask the dialer to pause or resume ``name``: the console cannot write the dialer's database, so it writes a
+    request into the spool (``centralita.dialer.requests``) that openai-outbound-calls applies within seconds."""
     user = _user()
     form = ActionForm()
     if not form.validate_on_submit():
         abort(400)
-    detail = ""
+    verb = ACTION_LABELS[action]
     try:
         store = _campaign_store()
         if store is None:
             raise CampaignError("There are no campaigns yet.")
         with store:
-            if action == "pause":
-                _, changed = store.pause_campaign(name)
-            else:
-                _, changed = store.start_campaign(name)
-        detail = "changed" if changed else "unchanged"
-        if action == "pause":
-            flash(f"Campaña {name} en pausa." if changed else f"La campaña {name} ya estaba en pausa.", "ok")
-        else:
-            flash(f"Campaña {name} reanudada." if changed else f"La campaña {name} ya estaba en marcha.", "ok")
-    except (CampaignError, DialerStoreError) as problem:
+            store.campaign(name)  # an unknown name is refused here, where the user sees it at once
+        request = write_request(current().settings.requests_dir, action, name, user.name, current().clock())
+    except (CampaignError, DialerStoreError, ValueError) as problem:
         detail = f"refused: {problem}"
-        flash(f"No se pudo: {problem}", "error")
-    except sqlite3.Error as problem:
-        # The console's user cannot write the campaign store (its file permissions), or it is locked or damaged.
+        flash(f"No se pudo {verb} la campaña: {problem}", "error")
+    except OSError as problem:
         detail = f"failed: {problem}"
-        log.error("console cannot change campaign %s: %s", name, problem)
+        log.error(
+            "console cannot write the campaign request for %s into %s: %s",
+            name,
+            current().settings.requests_dir,
+            problem,
+        )
         flash(
-            f"No se pudo cambiar la campaña: la base de campañas no acepta cambios de la consola ({problem}). "
-            "El administrador puede pausarla o reanudarla con centralita campaign.",
+            f"No se pudo enviar la solicitud al marcador: el directorio de solicitudes no acepta archivos de la "
+            f"consola ({problem}). El administrador puede ejecutar site.yml para repararlo, o usar "
+            f"centralita campaign {'pause' if action == 'pause' else 'start'} {name}.",
             "error",
+        )
+    else:
+        detail = f"requested {request.request_id}"
+        flash(
+            f"Solicitud enviada: el marcador va a {verb} la campaña {name} en unos segundos "
+            f"(solicitud {request.request_id}).",
+            "ok",
         )
     current().store.audit(user.name, f"campaign_{action}", target=name, detail=detail, client=client_address())
     log.info("console user %s: campaign %s %s (%s)", user.name, name, action, detail)

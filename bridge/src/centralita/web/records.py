@@ -59,6 +59,10 @@ def open_records(path: Path) -> ReadOnlyRecords:
     return ReadOnlyRecords(path)
 
 
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 class ReadOnlyRecords:
     """The call records database at ``path``, opened read-only; use in a ``with`` block."""
 
@@ -127,6 +131,25 @@ class ReadOnlyRecords:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows: list[dict[str, Any]] = self._db.execute(
             f"SELECT * FROM calls{where} ORDER BY started_at DESC, rowid DESC LIMIT ?", (*values, search.limit)
+        ).fetchall()
+        return rows
+
+    # The two queries of ``centralita calls report`` (``storage.report.build_report``), as CallRecords runs them.
+
+    def calls_started_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self._db.execute(
+            "SELECT call_id, direction, started_at, answered_at, ended_at, outcome FROM calls"
+            " WHERE started_at >= ? AND started_at < ? ORDER BY started_at, rowid",
+            (_stamp(start), _stamp(end)),
+        ).fetchall()
+        return rows
+
+    def usage_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self._db.execute(
+            "SELECT usage.*, calls.started_at AS started_at FROM usage"
+            " LEFT JOIN calls ON calls.call_id = usage.call_id"
+            " WHERE usage.at >= ? AND usage.at < ? ORDER BY usage.id",
+            (_stamp(start), _stamp(end)),
         ).fetchall()
         return rows
 

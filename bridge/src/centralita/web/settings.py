@@ -25,6 +25,8 @@ class WebSettings:
     records_path: Path = Path("/var/lib/centralita/centralita.db")
     dialer_db_path: Path = Path("/var/lib/centralita/dialer.db")
     status_path: Path = Path("/run/centralita/openai-inbound-calls.json")
+    requests_dir: Path = Path("/var/spool/centralita/campaign-requests")
+    doctor_report_path: Path = Path("/var/lib/centralita-doctor/doctor.json")
     listen: str = "127.0.0.1"
     port: int = 8090
     threads: int = 4
@@ -52,6 +54,8 @@ class WebSettings:
             records_path=env.path("DB_PATH", "/var/lib/centralita/centralita.db"),
             dialer_db_path=env.path("DIALER_DB_PATH", "/var/lib/centralita/dialer.db"),
             status_path=env.path("STATUS_PATH", "/run/centralita/openai-inbound-calls.json"),
+            requests_dir=env.path("CAMPAIGN_REQUESTS_DIR", "/var/spool/centralita/campaign-requests"),
+            doctor_report_path=env.path("DOCTOR_REPORT_PATH", "/var/lib/centralita-doctor/doctor.json"),
             listen=env.ip_address("WEB_LISTEN", "127.0.0.1"),
             port=env.integer("WEB_PORT", 8090, 1, 65535),
             threads=env.integer("WEB_THREADS", 4, 1, 32),

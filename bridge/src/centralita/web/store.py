@@ -230,6 +230,29 @@ class WebStore(SharedDatabase):
             )
             return True
 
+    def create_user(self, name: str, role: str, password_hash: str) -> None:
+        """Create user ``name``; UserError if the name is taken (the console never replaces a user silently)."""
+        check_user_name(name)
+        checked = check_role(role)
+        stamp = _ts(self._clock())
+        with self._lock:
+            try:
+                self._connection().execute(
+                    "INSERT INTO users (name, role, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (name, str(checked), password_hash, stamp, stamp),
+                )
+            except sqlite3.IntegrityError:
+                raise UserError(f"There is already a user {name!r}: choose another name.") from None
+
+    def set_role(self, name: str, role: str) -> bool:
+        """Give user ``name`` the role ``role`` (effective at their next request); False if there is no such user."""
+        checked = check_role(role)
+        with self._lock:
+            cursor = self._connection().execute(
+                "UPDATE users SET role = ?, updated_at = ? WHERE name = ?", (str(checked), _ts(self._clock()), name)
+            )
+            return cursor.rowcount == 1
+
     def update_password_hash(self, user_id: int, password_hash: str) -> None:
         """Store a fresh hash of the same password (argon2 parameters changed); sessions stay."""
         with self._lock:

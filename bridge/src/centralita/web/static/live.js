@@ -27,8 +27,18 @@
     body.textContent = "";
     (state.calls || []).forEach(function (call) {
       var row = document.createElement("tr");
+      var link = document.createElement("td");
+      if (call.call_id) {
+        var a = document.createElement("a");
+        a.href = box.dataset.callUrl + encodeURIComponent(call.call_id);
+        a.textContent = call.call_id;
+        link.appendChild(a);
+      }
+      row.appendChild(link);
+      cell(row, call.direction);
       cell(row, call.caller);
       cell(row, call.did);
+      cell(row, call.started);
       cell(row, duration(call.seconds));
       cell(row, call.activity);
       cell(row, call.worker);
