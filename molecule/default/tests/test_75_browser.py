@@ -63,8 +63,12 @@ SUPERVISOR = ("supervisora", "frase de prueba supervisora")
 VIEWER = ("lectora", "frase de prueba lectora")
 GUARD = ("guardia", "frase de prueba guardia")  # the scenario's user for the login limit alone
 LOGIN_LIMIT = 5  # the console's default WEB_LOGIN_MAX_FAILURES, which the scenario keeps
-CALLER = "5215550002222"  # place_speaking_call's caller id
-CALLER_MASKED = "**********222"
+# place_speaking_call's caller: the caller ID of Luis Hernández of the demo ISP, verified by it, whose DNI the
+# call's router-write rows name; the number it dials is the DID.
+CALLER = "5215550004444"
+CALLER_MASKED = "**********444"
+DNI = "45678901"
+DNI_MASKED = "*****901"
 CALLER_FIRST_LINE = "Hola, buenas tardes. No tengo internet desde ayer."  # the fake Realtime server's script
 GREETING = "Hola, soy el asistente de su proveedor de internet."
 CAMPAIGN = "navegador"
@@ -221,13 +225,15 @@ def screenshot_on_failure(request, console: Console) -> Iterator[None]:
 
 
 def latest_call_with_both_sides_and_tools(host) -> str | None:
-    """The newest finished inbound call from CALLER whose record has the caller's and the assistant's lines and at
-    least one tool call (the speaking calls of the earlier tests), read-only from the records."""
+    """The newest finished inbound call from CALLER whose record has the caller's and the assistant's lines, at least
+    one tool call and a router-write row naming the holder's DNI (the speaking calls of the earlier tests), read-only
+    from the records."""
     sql = (
         "SELECT c.call_id FROM calls c WHERE c.direction = 'inbound' AND c.caller = ? AND c.ended_at IS NOT NULL"
         " AND EXISTS (SELECT 1 FROM transcript t WHERE t.call_id = c.call_id AND t.speaker = 'caller')"
         " AND EXISTS (SELECT 1 FROM transcript t WHERE t.call_id = c.call_id AND t.speaker = 'assistant')"
         " AND EXISTS (SELECT 1 FROM tool_calls u WHERE u.call_id = c.call_id)"
+        f" AND EXISTS (SELECT 1 FROM audit_log a WHERE a.call_id = c.call_id AND a.customer_id = '{DNI}')"
         " ORDER BY c.started_at DESC LIMIT 1"
     )
     script = (
@@ -247,7 +253,9 @@ def finished_call(host) -> dict:
         call_id, _log = place_speaking_call(host)
         assert wait_until(lambda: call_record(host, call_id).get("ended_at") is not None, 30, 0.5)
         call_id = latest_call_with_both_sides_and_tools(host)
-        assert call_id is not None, "a speaking call left no record with both sides and tool calls"
+        assert call_id is not None, (
+            "a speaking call left no record with both sides, tool calls and the holder's router-write rows"
+        )
     record = call_record(host, call_id)
     record["call_id"] = call_id
     return record
@@ -296,9 +304,10 @@ def test_the_call_shows_both_sides_of_its_transcript_and_its_tool_calls(console,
     assert shown_tools == tool_names(finished_call)
     assert "consultar_cliente" in shown_tools
     assert console.element("dd.caller").text == CALLER
+    assert DNI in console.element("main").text  # the router-write rows name the holder
 
 
-def test_a_viewer_sees_the_callers_number_masked(console, finished_call):
+def test_a_viewer_sees_the_callers_number_and_the_dni_masked(console, finished_call):
     console.log_out()
     console.log_in(*VIEWER)
     assert console.element("header form.logout span").text == "lectora (lectura)"
@@ -306,6 +315,8 @@ def test_a_viewer_sees_the_callers_number_masked(console, finished_call):
     console.text_shows("main h1", finished_call["call_id"])
     assert console.element("dd.caller").text == CALLER_MASKED
     assert CALLER not in console.driver.page_source
+    assert DNI not in console.driver.page_source
+    assert DNI_MASKED in console.element("main").text
     # The same call, still with both sides and its tools: only the personal data is hidden.
     assert console.driver.find_elements(By.CSS_SELECTOR, "ol.transcript li.caller")
     assert len(console.driver.find_elements(By.CSS_SELECTOR, "tr.tool")) == len(tool_names(finished_call))
