@@ -215,7 +215,7 @@ def screenshot_on_failure(request, console: Console) -> Iterator[None]:
     yield
     if request.session.testsfailed > failed_before:
         SHOTS.mkdir(parents=True, exist_ok=True)
-        stem = SHOTS / request.node.name
+        stem = SHOTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)  # the node's name holds podman://
         console.driver.save_screenshot(str(stem.with_suffix(".png")))
         stem.with_suffix(".html").write_text(console.driver.page_source, encoding="utf-8")
         print(f"browser at {console.driver.current_url}: screenshot {stem}.png, page {stem}.html")
