@@ -2,7 +2,8 @@
 # Prepare a Debian machine (as root) to run the lab box, Molecule and the demo call.
 #
 # Idempotent and quick when everything is already in place:
-#   - apt packages: podman and runc, debootstrap, SIPp, espeak-ng and sox for spoken test callers
+#   - apt packages: podman and runc, debootstrap, SIPp, espeak-ng and sox for spoken test callers, Chromium and
+#     its WebDriver for the console's browser tests
 #   - /etc/containers/containers.conf adjustments for hosts that need them
 #   - the Debian forky and bookworm systemd images (files/host/build-image.sh; bookworm: the chan_sip scenario)
 # It never touches an existing containers.conf setting it does not own: its settings live in a
@@ -16,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(podman runc debootstrap sip-tester espeak-ng sox iproute2 python3-venv)
+packages=(podman runc debootstrap sip-tester espeak-ng sox iproute2 python3-venv chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
