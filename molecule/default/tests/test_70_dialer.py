@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import UTC, datetime
 
 import pytest
 from conftest import BOX, SIPP_DIR
@@ -46,8 +47,11 @@ def campaign(host):
         "-nostdin > /tmp/phones.out 2>&1 &)"
     )
     log_start = int(host.check_output("stat -c %s /var/log/asterisk/full"))
-    rows = "".join(f"{cid},Cliente {cid},{number},250.00,2026-10-31\n" for cid, number in CUSTOMERS.items())
-    host.check_output(f"printf 'id_cliente,nombre,telefono,monto,vencimiento\\n{rows}' > /tmp/morosos.csv")
+    # Each customer in a zone where it is about noon now: the calling window (and its end margin) never depends on
+    # the hour the test runs at. Without a zone the dialer checks every zone the number may be in.
+    zone = f"Etc/GMT{-(12 - datetime.now(UTC).hour):+d}" if datetime.now(UTC).hour != 12 else "Etc/GMT"
+    rows = "".join(f"{cid},Cliente {cid},{number},250.00,2026-10-31,{zone}\n" for cid, number in CUSTOMERS.items())
+    host.check_output(f"printf 'id_cliente,nombre,telefono,monto,vencimiento,zona_horaria\\n{rows}' > /tmp/morosos.csv")
     imported = host.run("centralita campaign import /tmp/morosos.csv --campaign molecula")
     assert imported.rc == 0, imported.stderr
     assert host.run("centralita campaign start molecula").rc == 0
@@ -55,15 +59,26 @@ def campaign(host):
     deadline = time.monotonic() + 60
     while (
         time.monotonic() < deadline
-        and not query(host, "SELECT count(*) FROM attempts WHERE dialed_at IS NOT NULL")[0][0]
+        and not query(
+            host,
+            f"SELECT count(*) FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN} "
+            "WHERE a.dialed_at IS NOT NULL",
+        )[0][0]
     ):
         time.sleep(0.5)
     old_pid = host.service("openai-outbound-calls").systemd_properties["MainPID"]
     host.check_output("systemctl kill --signal=SIGKILL openai-outbound-calls")
     deadline = time.monotonic() + 200
     while time.monotonic() < deadline:
-        open_attempts = query(host, "SELECT count(*) FROM attempts WHERE ended_at IS NULL")[0][0]
-        dialled = query(host, "SELECT count(DISTINCT target_id) FROM attempts")[0][0]
+        open_attempts = query(
+            host,
+            f"SELECT count(*) FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN} "
+            "WHERE a.ended_at IS NULL",
+        )[0][0]
+        dialled = query(
+            host,
+            f"SELECT count(DISTINCT a.target_id) FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN}",
+        )[0][0]
         if dialled == len(CUSTOMERS) and open_attempts == 0:
             break
         time.sleep(2)
@@ -82,8 +97,8 @@ def test_every_customer_is_dialled_exactly_once_despite_the_crash(host, campaign
     assert campaign["new_pid"] not in (campaign["old_pid"], "0")  # systemd restarted the killed dialer
     per_customer = query(
         host,
-        "SELECT t.customer_id, count(a.id) FROM targets t LEFT JOIN attempts a "
-        "ON a.target_id = t.id GROUP BY t.customer_id",
+        f"SELECT t.customer_id, count(a.id) FROM targets t LEFT JOIN attempts a ON a.target_id = t.id {IN_CAMPAIGN} "
+        "GROUP BY t.customer_id",
     )
     assert dict(per_customer) == dict.fromkeys(CUSTOMERS, 1), campaign["status"]
     # What Asterisk really dialled through the trunk: each number once.
