@@ -88,7 +88,8 @@ import numpy.typing as npt
 import websocket._http as websocket_http
 
 from centralita.calls.call import Call
-from centralita.config.bridge import Settings
+from centralita.config.bridge import APPEND_MS_DEFAULT, Settings
+from centralita.media import collector
 from centralita.media.loop import MediaLoop
 from centralita.media.pacer import PacerThread
 from centralita.media.rtp import FRAME_BYTES
@@ -105,7 +106,6 @@ log = logging.getLogger("bench")
 FRAME_NS: Final = 20_000_000
 STAMP: Final = struct.Struct("!4sIIQ")  # magic, leg, frame number, send time (CLOCK_MONOTONIC, ns)
 MAGIC: Final = b"CBNC"
-STAMP_B64: Final = 28  # base64 characters that hold the stamp's 20 bytes
 RTP_HEADER: Final = struct.Struct("!BBHII")
 FILL: Final = b"\xff" * (FRAME_BYTES - STAMP.size)  # μ-law silence after the stamp
 SPEECH_FILL: Final = b"\x80\x00" * ((FRAME_BYTES - STAMP.size) // 2)  # loud: the echo peer's VAD hears speech
@@ -454,13 +454,16 @@ class GcProbe:
             begin, cpu = self._started
             self.pauses.append((info["generation"], begin, time.monotonic_ns(), time.thread_time_ns() - cpu))
 
-    def window(self, start: int, end: int) -> tuple[int, float, float]:
-        """(collections, longest pause in ms, CPU ms of that pause) between ``start`` and ``end``.
+    def window(self, start: int, end: int) -> tuple[int, float, float, int]:
+        """(collections, longest pause in ms, CPU ms of that pause, full collections) between ``start`` and ``end``.
 
-        A pause much longer than its CPU time is the thread being preempted while it held the GIL."""
+        A pause much longer than its CPU time is the thread being preempted while it held the GIL. A full
+        collection (the oldest generation) walks every object the collector tracks, so its pause grows with the
+        calls' objects (the bench counts them at the window's end: ``gc_tracked_objects``)."""
         inside = [(stop - begin, cpu) for _, begin, stop, cpu in self.pauses if start <= begin <= end]
+        full = sum(1 for generation, begin, _, _ in self.pauses if generation == 2 and start <= begin <= end)
         longest, cpu = max(inside, default=(0, 0))
-        return len(inside), longest / 1e6, cpu / 1e6
+        return len(inside), longest / 1e6, cpu / 1e6, full
 
 
 class WsProbe:
@@ -576,20 +579,27 @@ def delta_arrivals(reads: Sequence[tuple[int, int, bytes]]) -> dict[int, int]:
     return found
 
 
-def _stamp_after(text: bytes, key: bytes) -> tuple[int, int, int] | None:
-    """(leg, frame, send time) from the base64 audio that follows ``key`` in a JSON event."""
+def _stamps_after(text: bytes, key: bytes) -> list[tuple[int, int, int]]:
+    """(leg, frame, send time) of every frame in the base64 audio that follows ``key`` in a JSON event.
+
+    An append carries APPEND_MS of the caller's audio: one 160-byte frame, or several back to back, each
+    starting with its stamp. Every frame is counted, so an append of 40 ms gives two rows, the first of which
+    waited 20 ms for the second (that wait is the batching's cost, and is in ``latency_in``)."""
     start = text.find(key)
     if start < 0:
-        return None
+        return []
     start += len(key)
+    end = text.find(b'"', start)
     try:
-        raw = base64.b64decode(text[start : start + STAMP_B64])
+        raw = base64.b64decode(text[start : end if end >= 0 else None])
     except (binascii.Error, ValueError):
-        return None
-    if len(raw) < STAMP.size or raw[:4] != MAGIC:
-        return None
-    _magic, leg, frame, t_in = STAMP.unpack_from(raw)
-    return leg, frame, t_in
+        return []
+    stamps = []
+    for offset in range(0, len(raw) - STAMP.size + 1, FRAME_BYTES):
+        magic, leg, frame, t_in = STAMP.unpack_from(raw, offset)
+        if magic == MAGIC:
+            stamps.append((leg, frame, t_in))
+    return stamps
 
 
 # --- The processes around the bridge ---------------------------------------------------------------------
@@ -690,12 +700,14 @@ class Options:
     late_ms: float
     all_steps: bool
     gc_freeze: bool
+    gc_full_every: int
     shared_pacer: bool
     bridge_cpus: set[int] | None  # None: not pinned
     harness_cpus: set[int] | None
     harness: str = "loop"  # "loop": one epoll loop per harness process; "threads": the fakes of the unit tests
     deltas: str = "worst"  # "worst": a delta per 20 ms frame; "realistic": 100-300 ms each
     engine: str = "threads"  # the bridge's MEDIA_ENGINE: "threads" (a thread per call, a pacer) or "loop"
+    append_ms: int = APPEND_MS_DEFAULT  # the bridge's APPEND_MS (the loop engine batches the caller's audio)
     speech: SpeechPlan | None = None  # the callers' barge-ins; None: the callers never speak over the assistant
     harness_max_pct: float = 85.0  # the harness is saturated above this share of its core
 
@@ -743,6 +755,8 @@ class StepResult:
     gc_collections: int
     gc_max_pause_ms: float
     gc_max_pause_cpu_ms: float
+    gc_full_collections: int
+    gc_tracked_objects: int
     kernel_stamped_pct: float
     barge_ins: int = 0
     barge_in_p50_ms: float = float("nan")
@@ -763,7 +777,7 @@ def _cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     return {available[0]}, set(available[1:])
 
 
-def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Path) -> Settings:
+def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Path, append_ms: int) -> Settings:
     return Settings.from_values(
         {
             "OPENAI_API_KEY": API_KEY,
@@ -778,6 +792,7 @@ def _settings(fake: FakeRealtimeProcess, asterisk: AsteriskProcess, workdir: Pat
             # must not give those calls up meanwhile (they are not what is measured).
             "RTP_TIMEOUT": "600",
             "REPLY_TIMEOUT": "300",
+            "APPEND_MS": str(append_ms),
         }
     )
 
@@ -797,7 +812,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rs
         writer: RecordWriter | None = None
         try:
             fake = FakeRealtimeProcess(harness_cpus, options.harness, options.deltas, speech is not None)
-            settings = _settings(fake, asterisk, Path(tmp))
+            settings = _settings(fake, asterisk, Path(tmp), options.append_ms)
             records = CallRecords(settings.db_path)
             writer = RecordWriter("bench")
             queued = QueuedRecords(records, writer)
@@ -841,6 +856,7 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rs
             collected = asterisk.record(options.duration, {"bridge": os.getpid(), "fake": fake.pid})
             probe.stop()
             collected["rss"] = (rss_running, rss_before)
+            collected["gc_tracked"] = len(gc.get_objects())  # with the calls up (frozen objects left out)
             threads_end = thread_cpu_seconds()
         finally:
             with ThreadPoolExecutor(max_workers=32) as pool:
@@ -866,9 +882,10 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rs
         "bridge CPU by thread kind (share of the bridge's): %s",
         ", ".join(f"{kind} {100 * seconds / total:.0f}%" for kind, seconds in sorted(split.items()) if seconds),
     )
-    collections, longest, longest_cpu = gc_probe.window(window_start, window_end)
+    collections, longest, longest_cpu, full = gc_probe.window(window_start, window_end)
     gc_probe.pauses.clear()
     cpu["gc_collections"], cpu["gc_max_pause_ms"], cpu["gc_max_pause_cpu_ms"] = collections, longest, longest_cpu
+    cpu["gc_full_collections"], cpu["gc_tracked_objects"] = full, collected["gc_tracked"]
     result = analyse(calls, failed, wall, options, probe, collected, cpu)
     probe.sent, probe.received = [], []
     return result
@@ -905,8 +922,7 @@ def analyse(
         if not window_start <= t_ws <= window_end:
             continue
         payload = _unmask_client_frame(chunk)
-        stamp = _stamp_after(payload, APPEND_KEY) if payload is not None else None
-        if stamp is not None:
+        for stamp in _stamps_after(payload, APPEND_KEY) if payload is not None else []:
             appends.append((t_ws, *stamp))
     in_rows = np.array(appends, dtype=np.int64).reshape(-1, 4)
     latency_in = in_rows[:, 0] - in_rows[:, 3]
@@ -1037,6 +1053,8 @@ def analyse(
         gc_collections=int(cpu["gc_collections"]),
         gc_max_pause_ms=round(cpu["gc_max_pause_ms"], 2),
         gc_max_pause_cpu_ms=round(cpu["gc_max_pause_cpu_ms"], 2),
+        gc_full_collections=int(cpu["gc_full_collections"]),
+        gc_tracked_objects=int(cpu["gc_tracked_objects"]),
         kernel_stamped_pct=round(100 * kernel / total_reads, 1) if total_reads else 0.0,
         barge_ins=len(barge_in),
         barge_in_p50_ms=_ms(barge_in, 50),
@@ -1074,6 +1092,7 @@ _TABLE = (
     ("machine%", "machine_cpu_pct", "{:>8.1f}"),
     ("other%", "other_cpu_pct", "{:>6.1f}"),
     ("gc.max", "gc_max_pause_ms", "{:>6.2f}"),
+    ("gc.full", "gc_full_collections", "{:>7d}"),
     ("kB/call", "bridge_rss_per_call_kb", "{:>7.0f}"),
     ("bi", "barge_ins", "{:>5}"),
     ("bi50", "barge_in_p50_ms", "{:>6.1f}"),
@@ -1116,11 +1135,28 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="one PacerThread for all calls, as the service should run them, or one per call (default shared)",
     )
     parser.add_argument(
+        "--append-ms",
+        type=int,
+        choices=range(20, 101, 20),
+        default=APPEND_MS_DEFAULT,
+        metavar="{20,40,60,80,100}",
+        help="the bridge's APPEND_MS: caller audio per input_audio_buffer.append with --engine loop (the threads "
+        "engine appends every 20 ms frame); 20 disables batching (default %(default)s)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("threads", "loop"),
         default="threads",
         help="the bridge's MEDIA_ENGINE: threads (a thread per call reads its RTP, --pacer paces) or loop (one "
         "event loop reads, paces and sends every call's RTP; --pacer is then ignored) (default threads)",
+    )
+    parser.add_argument(
+        "--gc-full-every",
+        type=int,
+        default=collector.FULL_EVERY,
+        metavar="N",
+        help="with gc.freeze(): a full collection after N generation-1 collections, as the service does "
+        "(default %(default)s; CPython's own is 10)",
     )
     parser.add_argument(
         "--no-gc-freeze",
@@ -1187,12 +1223,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         late_ms=args.late_ms,
         all_steps=args.all_steps,
         gc_freeze=args.gc_freeze,
+        gc_full_every=args.gc_full_every,
         shared_pacer=args.pacer == "shared",
         bridge_cpus=bridge_cpus,
         harness_cpus=harness_cpus,
         harness=args.harness,
         deltas=args.deltas,
         engine=args.engine,
+        append_ms=args.append_ms,
         speech=SpeechPlan(period) if period else None,
         harness_max_pct=args.harness_max_pct,
     )
@@ -1230,9 +1268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     noise = timer_noise(3.0)
     log.info("timer noise on the bridge's CPU: %s", noise)
     gc_probe = GcProbe()
-    if options.gc_freeze:  # what the service should do once started: start-up objects out of every collection
-        gc.collect()
-        gc.freeze()
+    if options.gc_freeze:  # what the service does once started (media/collector.py)
+        collector.settle(options.gc_full_every)
     results: list[StepResult] = []
     # Measured from before the ramp, not before each step: a step reuses the memory the one before freed.
     rss_before = rss_bytes()
@@ -1266,7 +1303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pinned": options.bridge_cpus is not None,
         "pacer": "loop" if options.engine == "loop" else "shared" if options.shared_pacer else "per-call",
         "engine": options.engine,
+        "append_ms": options.append_ms if options.engine == "loop" else 20,
         "gc_freeze": options.gc_freeze,
+        "gc_full_every": options.gc_full_every if options.gc_freeze else 10,
         "harness": options.harness,
         "deltas": options.deltas,
         "barge_in_every_s": options.speech.period * FRAME_NS / 1e9 if options.speech else 0.0,

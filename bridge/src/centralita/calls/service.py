@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -46,6 +45,7 @@ from centralita.config.network import NetworkSettings
 from centralita.isp.customers import CustomerDirectory, DirectoryError
 from centralita.isp.routeros.pool import RouterErrorKind, RouterPool
 from centralita.logs import Event, call_logger, setup_logging
+from centralita.media import collector
 from centralita.media.clips import Clips
 from centralita.media.loop import MediaLoop
 from centralita.media.pacer import PacerThread
@@ -642,10 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    # Everything loaded so far lives as long as the process: keep it out of the collector's way, so a full
-    # collection does not pause every call's audio for tens of milliseconds (docs/PERFORMANCE.md).
-    gc.collect()
-    gc.freeze()
+    # Everything loaded so far lives as long as the process: keep it out of the collector's way, and space out the
+    # full collections, each of which pauses every call's audio (media/collector.py, docs/PERFORMANCE.md).
+    collector.settle()
     service.start()
     stop.wait()
     service.stop()
