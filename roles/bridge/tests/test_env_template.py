@@ -223,12 +223,12 @@ def test_a_hostile_but_valid_inventory_loads_with_its_exact_values(tmp_path: Pat
     # The role's defaults: the caller transcribed in Spanish, metrics on their loopback port.
     assert (box.bridge.transcription.model, box.bridge.transcription.language) == ("whisper-1", "es")
     assert box.bridge.metrics_port == 9464
-    assert box.bridge.media_engine is MediaEngine.THREADS
+    assert box.bridge.media_engine is MediaEngine.LOOP
 
 
 def test_the_media_engine_is_chosen_in_the_inventory(tmp_path: Path) -> None:
-    box = load_all(render_env(tmp_path, {**VALID, "bridge_media_engine": "loop"}), dialer_required=True)
-    assert box.bridge.media_engine is MediaEngine.LOOP
+    box = load_all(render_env(tmp_path, {**VALID, "bridge_media_engine": "threads"}), dialer_required=True)
+    assert box.bridge.media_engine is MediaEngine.THREADS
 
 
 def test_transcription_and_metrics_can_be_turned_off_from_the_inventory(tmp_path: Path) -> None:
