@@ -5,9 +5,9 @@ docs/PERFORMANCE.md has the method, the figures and what they mean. Three proces
 bridge's own work is counted as the bridge's:
 
 * this one, the bridge: N real ``Call`` objects, each with its real ``AriRest``, UDP socket, ``RtpReceiver``,
-  ``Playout``, ``RealtimeConnection`` and paced stream (on one shared ``PacerThread``, or ``--pacer
-  per-call``; with ``--engine loop`` on one ``MediaLoop`` that also reads every call's RTP, as
-  MEDIA_ENGINE=loop runs them), started and ended as the service does;
+  ``Playout``, ``RealtimeConnection`` and paced stream (on one ``MediaLoop`` that also reads every call's RTP
+  and serves its WebSocket, as the service's default MEDIA_ENGINE=loop runs them; with ``--engine threads`` on
+  one shared ``PacerThread``, or ``--pacer per-call``), started and ended as the service does;
 * the fake Asterisk (``centralita_testing.fake_asterisk``, the one the unit tests use) in a child process
   (``_asterisk_main``): it answers the ARI REST calls a call makes over HTTP and plays each call's
   ExternalMedia leg, real RTP (PCMU, 160-byte frames) every 20 ms from the leg's own port to the call's
@@ -706,7 +706,7 @@ class Options:
     harness_cpus: set[int] | None
     harness: str = "loop"  # "loop": one epoll loop per harness process; "threads": the fakes of the unit tests
     deltas: str = "worst"  # "worst": a delta per 20 ms frame; "realistic": 100-300 ms each
-    engine: str = "threads"  # the bridge's MEDIA_ENGINE: "threads" (a thread per call, a pacer) or "loop"
+    engine: str = "loop"  # the bridge's MEDIA_ENGINE: "loop" (the service's default) or "threads" (a thread per call)
     append_ms: int = APPEND_MS_DEFAULT  # the bridge's APPEND_MS (the loop engine batches the caller's audio)
     speech: SpeechPlan | None = None  # the callers' barge-ins; None: the callers never speak over the assistant
     harness_max_pct: float = 85.0  # the harness is saturated above this share of its core
@@ -1146,9 +1146,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--engine",
         choices=("threads", "loop"),
-        default="threads",
-        help="the bridge's MEDIA_ENGINE: threads (a thread per call reads its RTP, --pacer paces) or loop (one "
-        "event loop reads, paces and sends every call's RTP; --pacer is then ignored) (default threads)",
+        default="loop",
+        help="the bridge's MEDIA_ENGINE: loop (one event loop reads, paces and sends every call's RTP and serves its "
+        "WebSocket, as the service runs by default; --pacer is then ignored) or threads (a thread per call reads "
+        "its RTP, --pacer paces) (default loop)",
     )
     parser.add_argument(
         "--gc-full-every",
