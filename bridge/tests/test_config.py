@@ -251,11 +251,11 @@ def test_on_realtime_failure_choices(tmp_path: Path) -> None:
     )
 
 
-def test_media_engine_is_threads_unless_loop_is_chosen(tmp_path: Path) -> None:
-    assert load(write_env(tmp_path, REQUIRED)).media_engine is MediaEngine.THREADS
-    assert load(write_env(tmp_path, REQUIRED + "MEDIA_ENGINE=Loop\n")).media_engine is MediaEngine.LOOP
+def test_media_engine_is_the_loop_unless_threads_is_chosen(tmp_path: Path) -> None:
+    assert load(write_env(tmp_path, REQUIRED)).media_engine is MediaEngine.LOOP
+    assert load(write_env(tmp_path, REQUIRED + "MEDIA_ENGINE=Threads\n")).media_engine is MediaEngine.THREADS
     error = load_error(tmp_path, REQUIRED + "MEDIA_ENGINE=epoll\n")
-    assert error.problems == ("MEDIA_ENGINE is 'epoll', not one of threads, loop: set e.g. MEDIA_ENGINE=threads.",)
+    assert error.problems == ("MEDIA_ENGINE is 'epoll', not one of threads, loop: set e.g. MEDIA_ENGINE=loop.",)
 
 
 def test_append_ms_is_whole_frames_from_20_to_100(tmp_path: Path) -> None:

@@ -211,7 +211,7 @@ class Settings:
     status_file: Path = Path("/run/centralita/openai-inbound-calls.json")
     transcription: Transcription = field(default_factory=Transcription)
     metrics_port: int = 0  # Prometheus metrics on 127.0.0.1 at this port; 0: none
-    media_engine: MediaEngine = MediaEngine.THREADS
+    media_engine: MediaEngine = MediaEngine.LOOP
     append_ms: int = APPEND_MS_DEFAULT  # MEDIA_ENGINE=loop: the caller's audio goes to the session in batches this long
 
     @classmethod
@@ -249,7 +249,7 @@ class Settings:
             status_file=read_status_file(reader),
             transcription=read_transcription(reader),
             metrics_port=reader.integer("METRICS_PORT", 0, 0, 65535),
-            media_engine=reader.choice("MEDIA_ENGINE", MediaEngine.THREADS),
+            media_engine=reader.choice("MEDIA_ENGINE", MediaEngine.LOOP),
             append_ms=read_append_ms(reader),
         )
 
