@@ -88,7 +88,7 @@ chan_sip_scenario() {
     CENTRALITA_ASTERISK_SOURCE=$tarball CENTRALITA_ASTERISK_SHA256=$sha molecule test -s chan_sip
 }
 
-# Two lanes of about the same length: the default scenario (the longest, about 35 minutes beside the other lane) in
+# Two lanes of about the same length: the default scenario (the longest, about 34 minutes beside the other lane) in
 # one; the unit tests (with all), then chan_sip, then cluster (two light boxes behind the SIP front,
 # docs/SCALE_OUT.md) in the other. The unit tests run beside the default scenario's create and converge: they wait
 # for what they check with deadlines, never on the machine being idle (bridge/tests).
