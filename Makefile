@@ -10,8 +10,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 help:
 	@echo "make demo      provision the lab box (podman container centralita-lab) and call it"
-	@echo "make test      lint, unit tests, then the three molecule scenarios (default, chan_sip, cluster) in two lanes"
-	@echo "               side by side: everything CI runs (CENTRALITA_TEST_SERIAL=1: one scenario after the other)"
+	@echo "make test      lint, then two lanes side by side: the default molecule scenario | the unit tests, chan_sip,"
+	@echo "               cluster: everything CI runs (CENTRALITA_TEST_SERIAL=1: one step after the other)"
 	@echo "make test-cluster  only the SIP front scenario: two boxes behind Kamailio (molecule/cluster)"
 	@echo "make lab-down  remove the lab box"
 	@echo "make soak      soak run of the lab box: calls for minutes, faults at random (after make demo)"
@@ -38,7 +38,7 @@ lint: venv
 unit: venv
 	@bash files/host/test.sh unit
 
-# The three scenarios (default, chan_sip, cluster), in the same two lanes as make test.
+# The three scenarios (default, chan_sip, cluster), in the same two lanes as make test (without the unit tests).
 molecule: host venv
 	@bash files/host/test.sh molecule
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -111,3 +112,33 @@ def test_a_lost_connection_is_one_warning_then_quiet_retries(records: pytest.Log
     noisy = [r.getMessage() for r in records.records if r.levelno >= logging.WARNING and r.getMessage() not in lost]
     assert noisy == []
     assert states == ["connected", "disconnected"]
+
+
+def one_connection_stopped_after_an_event(ari: FakeAsterisk, app: str) -> None:
+    """Connect ``app``, let one event through, stop; ping_timeout (30 s) outlasts stop's own timeout (20 s)."""
+    received: list[dict[str, object]] = []
+    events = AriEvents(
+        AriEndpoint(ari.url, USER, PASSWORD, app), received.append, ping_interval=60.0, ping_timeout=30.0
+    )
+    events.start()
+    try:
+        assert events.wait_connected(10)
+        assert ari.wait_until(lambda: app in ari.connected_apps(), 10)
+        ari.incoming_call(app, ("inbound", "8005550100"), caller="5215550001111")
+        assert wait_for(lambda: bool(received), 10)
+    finally:
+        events.stop(timeout=20.0)
+
+
+def test_stop_closes_cleanly_and_its_thread_has_ended_when_it_returns() -> None:
+    # websocket-client's reader waits in select() for up to ping_timeout; a close made from the stopping thread
+    # could shut the socket under it without waking it, and stop() then waited that long (one stop in two, after an
+    # event): with a ping_timeout longer than stop's timeout, the thread was left running. Several rounds, each
+    # after an event, as a service stops after its calls.
+    with FakeAsterisk(USER, PASSWORD) as ari:
+        for round_ in range(6):
+            app = f"centralita-{round_}"
+            one_connection_stopped_after_an_event(ari, app)
+            assert not [thread for thread in threading.enumerate() if thread.name == f"ari-events-{app}"], round_
+            # The fake marks a socket closed only on the client's close frame (a dropped connection stays listed).
+            assert app not in ari.connected_apps(), round_

@@ -1,10 +1,11 @@
-"""files/host/test.sh, what `make test` and CI run: the Molecule scenarios in two lanes side by side, each lane's
-output printed whole when it ends, and the summary's steps, results and exit code as when they ran one by one.
+"""files/host/test.sh, what `make test` and CI run: lint first, on its own, then two lanes side by side (the default
+scenario in one; the unit tests, chan_sip and cluster in the other), each lane's output printed whole when it ends, and
+the summary's steps, results and exit code as when they ran one by one.
 
-The script runs from a copy of itself in a scratch checkout whose .venv/bin holds a fake `molecule` (test.sh puts
-the checkout's .venv/bin first on PATH). The fake records when each scenario starts and ends, and can be told to
-wait until another scenario has started: a scenario that waits for one in the other lane can only finish when the
-lanes really run side by side (run one after the other, it gives up and fails).
+The script runs from a copy of itself in a scratch checkout whose .venv/bin holds fakes of every tool it runs
+(`molecule`, `pytest`, the linters; test.sh puts the checkout's .venv/bin first on PATH). A fake records when it
+starts and ends, and can be told to wait until another one has started: one that waits for a step in the other lane
+can only finish when the lanes really run side by side (run one after the other, it gives up and fails).
 """
 
 from __future__ import annotations
@@ -17,27 +18,43 @@ from pathlib import Path
 import pytest
 from paths import REPO
 
-FAKE_MOLECULE = r"""#!/usr/bin/env bash
-# A fake `molecule test [-s NAME]`: records its start and end, prints two lines, optionally waits for another
-# scenario to start (FAKE_WAIT_<name>), exits with FAKE_RC_<name> (0 by default).
-scenario=default
-[[ ${2:-} == -s ]] && scenario=$3
-# The first line is out before the start is recorded: a scenario waiting for this one's start comes after it.
-echo "$scenario: first line"
-echo "start $scenario" >>"$FAKE_EVENTS"
-wait_var=FAKE_WAIT_$scenario
+FAKE_TOOL = r"""#!/usr/bin/env bash
+# A fake of the tool it is named after. Its name in the events: the scenario for `molecule test [-s NAME]` (default
+# without -s), ruff-check or ruff-format for ruff, its own name for the others. It records its start and end, prints
+# two lines, optionally waits for another to start (FAKE_WAIT_<name>, dashes as underscores), and exits with
+# FAKE_RC_<name> (0 by default).
+name=$(basename "$0")
+case $name in
+molecule) name=default; [[ ${2:-} == -s ]] && name=$3 ;;
+ruff) name=ruff-$1 ;;
+esac
+var=${name//-/_}
+# The first line is out before the start is recorded: a step waiting for this one's start comes after it.
+echo "$name: first line"
+echo "start $name" >>"$FAKE_EVENTS"
+wait_var=FAKE_WAIT_$var
 if [[ -n ${!wait_var:-} ]]; then
     for _ in $(seq 600); do
         grep -qx "start ${!wait_var}" "$FAKE_EVENTS" && break
         sleep 0.1
     done
-    grep -qx "start ${!wait_var}" "$FAKE_EVENTS" || { echo "$scenario: ${!wait_var} never started"; exit 1; }
+    grep -qx "start ${!wait_var}" "$FAKE_EVENTS" || { echo "$name: ${!wait_var} never started"; exit 1; }
 fi
-echo "$scenario: last line"
-echo "end $scenario" >>"$FAKE_EVENTS"
-rc_var=FAKE_RC_$scenario
+echo "$name: last line"
+echo "end $name" >>"$FAKE_EVENTS"
+rc_var=FAKE_RC_$var
 exit "${!rc_var:-0}"
 """
+TOOLS = ("molecule", "pytest", "ruff", "mypy", "yamllint", "ansible-lint", "ansible-playbook")
+LINT = ["ruff-check", "ruff-format", "mypy", "yamllint", "ansible-lint", "ansible-playbook", "ansible-playbook"]
+LINT_STEPS = [
+    ("ruff", "ok"),
+    ("ruff-format", "ok"),
+    ("mypy", "ok"),
+    ("yamllint", "ok"),
+    ("ansible-lint", "ok"),
+    ("syntax-check", "ok"),
+]
 
 
 @pytest.fixture
@@ -47,8 +64,9 @@ def checkout(tmp_path: Path) -> Path:
     shutil.copy(REPO / "files" / "host" / "test.sh", root / "files" / "host" / "test.sh")
     bin_dir = root / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
-    (bin_dir / "molecule").write_text(FAKE_MOLECULE)
-    (bin_dir / "molecule").chmod(0o755)
+    for tool in TOOLS:
+        (bin_dir / tool).write_text(FAKE_TOOL)
+        (bin_dir / tool).chmod(0o755)
     (tmp_path / "asterisk-20.20.1.tar.xz").write_bytes(b"not a real tarball: the fake molecule never opens it")
     return root
 
@@ -148,3 +166,72 @@ def test_a_single_scenario_runs_alone(checkout: Path, what: str, scenario: str, 
     assert result.returncode == 0, result.stdout + result.stderr
     assert events == [f"start {scenario}", f"end {scenario}"]
     assert summary(result.stdout) == [(step, "ok")]
+
+
+def events_of(events: list[str], names: set[str]) -> list[str]:
+    return [event for event in events if event.split()[1] in names]
+
+
+def test_all_runs_lint_alone_then_the_unit_tests_in_the_second_lane_beside_the_default_scenario(
+    checkout: Path,
+) -> None:
+    # The unit tests finish only once the default scenario has started, and the other way round: side by side.
+    result, events = run_test_sh(checkout, "all", FAKE_WAIT_pytest="default", FAKE_WAIT_default="pytest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(result.stdout) == [
+        *LINT_STEPS,
+        ("molecule", "ok"),
+        ("unit-tests", "ok"),
+        ("molecule-chan_sip", "ok"),
+        ("cluster", "ok"),
+    ]
+    assert result.stdout.rstrip().endswith("10 passed, 0 failed, 0 not run")
+    # Lint first, one tool after the other, all of it before either lane starts.
+    lint = [event for name in LINT for event in (f"start {name}", f"end {name}")]
+    assert events[: len(lint)] == lint
+    # In the second lane the unit tests come first, then chan_sip, then cluster, one after the other.
+    assert events_of(events, {"pytest", "chan_sip", "cluster"}) == [
+        "start pytest",
+        "end pytest",
+        "start chan_sip",
+        "end chan_sip",
+        "start cluster",
+        "end cluster",
+    ]
+    assert events.index("start default") < events.index("end pytest")
+    assert events.index("start pytest") < events.index("end default")
+
+
+def test_failed_unit_tests_are_a_failed_step_and_the_scenarios_after_them_still_run(checkout: Path) -> None:
+    result, events = run_test_sh(checkout, "all", FAKE_RC_pytest="1", FAKE_RC_mypy="1")
+    assert result.returncode != 0
+    rows = summary(result.stdout)
+    assert ("mypy", "FAILED") in rows
+    assert rows[len(LINT_STEPS) :] == [
+        ("molecule", "ok"),
+        ("unit-tests", "FAILED"),
+        ("molecule-chan_sip", "ok"),
+        ("cluster", "ok"),
+    ]
+    assert result.stdout.rstrip().endswith("8 passed, 2 failed, 0 not run")
+    assert {"end default", "end chan_sip", "end cluster"} <= set(events)
+
+
+def test_serial_all_runs_lint_then_the_unit_tests_then_the_scenarios_one_after_the_other(checkout: Path) -> None:
+    result, events = run_test_sh(checkout, "all", CENTRALITA_TEST_SERIAL="1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = [*LINT, "pytest", "default", "chan_sip", "cluster"]
+    assert events == [event for name in names for event in (f"start {name}", f"end {name}")]
+    assert summary(result.stdout) == [
+        *LINT_STEPS,
+        ("unit-tests", "ok"),
+        ("molecule", "ok"),
+        ("molecule-chan_sip", "ok"),
+        ("cluster", "ok"),
+    ]
+
+
+def test_the_molecule_target_runs_the_scenarios_without_lint_or_unit_tests(checkout: Path) -> None:
+    result, events = run_test_sh(checkout, "molecule")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted({event.split()[1] for event in events}) == ["chan_sip", "cluster", "default"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from phonenumbers import PhoneMetadata
 
 from centralita.isp.phones import (
     PhoneError,
@@ -138,3 +141,22 @@ def test_lists_of_numbers() -> None:
 )
 def test_the_zones_a_number_may_be_in(number: str, zones: tuple[str, ...]) -> None:
     assert time_zones(number) == zones
+
+
+def test_reading_numbers_of_any_region_never_takes_libphonenumbers_loading_lock() -> None:
+    # libphonenumber loads a region's metadata the first time under one lock, which a failed load leaves taken (no
+    # try/finally): with the metadata read at import, reading numbers of regions read nowhere else in these tests
+    # does not wait for that lock even while something holds it.
+    numbers = ["+81 3-1234-5678", "+49 30 901820", "+61 2 9374 4000", "+27 21 403 2911", "+354 510 7000"]
+    read: list[str] = []
+    assert PhoneMetadata._metadata_lock.acquire(timeout=10)
+    try:
+        reader = threading.Thread(target=lambda: read.extend(to_e164(number) for number in numbers), daemon=True)
+        reader.start()
+        reader.join(10)
+        read_while_held = not reader.is_alive()
+    finally:
+        PhoneMetadata._metadata_lock.release()
+    reader.join(10)
+    assert read_while_held, "reading the numbers waited for libphonenumber's loading lock"
+    assert read == ["+81312345678", "+4930901820", "+61293744000", "+27214032911", "+3545107000"]

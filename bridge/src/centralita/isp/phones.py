@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from typing import Final, Literal
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, PhoneNumberFormat, ValidationResult
 from phonenumbers import timezone as number_zones
 
 __all__ = [
@@ -64,6 +64,13 @@ _MEXICO: Final = "52"
 # and the mobile "1" that followed the country code. Each is followed by the ten digits of the number.
 _MEXICAN_NATIONAL_PREFIXES: Final = ("044", "045", "01", "1")
 _MEXICAN_DIGITS: Final = 10
+
+# libphonenumber reads its metadata lazily, a region the first time one of its numbers is read, under one lock that it
+# takes and releases without try/finally (phonenumbers 9.0): a read that fails leaves the lock taken, and every later
+# first read of a region waits for ever. Calls, the dialer and the console read numbers on many threads, and a unit
+# test run once hung for good that way. All of it is read here, once, at import (about 30 ms and 1.5 MB), so reading a
+# number never loads metadata nor takes that lock.
+PhoneMetadata.load_all()
 
 
 class PhoneError(ValueError):

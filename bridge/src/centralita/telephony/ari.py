@@ -228,13 +228,26 @@ class AriEvents:
         return self._connected.is_set()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Close the connection cleanly and wait (up to ``timeout`` seconds) for its thread to end.
+
+        The close is made on the connection's own thread: websocket-client's reader waits in select() for up to
+        ``ping_timeout`` seconds, and a close made here could shut the socket under it without waking it (then
+        stop() waited out that timeout, one stop in two). A ping wakes the reader with its pong, and the reader,
+        seeing the service stopping, closes. A connection not yet open, or a server that does not answer within half
+        the timeout, is closed from here.
+        """
         self._stop.set()
         with self._lock:
             app = self._app
-        if app is not None:
+        sock = app.sock if app is not None and self._connected.is_set() else None
+        if sock is not None and self._thread.is_alive():
+            with contextlib.suppress(websocket.WebSocketException, OSError):
+                sock.ping()
+            self._thread.join(timeout / 2)
+        if app is not None and self._thread.is_alive():
             app.close()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(timeout / 2)
 
     def _run(self) -> None:
         backoff = self._min_backoff
@@ -247,6 +260,7 @@ class AriEvents:
                 on_open=self._opened,
                 on_message=self._message,
                 on_error=self._failed,
+                on_pong=self._ponged,
             )
             with self._lock:
                 self._app = app
@@ -297,7 +311,14 @@ class AriEvents:
         self._connected.set()
         self._on_state("connected")
 
-    def _message(self, _app: websocket.WebSocketApp, message: str) -> None:
+    def _ponged(self, app: websocket.WebSocketApp, _payload: bytes) -> None:
+        if self._stop.is_set():  # stop() pinged to wake this thread: the close is made here, see stop()
+            app.close()
+
+    def _message(self, app: websocket.WebSocketApp, message: str) -> None:
+        if self._stop.is_set():
+            app.close()
+            return
         try:
             event = json.loads(message)
         except ValueError:
