@@ -12,6 +12,7 @@ from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Final, Self
 
+from centralita.config.dialer import read_campaign_prefixes, read_country_code
 from centralita.config.env import EnvReader, is_loopback_host, validated
 
 __all__ = ["WebSettings"]
@@ -38,6 +39,11 @@ class WebSettings:
     login_max_per_client: int = 20
     poll_seconds: int = 2
     zone: tzinfo | None = None  # the days of the history's search; None: the box's own time zone
+    # What a CSV import is checked with, the dialer's own settings (the dialer checks it again with its .env):
+    # national numbers' country code, the zone whose today no due date may pass, this box's campaign prefixes.
+    country_code: str = ""
+    dialer_zone: tzinfo | None = None  # None: ``zone``
+    campaigns: tuple[str, ...] = ()
 
     @property
     def secure_cookies(self) -> bool:
@@ -69,4 +75,12 @@ class WebSettings:
             zone=env.timezone(
                 "WEB_TIMEZONE", required=False, what="the time zone of the history's days", example="America/Lima"
             ),
+            country_code=read_country_code(env, "DIALER_COUNTRY_CODE"),
+            dialer_zone=env.timezone(
+                "DIALER_TIMEZONE",
+                required=False,
+                what="the customers' time zone (a CSV import refuses due dates after today there)",
+                example="America/Mexico_City",
+            ),
+            campaigns=read_campaign_prefixes(env),
         )
