@@ -101,6 +101,8 @@ def create_app(
             "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'"
         )
         response.headers.setdefault("Cache-Control", "no-store")
+        if settings.tls:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
         return response
 
     return app
