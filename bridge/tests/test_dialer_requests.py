@@ -363,7 +363,7 @@ def test_an_import_of_a_file_the_importer_refuses_or_of_another_boxs_campaign_ch
     first, second = import_spool(spool, store).process()
     assert (first.result, second.result) == ("refused", "refused")
     assert "lacks the columns phone, amount_due, due_date" in json.loads(store.actions(2)[1]["detail"])["error"]
-    assert "not one of this box's" in second.detail
+    assert "not one of this box's" in json.loads(second.detail)["error"]
     assert [campaign.name for campaign in store.campaigns()] == ["norte-dic", "sur-dic"]
 
 

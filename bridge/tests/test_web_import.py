@@ -17,7 +17,7 @@ from web_support import Console, build_console, csrf_token, log_in
 from centralita.dialer.importer import ImportFileError, read_csv_data
 from centralita.dialer.requests import MAX_IMPORT_BYTES, RequestSpool, pending_requests
 from centralita.dialer.store import CampaignStore
-from centralita.web.import_text import spanish_file_error, spanish_located
+from centralita.web.import_text import action_summary, spanish_file_error, spanish_located
 
 GOOD_CSV = (
     "id_cliente;nombre;telefono;monto;vencimiento\n"
@@ -277,3 +277,44 @@ def test_every_file_problem_of_the_importer_is_said_in_spanish(data: bytes, enco
         read_csv_data(data, Path("c.csv"), region="MX", encoding=encoding)
     text = spanish_file_error(str(caught.value))
     assert text.startswith(spanish), (str(caught.value), text)
+
+
+def test_a_form_without_a_campaign_or_a_file_is_refused_with_what_is_missing(console: Console) -> None:
+    client = supervisor(console)
+    status, page = upload(client, GOOD_CSV, campaign="")
+    assert status == 400
+    assert "Escriba el nombre de la campaña." in page
+    token = csrf_token(client.get("/campanas/importar").get_data(as_text=True))
+    response = client.post(
+        "/campanas/importar",
+        data={"campana": "morosos-enero", "codificacion": "", "csrf_token": token},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 400
+    assert "Elija el archivo CSV que quiere importar." in response.get_data(as_text=True)
+    assert [detail for _, _, detail in import_audit(console)] == [
+        "refused: the form: Escriba el nombre de la campaña.",
+        "refused: no file chosen",
+    ]
+    assert list(console.settings.requests_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("detail", "spanish"),
+    [
+        ('{"error": "the campaign is not one of this box\'s (DIALER_CAMPAIGNS)"}', "la campaña no es de este servidor"),
+        ('{"error": "Campaign \'sur\' is finished: import into a new campaign"}', "la campaña 'sur' ya terminó"),
+        ('{"error": "c.csv is empty: it needs a header row and one row per customer."}', "el archivo está vacío"),
+        (
+            '{"rows": 1, "problem_count": 1, "problems": ["line 3: the name is empty"], "warnings": []}',
+            "no se importó nada: 1 fila con errores (Línea 3: el nombre está vacío)",
+        ),
+        (
+            '{"rows": 3, "added": 2, "updated": 1, "unchanged": 0, "reopened": 0, "opted_out": 0, "warning_count": 1}',
+            "3 clientes: 2 nuevos, 1 actualizados, 0 sin cambios, 0 pendientes otra vez, 0 en la lista de no llamar; "
+            "1 aviso",
+        ),
+    ],
+)
+def test_what_the_dialer_recorded_of_an_import_is_said_in_spanish(detail: str, spanish: str) -> None:
+    assert action_summary({"detail": detail}).startswith(spanish)

@@ -80,6 +80,7 @@ IMPORT_ENCODINGS: Final = ("", "latin-1", "cp1252")
 MAX_LISTED: Final = 50
 _ITEM_MAX: Final = 400
 _FILE_NAME_MAX: Final = 200
+_LOGGED_MAX: Final = 600  # of an action's detail in the log line (an import's problems are in campaign_actions)
 MAX_PER_ROUND: Final = 20
 SOURCE: Final = "console"
 _NAME: Final = re.compile(r"[0-9]{20}-[0-9a-f]{16}\.json")
@@ -369,6 +370,8 @@ class RequestSpool:
         who = f"console user {request.user}"
         if not self._owns(request.campaign):
             result, detail = "refused", "the campaign is not one of this box's (DIALER_CAMPAIGNS)"
+            if request.action == "import":  # an import's detail is always JSON
+                detail = _json({"error": detail})
         else:
             try:
                 if request.action == "import":
@@ -396,7 +399,8 @@ class RequestSpool:
         line = "campaign request %s from %s: %s campaign %s: %s%s"
         if request.action == "import":
             who = f"{who}, file {request.file_name!r} ({len(request.data)} bytes)"
-        args = (request.request_id, who, request.action, request.campaign, result, f" ({detail})" if detail else "")
+        shown = detail if len(detail) <= _LOGGED_MAX else f"{detail[:_LOGGED_MAX]}... (in campaign_actions)"
+        args = (request.request_id, who, request.action, request.campaign, result, f" ({shown})" if shown else "")
         if result == "refused":
             log.warning(line, *args)
         else:

@@ -166,6 +166,23 @@ _FILE: Final[tuple[_Rule, ...]] = (
 )
 
 
+# Why the dialer refused an import's campaign (``CampaignError``, or not this box's).
+_CAMPAIGN: Final[tuple[_Rule, ...]] = (
+    _rule(
+        r"the campaign is not one of this box's.*",
+        "la campaña no es de este servidor (bridge_dialer_campaigns): impórtela en el servidor que la marca",
+    ),
+    _rule(
+        r"Campaign (?P<name>'.*?') is finished.*",
+        "la campaña {name} ya terminó: importe los clientes en una campaña nueva",
+    ),
+    _rule(
+        r"(?P<name>'.*?') is not a campaign name.*",
+        "{name} no sirve como nombre de campaña: use de 1 a 64 letras, dígitos, espacios, '.', '_' o '-'",
+    ),
+)
+
+
 def _repeated(match: re.Match[str]) -> str:
     first = match["first"]
     return f"el cliente {match['id']} ya aparece en la {spanish_where(first)}"
@@ -221,7 +238,8 @@ def action_summary(action: Mapping[str, Any]) -> str:
     if not isinstance(detail, dict):
         return str(action.get("detail") or "")
     if "error" in detail:
-        return spanish_file_error(str(detail["error"]))
+        error = str(detail["error"])
+        return _apply(_CAMPAIGN, error) or spanish_file_error(error)
     if "problems" in detail:
         count = int(detail.get("problem_count") or len(detail["problems"]))
         return (

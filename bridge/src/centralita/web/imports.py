@@ -151,9 +151,12 @@ def upload() -> ResponseReturnValue:
     if not form.validate_on_submit():
         if form.csrf_token.errors:
             abort(400)
-        return _page(form, error="Revise los campos marcados.", status=400)
+        errors = [str(error) for field in (form.campana, form.codificacion) for error in field.errors]
+        _audit((form.campana.data or "")[:64], f"refused: the form: {'; '.join(errors)}")
+        return _page(form, error=" ".join(errors) or "Revise los campos del formulario.", status=400)
     upload_file = form.archivo.data
     if upload_file is None or not getattr(upload_file, "filename", ""):
+        _audit((form.campana.data or "")[:64], "refused: no file chosen")
         return _page(form, error="Elija el archivo CSV que quiere importar.", status=400)
     file_name = Path(str(upload_file.filename)).name[:200] or "clientes.csv"
     encoding = form.codificacion.data or ""
