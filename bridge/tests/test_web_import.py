@@ -318,3 +318,15 @@ def test_a_form_without_a_campaign_or_a_file_is_refused_with_what_is_missing(con
 )
 def test_what_the_dialer_recorded_of_an_import_is_said_in_spanish(detail: str, spanish: str) -> None:
     assert action_summary({"detail": detail}).startswith(spanish)
+
+
+def test_a_file_with_many_bad_rows_lists_the_first_ones_and_counts_the_rest(console: Console) -> None:
+    client = supervisor(console)
+    bad = GOOD_CSV + b"".join(f"X{n};Eva;5550002222;12x;2026-11-30\n".encode() for n in range(250))
+    status, page = upload(client, bad)
+    assert status == 400
+    assert "No se importó nada: 250 filas del archivo tienen errores" in page
+    problems = re.findall(r'<li class="problem">(.*?)</li>', page)
+    assert len(problems) == 201
+    assert problems[0].startswith("Línea 4: el monto")
+    assert problems[-1] == "Y 50 filas más con errores."

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # The whole POST (the file and the form's few fields): the file's own limit is checked exactly in the view.
 REQUEST_LIMIT: Final = MAX_IMPORT_BYTES + 64 * 1024
+MAX_SHOWN: Final = 200  # problems listed on the page (the count says how many there are)
 ENCODING_LABELS: Final = {"": "UTF-8 (o UTF-16 con BOM)", "latin-1": "Latin-1 (ISO-8859-1)", "cp1252": "Windows-1252"}
 SIZE_MESSAGE: Final = (
     f"El archivo pasa del máximo de {MAX_IMPORT_BYTES // 1024} KiB que acepta la consola: no se importó nada. "
@@ -158,7 +159,8 @@ def upload() -> ResponseReturnValue:
     if upload_file is None or not getattr(upload_file, "filename", ""):
         _audit((form.campana.data or "")[:64], "refused: no file chosen")
         return _page(form, error="Elija el archivo CSV que quiere importar.", status=400)
-    file_name = Path(str(upload_file.filename)).name[:200] or "clientes.csv"
+    printable = "".join(character for character in str(upload_file.filename) if character.isprintable())
+    file_name = Path(printable).name.strip()[:200] or "clientes.csv"
     encoding = form.codificacion.data or ""
     try:
         campaign = _check_campaign(form.campana.data or "")
@@ -179,7 +181,8 @@ def upload() -> ResponseReturnValue:
         _audit(campaign, f"refused: {file_name}: {count} row(s) with problems, the first: {result.problems[0]}")
         return _page(
             form,
-            problems=[spanish_located(str(problem)) for problem in result.problems],
+            problems=[spanish_located(str(problem)) for problem in result.problems[:MAX_SHOWN]]
+            + ([f"Y {count - MAX_SHOWN} filas más con errores."] if count > MAX_SHOWN else []),
             error=f"No se importó nada: {count} fila{'s' if count != 1 else ''} del archivo "
             f"{'tienen' if count != 1 else 'tiene'} errores. Corríjalas y vuelva a subir el archivo completo.",
             status=400,
