@@ -22,7 +22,8 @@ from test_57_console import SUPERVISOR, URL, VIEWER, Browser, csrf_token, dialer
 testinfra_hosts = [f"podman://{BOX}"]
 
 ADMIN = ("jefa", "frase de prueba jefa")  # the scenario's administrator (bridge_web_users)
-CALLER = "5215550002222"
+CALLER = "5215550004444"  # provider_call_speaking.xml's From
+DID = "5215550002222"  # the number it dials (SIPp's -s)
 DOCTOR_REPORT = "/var/lib/centralita-doctor/doctor.json"  # bridge_doctor_report_path's default
 RUN = int(time.time())  # names of this run's own user and campaign: a rerun on the same box finds none of them
 
@@ -66,7 +67,7 @@ def start_call(host, seconds: int) -> None:
     """A provider call that talks to the assistant for ``seconds``, detached; its exit code in /tmp/live-call.rc."""
     host.check_output("rm -f /tmp/live-call.out /tmp/live-call.rc")
     command = (
-        f"cd {SIPP_DIR} && sipp -sf provider_call_speaking.xml -s {CALLER} 127.0.0.1:5060 -i 127.0.0.1 -p 5075 -m 1 "
+        f"cd {SIPP_DIR} && sipp -sf provider_call_speaking.xml -s {DID} 127.0.0.1:5060 -i 127.0.0.1 -p 5075 -m 1 "
         f"-timeout {seconds + 60}s -nostdin -d {seconds * 1000} > /tmp/live-call.out 2>&1; echo $? > /tmp/live-call.rc"
     )
     host.check_output(f"setsid -f bash -c '{command}' < /dev/null > /dev/null 2>&1")
@@ -100,13 +101,16 @@ def test_a_live_call_is_listed_with_its_worker_while_up_and_gone_once_it_ends(ho
             "activity"
         ].startswith("consultando")
         assert isinstance(found["seconds"], int)
-        # The viewer gets the caller's number masked, in the JSON and the page alike; the supervisor whole.
+        # The viewer gets the caller's number and the DID masked; the supervisor whole.
         assert CALLER not in json.dumps(found)
-        assert found["caller"].endswith("222")
+        assert DID not in json.dumps(found)
+        assert found["caller"].endswith("444")
         assert "*" in found["caller"]
+        assert found["did"].endswith("222")
         assert wait_until(lambda: f"/historial/{call_id()}" in supervisor.get("/llamadas")[1], 30, 1)
         _, page = supervisor.get("/llamadas")
-        assert CALLER[-10:] in page
+        assert CALLER in page
+        assert DID in page
     finally:
         assert wait_until(lambda: host.run("cat /tmp/live-call.rc").stdout.strip() != "", 120, 1)
     assert host.check_output("cat /tmp/live-call.rc").strip() == "0", host.run("cat /tmp/live-call.out").stdout
