@@ -14,6 +14,7 @@ import pytest
 from dialer_helpers import target
 
 from centralita.dialer.requests import (
+    MAX_IMPORT_BYTES,
     MAX_REQUEST_BYTES,
     RequestError,
     RequestSpool,
@@ -275,3 +276,123 @@ def test_the_read_only_store_reads_and_never_writes(store: CampaignStore) -> Non
     finally:
         reader.close()
     assert store.campaign("norte-dic").state is CampaignState.RUNNING
+
+
+# ---- imports ---------------------------------------------------------------------------------------------------
+
+GOOD_CSV = (
+    "id_cliente;nombre;telefono;monto;vencimiento\n"
+    "C100;Ana Quispe;5550001111;350,50;2026-11-30\n"
+    "C101;Luis Peña;+52 55 4000 9999;1200;01/11/2026\n"
+).encode()
+
+
+def import_spool(spool: Path, store: CampaignStore) -> RequestSpool:
+    return RequestSpool(spool, store, owns_norte, region="MX", timezone=UTC, clock=lambda: NOW)
+
+
+def detail_of(store: CampaignStore) -> dict[str, object]:
+    detail: dict[str, object] = json.loads(store.actions(1)[0]["detail"])
+    return detail
+
+
+def test_an_import_request_carries_the_file_and_the_dialer_imports_every_row(spool: Path, store: CampaignStore) -> None:
+    request = write_request(spool, "import", "norte-enero", "sara", NOW, data=GOOD_CSV, file_name="clientes.csv")
+    [waiting] = pending_requests(spool)
+    assert (waiting.action, waiting.file_name, waiting.encoding, waiting.data) == (
+        "import",
+        "clientes.csv",
+        "",
+        GOOD_CSV,
+    )
+    [outcome] = import_spool(spool, store).process()
+    assert (outcome.request.request_id, outcome.result) == (request.request_id, "applied")
+    assert list(spool.iterdir()) == []
+    campaign = store.campaign("norte-enero")
+    assert campaign.state is CampaignState.DRAFT  # imported, not started: a person starts it
+    assert store.status("norte-enero").targets == {"pending": 2}
+    assert actions(store)[-1] == ("norte-enero", "import", "sara", "console", "applied")
+    detail = detail_of(store)
+    assert (detail["rows"], detail["added"], detail["updated"], detail["warning_count"]) == (2, 2, 0, 0)
+    # Again: the same customers, updated in place, nobody added twice.
+    write_request(spool, "import", "norte-enero", "sara", NOW, data=GOOD_CSV, file_name="clientes.csv")
+    import_spool(spool, store).process()
+    assert (detail_of(store)["added"], detail_of(store)["unchanged"]) == (0, 2)
+    assert store.status("norte-enero").targets == {"pending": 2}
+
+
+def test_an_import_with_one_bad_row_imports_nothing_and_records_the_rows_problems(
+    spool: Path, store: CampaignStore
+) -> None:
+    bad = GOOD_CSV + b"C102;Eva;5550002222;12x;2026-11-30\nC103;Rosa;5550003333;100;2027-01-31\n"
+    write_request(spool, "import", "norte-enero", "sara", NOW, data=bad, file_name="clientes.csv")
+    [outcome] = import_spool(spool, store).process()
+    assert outcome.result == "refused"
+    assert "norte-enero" not in [campaign.name for campaign in store.campaigns()]
+    detail = detail_of(store)
+    assert detail["problem_count"] == 2
+    problems = detail["problems"]
+    assert isinstance(problems, list)
+    assert problems[0].startswith("line 4: amount '12x' is not a number")
+    assert problems[1].startswith("line 5: due date 2027-01-31 is in the future")
+    assert list(spool.iterdir()) == []
+
+
+def test_an_import_into_an_existing_campaign_adds_to_it_and_a_finished_one_is_refused(
+    spool: Path, store: CampaignStore
+) -> None:
+    write_request(spool, "import", "norte-dic", "sara", NOW, data=GOOD_CSV, file_name="clientes.csv")
+    import_spool(spool, store).process()
+    assert store.status("norte-dic").targets == {"pending": 4}
+    assert store.campaign("norte-dic").state is CampaignState.RUNNING
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE campaigns SET state = 'finished' WHERE name = 'norte-dic'")
+    write_request(spool, "import", "norte-dic", "sara", NOW, data=GOOD_CSV.replace(b"C100", b"C200"), file_name="x.csv")
+    [outcome] = import_spool(spool, store).process()
+    assert outcome.result == "refused"
+    assert "is finished" in str(detail_of(store)["error"])
+    assert store.status("norte-dic").targets == {"pending": 4}
+
+
+def test_an_import_of_a_file_the_importer_refuses_or_of_another_boxs_campaign_changes_nothing(
+    spool: Path, store: CampaignStore
+) -> None:
+    write_request(spool, "import", "norte-enero", "sara", NOW, data=b"id,nombre\nC1,Ana\n", file_name="corto.csv")
+    later = NOW + timedelta(seconds=1)  # the spool's order is the time of the request
+    write_request(spool, "import", "sur-enero", "sara", later, data=GOOD_CSV, file_name="clientes.csv")
+    first, second = import_spool(spool, store).process()
+    assert (first.result, second.result) == ("refused", "refused")
+    assert "lacks the columns phone, amount_due, due_date" in json.loads(store.actions(2)[1]["detail"])["error"]
+    assert "not one of this box's" in json.loads(second.detail)["error"]
+    assert [campaign.name for campaign in store.campaigns()] == ["norte-dic", "sur-dic"]
+
+
+def test_the_dialer_reads_an_import_in_the_encoding_asked(spool: Path, store: CampaignStore) -> None:
+    latin = GOOD_CSV.decode().encode("latin-1")
+    write_request(spool, "import", "norte-a", "sara", NOW, data=latin, file_name="a.csv")
+    later = NOW + timedelta(seconds=1)
+    write_request(spool, "import", "norte-b", "sara", later, data=latin, file_name="b.csv", encoding="latin-1")
+    first, second = import_spool(spool, store).process()
+    assert first.result == "refused"
+    assert "is not UTF-8" in json.loads(store.actions(2)[1]["detail"])["error"]
+    assert second.result == "applied"
+    with pytest.raises(RequestError, match="encoding 'klingon'"):
+        write_request(spool, "import", "norte-c", "sara", NOW, data=latin, file_name="c.csv", encoding="klingon")
+
+
+def test_import_requests_that_are_not_well_formed_are_refused(spool: Path, store: CampaignStore) -> None:
+    with pytest.raises(RequestError, match="csv is empty"):
+        write_request(spool, "import", "norte-a", "sara", NOW, data=b"", file_name="a.csv")
+    with pytest.raises(RequestError, match="larger than"):
+        write_request(spool, "import", "norte-a", "sara", NOW, data=b"x" * (MAX_IMPORT_BYTES + 1), file_name="a.csv")
+    base = json.loads(write_request(spool, "pause", "norte-dic", "sara", NOW).to_json())
+    assert parse_request(json.dumps(base).encode()).action == "pause"
+    # Only an import may be larger than a pause or resume: the spare room is not for them.
+    with pytest.raises(RequestError, match=f"larger than {MAX_REQUEST_BYTES} bytes"):
+        parse_request(json.dumps({**base, "padding": "x" * MAX_REQUEST_BYTES}).encode())
+    with pytest.raises(RequestError, match="not base64"):
+        parse_request(json.dumps({**base, "action": "import", "file_name": "a.csv", "csv": "%%%"}).encode())
+    with pytest.raises(RequestError, match=r"csv .* is missing"):
+        parse_request(json.dumps({**base, "action": "import", "file_name": "a.csv"}).encode())
+    with pytest.raises(RequestError, match="file_name"):
+        parse_request(json.dumps({**base, "action": "import", "csv": "QQ=="}).encode())

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from dialer_helpers import target
 from flask import Flask
@@ -149,7 +150,8 @@ def write_status(path: Path, updated: datetime) -> None:
     StatusReporter(path, lambda: snapshot).write()
 
 
-def build_console(tmp_path: Path, *, csrf: bool = True) -> Iterator[Console]:
+def build_console(tmp_path: Path, *, csrf: bool = True, **overrides: Any) -> Iterator[Console]:
+    """The console over the files above; ``overrides``: other ``WebSettings`` values."""
     records = CallRecords(tmp_path / "centralita.db")
     write_records(records)
     write_campaign(tmp_path / "dialer.db")
@@ -163,6 +165,7 @@ def build_console(tmp_path: Path, *, csrf: bool = True) -> Iterator[Console]:
         doctor_report_path=tmp_path / "doctor.json",
         zone=UTC,
     )
+    settings = replace(settings, **overrides)
     settings.web_db_path.parent.mkdir()
     settings.requests_dir.mkdir()
     clock = Clock(datetime(2026, 12, 5, 12, 0, tzinfo=UTC))

@@ -39,7 +39,8 @@ done
 # The web console's pure-Python dependencies, without theirs: MarkupSafe and argon2's bindings are compiled, and
 # the box takes them from Debian (python3-markupsafe, python3-argon2) through the venv's system site-packages.
 web_pins=()
-for name in Flask Flask-WTF WTForms Werkzeug Jinja2 itsdangerous click blinker waitress; do
+for name in Flask Flask-WTF WTForms Werkzeug Jinja2 itsdangerous click blinker waitress cheroot jaraco.functools \
+    more-itertools; do
     pin=$(grep -i "^${name}==" "$top/requirements.txt" || true)
     web_pins+=("${pin:-$name}")
 done

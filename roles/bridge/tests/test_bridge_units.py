@@ -285,3 +285,33 @@ def test_the_console_runs_as_its_own_user_on_loopback_and_reads_through_the_serv
     assert values(web, "ReadWritePaths") == ["/var/lib/centralita", "/var/spool/centralita/campaign-requests"]
     assert environment["CAMPAIGN_REQUESTS_DIR"] == "/var/spool/centralita/campaign-requests"
     assert not any(".env" in value for value in values(web, "ExecStart"))
+
+
+def test_the_console_is_given_the_dialers_settings_to_check_an_import(tmp_path: Path) -> None:
+    units = render(tmp_path, bridge_dialer_country_code="52", bridge_dialer_campaigns=["norte-", "sur-"], **LAB)
+    web = values(service(units, "centralita-web.service"), "Environment")
+    assert "DIALER_COUNTRY_CODE=52" in web
+    assert "DIALER_TIMEZONE=America/Mexico_City" in web
+    assert '"DIALER_CAMPAIGNS=norte-,sur-"' in web
+    assert not any(value.startswith("WEB_TLS_") for value in web)  # plain HTTP on loopback by default
+
+
+def test_a_console_beyond_loopback_serves_https_from_the_roles_files_to_the_allowed_clients(tmp_path: Path) -> None:
+    tls = {
+        "bridge_web_listen": "0.0.0.0",
+        "bridge_web_tls_certificate": "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----",
+        "bridge_web_tls_key": "-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----",
+    }
+    (tmp_path / "any").mkdir()
+    web = service(render(tmp_path / "any", **tls, **LAB), "centralita-web.service")
+    environment = dict(value.split("=", 1) for value in values(web, "Environment"))
+    assert environment["WEB_LISTEN"] == "0.0.0.0"
+    assert environment["WEB_TLS_CERT"] == "/etc/centralita-web/console.crt"
+    assert environment["WEB_TLS_KEY"] == "/etc/centralita-web/console.key"
+    assert values(web, "IPAddressAllow") == ["localhost any"]
+    (tmp_path / "lan").mkdir()
+    web = service(
+        render(tmp_path / "lan", bridge_web_allow_from=["192.0.2.0/24"], **tls, **LAB), "centralita-web.service"
+    )
+    assert values(web, "IPAddressAllow") == ["localhost 192.0.2.0/24"]
+    assert values(web, "IPAddressDeny") == ["any"]

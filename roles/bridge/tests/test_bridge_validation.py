@@ -144,3 +144,39 @@ def test_the_dialer_may_not_place_more_calls_at_once_than_the_box_carries(tmp_pa
     # Without the dialer on this box its concurrency limits nothing.
     rc, out = validate(tmp_path, bridge_dialer_enabled=False, bridge_dialer_max_concurrent=6, bridge_max_calls=5)
     assert rc == 0, out
+
+
+CERTIFICATE = "-----BEGIN CERTIFICATE-----\nMIIBxTCCAWugAwIBAgIU\n-----END CERTIFICATE-----"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49-never-shown\n-----END PRIVATE KEY-----"
+
+
+def test_the_console_listens_beyond_loopback_only_with_a_certificate_and_key(tmp_path: Path) -> None:
+    rc, out = validate(tmp_path, bridge_web_listen="192.0.2.10")
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "The console listens on 192.0.2.10: beyond the loopback address, where it needs HTTPS" in flat
+    assert "set bridge_web_tls_certificate" in flat
+    assert "bridge_web_tls_key" in flat
+    rc, out = validate(tmp_path, bridge_web_tls_certificate=CERTIFICATE)
+    assert rc != 0
+    assert "bridge_web_tls_certificate and bridge_web_tls_key go together" in " ".join(out.split())
+    rc, out = validate(
+        tmp_path, "-vvv", bridge_web_listen="0.0.0.0", bridge_web_tls_certificate=CERTIFICATE, bridge_web_tls_key=KEY
+    )
+    assert rc == 0, out
+    assert "never-shown" not in out
+    rc, out = validate(tmp_path, bridge_web_listen="not-an-address")
+    assert rc != 0
+    assert "bridge_web_listen (not-an-address) must be an IP address" in " ".join(out.split())
+
+
+def test_the_console_refuses_an_encrypted_key_a_key_for_a_certificate_and_names_as_clients(tmp_path: Path) -> None:
+    tls = {"bridge_web_listen": "0.0.0.0", "bridge_web_tls_certificate": CERTIFICATE}
+    for key in (KEY.replace("PRIVATE KEY", "ENCRYPTED PRIVATE KEY"), CERTIFICATE):
+        rc, out = validate(tmp_path, "-vvv", bridge_web_tls_key=key, **tls)
+        assert rc != 0
+        assert "its unencrypted PEM private key" in " ".join(out.split())
+        assert "never-shown" not in out
+    rc, out = validate(tmp_path, bridge_web_tls_key=KEY, bridge_web_allow_from=["oficina.example"], **tls)
+    assert rc != 0
+    assert "bridge_web_allow_from takes IP addresses or prefixes only" in " ".join(out.split())

@@ -57,7 +57,14 @@ from centralita.config.limits import MAX_CALLS_RANGE, CallLimits
 from centralita.dialer.policy import CallingPolicy, Window, parse_duration, parse_holidays, parse_windows
 from centralita.isp.phones import region_for_country_code
 
-__all__ = ["DEFAULT_WINDOWS", "DialerSettings", "MachinePolicy"]
+__all__ = [
+    "DEFAULT_WINDOWS",
+    "DialerSettings",
+    "MachinePolicy",
+    "owns_campaign",
+    "read_campaign_prefixes",
+    "read_country_code",
+]
 
 DEFAULT_WINDOWS: Final = "mon-fri 08:00-19:00; sat 08:00-15:00"
 _HIDDEN_CALLER_IDS: Final = frozenset({"anonymous", "private", "privado", "restricted", "unknown", "unavailable"})
@@ -110,7 +117,7 @@ class DialerSettings:
 
     def owns(self, campaign: str) -> bool:
         """Whether this box may import and start ``campaign``: two boxes of a cluster never dial one campaign."""
-        return not self.campaigns or any(campaign.strip().startswith(prefix) for prefix in self.campaigns)
+        return owns_campaign(self.campaigns, campaign)
 
     def dial_string(self, number: str) -> str:
         """The ARI ``endpoint`` for an E.164 number, e.g. ``PJSIP/+5215550001111@provider``."""
@@ -135,7 +142,7 @@ class DialerSettings:
         max_concurrent = reader.integer("DIALER_MAX_CONCURRENT", 2, 1, 50)
         calls_per_minute = reader.integer("DIALER_CALLS_PER_MINUTE", 4, 1, 120)
         caller_id = _read_caller_id(reader, "DIALER_CALLER_ID")
-        country_code = _read_country_code(reader, "DIALER_COUNTRY_CODE")
+        country_code = read_country_code(reader, "DIALER_COUNTRY_CODE")
         db_path = reader.path("DIALER_DB_PATH", "/var/lib/centralita/dialer.db")
         log_file = reader.path("DIALER_LOG_FILE", "/var/log/asterisk/outbound_openai.log")
         on_machine = reader.choice("DIALER_ON_MACHINE", MachinePolicy.NOTHING)
@@ -144,7 +151,7 @@ class DialerSettings:
         extension = reader.identifier("DIALER_EXTENSION", "s")
         ring_timeout = reader.integer("DIALER_RING_TIMEOUT", 30, 5, 120)
         events_app = reader.identifier("DIALER_EVENTS_APP", "centralita-dialer")
-        campaigns = _read_campaigns(reader)
+        campaigns = read_campaign_prefixes(reader)
         requests_dir = reader.path("CAMPAIGN_REQUESTS_DIR", "/var/spool/centralita/campaign-requests")
         metrics_port = _read_metrics_port(reader)
         ari = read_ari(reader, require_password=require_ari)
@@ -276,7 +283,13 @@ def _read_policy(reader: EnvReader) -> CallingPolicy:
         return stand_in
 
 
-def _read_campaigns(reader: EnvReader) -> tuple[str, ...]:
+def owns_campaign(prefixes: tuple[str, ...], campaign: str) -> bool:
+    """Whether a box given the campaign name ``prefixes`` (DIALER_CAMPAIGNS; none: any) dials ``campaign``."""
+    return not prefixes or any(campaign.strip().startswith(prefix) for prefix in prefixes)
+
+
+def read_campaign_prefixes(reader: EnvReader) -> tuple[str, ...]:
+    """DIALER_CAMPAIGNS: the campaign name prefixes this box dials (the dialer's, and the console's for imports)."""
     raw = reader.raw("DIALER_CAMPAIGNS") or ""
     prefixes = tuple(part.strip() for part in raw.split(",") if part.strip())
     bad = [p for p in prefixes if len(p) > 64 or any(not (ch.isalnum() or ch in " ._-") for ch in p)]
@@ -324,7 +337,8 @@ def _read_caller_id(reader: EnvReader, name: str) -> str:
     return f'"{caller_name}" <{number}>' if caller_name else number
 
 
-def _read_country_code(reader: EnvReader, name: str) -> str:
+def read_country_code(reader: EnvReader, name: str) -> str:
+    """A country calling code (``52``; "" when unset), the region national numbers of imports are read in."""
     raw = reader.raw(name)
     if raw is None:
         return ""

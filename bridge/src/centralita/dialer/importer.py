@@ -70,6 +70,7 @@ __all__ = [
     "parse_amount",
     "parse_date",
     "read_csv",
+    "read_csv_data",
 ]
 
 MAX_AMOUNT: Final = Decimal("1000000000")
@@ -311,6 +312,20 @@ def read_csv(
         data = file.read_bytes()
     except OSError as error:
         raise ImportFileError(f"Cannot read {file}: {error.strerror}.") from None
+    return read_csv_data(data, file, region=region, today=today, encoding=encoding)
+
+
+def read_csv_data(
+    data: bytes,
+    file: Path,
+    *,
+    region: str | None = None,
+    today: date | None = None,
+    encoding: str | None = None,
+) -> ImportResult:
+    """``read_csv`` of a file's content ``data``; ``file`` names it in the messages (and in each row's source).
+
+    The web console checks an upload with this, and the dialer checks it again before it imports it."""
     text = _decode(data, file, encoding)
     if not text.strip():
         raise ImportFileError(f"{file} is empty: it needs a header row and one row per customer.")

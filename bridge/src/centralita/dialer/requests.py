@@ -16,12 +16,23 @@ travels as a request file:
   cannot read (not JSON, too big, a link, not a regular file) is deleted with a log line that says why: it can
   never become valid, and leaving it would fill the spool.
 
+**Imports.** A CSV import asked in the console travels the same way: the request (action ``import``) carries
+the uploaded file itself (base64, at most ``MAX_IMPORT_BYTES``), its name and its encoding. The console has
+already read it with the importer (``read_csv_data``, the code ``centralita campaign import`` runs) and sends it
+only when every row is good; the dialer reads it again, with its own settings (DIALER_COUNTRY_CODE, the date in
+DIALER_TIMEZONE), and imports it only when every row is still good: ``ensure_campaign`` and ``upsert_targets``
+(one transaction), as the command does. Otherwise nothing is imported and the refusal, with the rows' problems,
+is recorded. The detail of an import's record is JSON (counts, warnings, problems), which the console words in
+Spanish.
+
 Nothing here trusts the file more than its content: the dialer acts only on the campaign and action named,
 within what ``centralita campaign`` allows, and the console user's name is only recorded.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -30,17 +41,21 @@ import re
 import secrets
 import sqlite3
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from centralita.dialer.importer import ImportFileError, read_csv_data
 from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreError
 
 __all__ = [
     "ACTIONS",
     "DEFAULT_REQUESTS_DIR",
+    "IMPORT_ENCODINGS",
+    "MAX_IMPORT_BYTES",
+    "MAX_LISTED",
     "MAX_PER_ROUND",
     "MAX_REQUEST_BYTES",
     "CampaignRequest",
@@ -54,8 +69,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_REQUESTS_DIR: Final = Path("/var/spool/centralita/campaign-requests")
-ACTIONS: Final = ("pause", "resume")
+ACTIONS: Final = ("pause", "resume", "import")
 MAX_REQUEST_BYTES: Final = 4096
+# An import's CSV (the file as uploaded); its request file holds it in base64, with the rest of the request.
+MAX_IMPORT_BYTES: Final = 1024 * 1024
+_MAX_IMPORT_REQUEST_BYTES: Final = (MAX_IMPORT_BYTES + 2) // 3 * 4 + MAX_REQUEST_BYTES
+# The encodings an upload may be read in besides the default (UTF-8, or UTF-16 with a BOM): "" is the default.
+IMPORT_ENCODINGS: Final = ("", "latin-1", "cp1252")
+# Problems, warnings and duplicates kept in an import's record (each at most _ITEM_MAX characters).
+MAX_LISTED: Final = 50
+_ITEM_MAX: Final = 400
+_FILE_NAME_MAX: Final = 200
+_LOGGED_MAX: Final = 600  # of an action's detail in the log line (an import's problems are in campaign_actions)
 MAX_PER_ROUND: Final = 20
 SOURCE: Final = "console"
 _NAME: Final = re.compile(r"[0-9]{20}-[0-9a-f]{16}\.json")
@@ -75,18 +100,24 @@ class CampaignRequest:
     user: str
     request_id: str
     requested_at: datetime
+    # An import's file: its name as uploaded, the encoding to read it in ("": UTF-8) and its content.
+    file_name: str = ""
+    encoding: str = ""
+    data: bytes = field(default=b"", repr=False)
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "action": self.action,
-                "campaign": self.campaign,
-                "user": self.user,
-                "request_id": self.request_id,
-                "requested_at": self.requested_at.astimezone(UTC).isoformat(timespec="milliseconds"),
-            },
-            ensure_ascii=False,
-        ).encode()
+        content: dict[str, Any] = {
+            "action": self.action,
+            "campaign": self.campaign,
+            "user": self.user,
+            "request_id": self.request_id,
+            "requested_at": self.requested_at.astimezone(UTC).isoformat(timespec="milliseconds"),
+        }
+        if self.action == "import":
+            content.update(
+                file_name=self.file_name, encoding=self.encoding, csv=base64.b64encode(self.data).decode("ascii")
+            )
+        return json.dumps(content, ensure_ascii=False).encode()
 
 
 def _text(data: dict[str, object], key: str, limit: int) -> str:
@@ -116,25 +147,76 @@ def parse_request(data: bytes) -> CampaignRequest:
         raise RequestError("its requested_at is not an ISO-8601 time") from None
     if requested_at.tzinfo is None:
         raise RequestError("its requested_at has no time zone")
-    return CampaignRequest(
+    request = CampaignRequest(
         action=action,
         campaign=_text(content, "campaign", _CAMPAIGN_MAX),
         user=_text(content, "user", _USER_MAX),
         request_id=request_id,
         requested_at=requested_at,
     )
+    if action != "import":
+        if len(data) > MAX_REQUEST_BYTES:
+            raise RequestError(f"it is larger than {MAX_REQUEST_BYTES} bytes")
+        return request
+    return _import_request(request, content)
 
 
-def write_request(directory: Path, action: str, campaign: str, user: str, now: datetime) -> CampaignRequest:
+def _import_request(request: CampaignRequest, content: dict[str, Any]) -> CampaignRequest:
+    """``request`` with the file an import request carries, or RequestError naming what is wrong with it."""
+    encoding = content.get("encoding", "")
+    if encoding not in IMPORT_ENCODINGS:
+        raise RequestError(f"its encoding {encoding!r} is not one of {', '.join(map(repr, IMPORT_ENCODINGS))}")
+    encoded = content.get("csv")
+    if not isinstance(encoded, str):
+        raise RequestError("its csv (the file, in base64) is missing")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError("its csv is not base64") from None
+    if not data:
+        raise RequestError("its csv is empty")
+    if len(data) > MAX_IMPORT_BYTES:
+        raise RequestError(f"its csv is larger than {MAX_IMPORT_BYTES} bytes")
+    return CampaignRequest(
+        action=request.action,
+        campaign=request.campaign,
+        user=request.user,
+        request_id=request.request_id,
+        requested_at=request.requested_at,
+        file_name=_text(content, "file_name", _FILE_NAME_MAX),
+        encoding=encoding,
+        data=data,
+    )
+
+
+def write_request(
+    directory: Path,
+    action: str,
+    campaign: str,
+    user: str,
+    now: datetime,
+    *,
+    data: bytes = b"",
+    file_name: str = "",
+    encoding: str = "",
+) -> CampaignRequest:
     """Write a request into the spool ``directory`` atomically; the request. OSError when the directory cannot
-    be written (its message names the path), ValueError for an action or name the dialer would refuse."""
+    be written (its message names the path), ValueError for an action or name the dialer would refuse. An
+    ``import`` carries the file: its content ``data``, its ``file_name`` and ``encoding`` ("": UTF-8)."""
     if action not in ACTIONS:
         raise ValueError(f"{action!r} is not a campaign action: use one of {', '.join(ACTIONS)}")
     request = CampaignRequest(
-        action=action, campaign=campaign, user=user, request_id=secrets.token_hex(8), requested_at=now
+        action=action,
+        campaign=campaign,
+        user=user,
+        request_id=secrets.token_hex(8),
+        requested_at=now,
+        file_name=file_name,
+        encoding=encoding,
+        data=data,
     )
     data = request.to_json()
-    parse_request(data)  # what the dialer would refuse is refused here, where the user sees why
+    parse_request(data)  # what the dialer would refuse is refused here (RequestError), where the user sees why
     stamp = f"{int(now.timestamp() * 1_000_000):020d}"
     final = directory / f"{stamp}-{request.request_id}.json"
     temporary = directory / f".{final.name}.tmp"
@@ -168,10 +250,10 @@ def read_request(directory_fd: int, name: str) -> CampaignRequest:
     with os.fdopen(descriptor, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise RequestError("it is not a regular file")
-        data = handle.read(MAX_REQUEST_BYTES + 1)
-    if len(data) > MAX_REQUEST_BYTES:
-        raise RequestError(f"it is larger than {MAX_REQUEST_BYTES} bytes")
-    return parse_request(data)
+        data = handle.read(_MAX_IMPORT_REQUEST_BYTES + 1)
+    if len(data) > _MAX_IMPORT_REQUEST_BYTES:
+        raise RequestError(f"it is larger than {_MAX_IMPORT_REQUEST_BYTES} bytes")
+    return parse_request(data)  # a pause or resume larger than MAX_REQUEST_BYTES is refused there
 
 
 def pending_requests(directory: Path) -> list[CampaignRequest]:
@@ -203,13 +285,27 @@ class Outcome:
 class RequestSpool:
     """The dialer's side of the spool: ``process()`` applies what is waiting (call it about once a second).
 
-    ``owns`` says whether this box dials a campaign (``DialerSettings.owns``).
+    ``owns`` says whether this box dials a campaign (``DialerSettings.owns``). Imports read national phone
+    numbers in ``region`` (from DIALER_COUNTRY_CODE) and refuse due dates after today in ``timezone``
+    (DIALER_TIMEZONE), as ``centralita campaign import`` does.
     """
 
-    def __init__(self, directory: Path, store: CampaignStore, owns: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        store: CampaignStore,
+        owns: Callable[[str], bool],
+        *,
+        region: str | None = None,
+        timezone: tzinfo = UTC,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._directory = directory
         self._store = store
         self._owns = owns
+        self._region = region
+        self._timezone = timezone
+        self._clock = clock
         self._missing_logged = False
         # Requests applied (or refused) whose file could not be deleted: never applied twice, until they go.
         self._undeletable: set[str] = set()
@@ -274,15 +370,23 @@ class RequestSpool:
         who = f"console user {request.user}"
         if not self._owns(request.campaign):
             result, detail = "refused", "the campaign is not one of this box's (DIALER_CAMPAIGNS)"
+            if request.action == "import":  # an import's detail is always JSON
+                detail = _json({"error": detail})
         else:
             try:
-                if request.action == "pause":
-                    _, changed = self._store.pause_campaign(request.campaign)
+                if request.action == "import":
+                    result, detail = self._import(request)
                 else:
-                    _, changed = self._store.start_campaign(request.campaign)
-                result, detail = ("applied", "") if changed else ("unchanged", "it already was")
+                    if request.action == "pause":
+                        _, changed = self._store.pause_campaign(request.campaign)
+                    else:
+                        _, changed = self._store.start_campaign(request.campaign)
+                    result, detail = ("applied", "") if changed else ("unchanged", "it already was")
             except CampaignError as problem:
-                result, detail = "refused", str(problem)
+                result, detail = (
+                    "refused",
+                    _json({"error": str(problem)}) if request.action == "import" else str(problem),
+                )
         self._store.record_action(
             campaign=request.campaign,
             action=request.action,
@@ -293,9 +397,58 @@ class RequestSpool:
             request_id=request.request_id,
         )
         line = "campaign request %s from %s: %s campaign %s: %s%s"
-        args = (request.request_id, who, request.action, request.campaign, result, f" ({detail})" if detail else "")
+        if request.action == "import":
+            who = f"{who}, file {request.file_name!r} ({len(request.data)} bytes)"
+        shown = detail if len(detail) <= _LOGGED_MAX else f"{detail[:_LOGGED_MAX]}... (in campaign_actions)"
+        args = (request.request_id, who, request.action, request.campaign, result, f" ({shown})" if shown else "")
         if result == "refused":
             log.warning(line, *args)
         else:
             log.info(line, *args)
         return Outcome(request=request, result=result, detail=detail)
+
+    def _import(self, request: CampaignRequest) -> tuple[str, str]:
+        """Read the request's CSV again, with this box's settings, and import it only if every row is good: the
+        result and the record's detail (JSON). CampaignError (a finished campaign, a bad name) propagates."""
+        today = self._clock().astimezone(self._timezone).date()
+        try:
+            rows = read_csv_data(
+                request.data,
+                Path(request.file_name),
+                region=self._region,
+                today=today,
+                encoding=request.encoding or None,
+            )
+        except ImportFileError as problem:
+            return "refused", _json({"error": str(problem)})
+        if rows.problems:
+            return "refused", _json(
+                {
+                    "rows": len(rows.rows),
+                    "problem_count": len(rows.problems),
+                    "problems": _listed(rows.problems),
+                    "warnings": _listed(rows.warnings),
+                }
+            )
+        self._store.ensure_campaign(request.campaign)
+        summary = self._store.upsert_targets(request.campaign, rows.rows)
+        return "applied", _json(
+            {
+                "rows": len(rows.rows),
+                "added": summary.added,
+                "updated": summary.updated,
+                "unchanged": summary.unchanged,
+                "reopened": summary.reopened,
+                "opted_out": summary.opted_out,
+                "warning_count": len(rows.warnings) + len(summary.duplicates),
+                "warnings": _listed([*rows.warnings, *summary.duplicates]),
+            }
+        )
+
+
+def _listed(items: Sequence[object]) -> list[str]:
+    return [str(item)[:_ITEM_MAX] for item in items[:MAX_LISTED]]
+
+
+def _json(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, ensure_ascii=False)

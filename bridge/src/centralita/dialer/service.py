@@ -27,6 +27,7 @@ from centralita.dialer.metrics import DialerMetrics
 from centralita.dialer.requests import RequestSpool
 from centralita.dialer.runner import Runner, RunnerConfig
 from centralita.dialer.store import CampaignStore
+from centralita.isp.phones import region_for_country_code
 from centralita.logs import setup_logging
 from centralita.telephony.ari import AriEvents
 
@@ -79,7 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     originator = AriOriginator.from_settings(settings)
     events = AriEvents(AriOriginator.endpoint(settings), originator.handle_event, originator.handle_state)
     runner = Runner(store, originator, runner_config(settings))
-    spool = RequestSpool(settings.requests_dir, store, settings.owns)
+    spool = RequestSpool(
+        settings.requests_dir,
+        store,
+        settings.owns,
+        region=region_for_country_code(settings.country_code),
+        timezone=settings.timezone,
+    )
     metrics = DialerMetrics(store)
     log.info(
         "starting: ARI %s, events app %s, calls go to %s; database %s; console requests from %s",

@@ -70,6 +70,7 @@ __all__ = [
     "TargetStatus",
     "UnknownAttemptError",
     "UpsertSummary",
+    "check_campaign_name",
 ]
 
 BUSY_TIMEOUT_MS: Final = 5000
@@ -482,6 +483,17 @@ def _campaign(row: dict[str, Any]) -> Campaign:
     )
 
 
+def check_campaign_name(name: str) -> str:
+    """``name`` without its surrounding spaces, or CampaignError when it cannot name a campaign."""
+    name = name.strip()
+    if not name or len(name) > 64 or any(not (ch.isalnum() or ch in " ._-") for ch in name):
+        raise CampaignError(
+            f"{name!r} is not a campaign name: use 1 to 64 letters, digits, spaces, '.', '_' or '-', "
+            "e.g. morosos-2026-03."
+        )
+    return name
+
+
 class CampaignStore(SharedDatabase):
     """The dialer database at ``path``; one connection behind a lock, safe to share between threads.
 
@@ -561,12 +573,7 @@ class CampaignStore(SharedDatabase):
 
     def ensure_campaign(self, name: str, *, now: datetime | None = None) -> Campaign:
         """The campaign called ``name``, created as a draft if it does not exist."""
-        name = name.strip()
-        if not name or len(name) > 64 or any(not (ch.isalnum() or ch in " ._-") for ch in name):
-            raise CampaignError(
-                f"{name!r} is not a campaign name: use 1 to 64 letters, digits, spaces, '.', '_' or '-', "
-                "e.g. morosos-2026-03."
-            )
+        name = check_campaign_name(name)
         stamp = _ts(self._now(now))
         with self._write() as db:
             db.execute(

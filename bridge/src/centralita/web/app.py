@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from flask import Flask, Response, render_template
+from flask import Flask, Response, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from centralita.web.auth import auth
 from centralita.web.context import EXTENSION, Console
 from centralita.web.costs import costs
 from centralita.web.health import health
+from centralita.web.imports import REQUEST_LIMIT, imports, upload_too_large
 from centralita.web.pages import pages
 from centralita.web.recordings import recordings
 from centralita.web.settings import WebSettings
@@ -56,6 +58,13 @@ def create_app(
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     app.extensions[EXTENSION] = Console(settings=settings, store=store, clock=clock)
+
+    # Before CSRFProtect's check, which reads the form: only the CSV upload may be larger than MAX_CONTENT_LENGTH.
+    @app.before_request
+    def upload_limit() -> None:
+        if request.endpoint == "imports.upload":
+            request.max_content_length = REQUEST_LIMIT
+
     CSRFProtect(app)
     app.register_blueprint(auth)
     app.register_blueprint(pages)
@@ -63,6 +72,11 @@ def create_app(
     app.register_blueprint(costs)
     app.register_blueprint(health)
     app.register_blueprint(users)
+    app.register_blueprint(imports)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
+        return upload_too_large(error)
 
     @app.errorhandler(CSRFError)
     def csrf_refused(error: CSRFError) -> tuple[str, int]:
@@ -87,6 +101,8 @@ def create_app(
             "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'"
         )
         response.headers.setdefault("Cache-Control", "no-store")
+        if settings.tls:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
         return response
 
     return app

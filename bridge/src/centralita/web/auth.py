@@ -26,7 +26,7 @@ from centralita.web import passwords
 from centralita.web.context import current
 from centralita.web.store import Role, User
 
-__all__ = ["SESSION_COOKIE", "auth", "client_address", "requires"]
+__all__ = ["SESSION_COOKIE", "auth", "client_address", "load_session", "requires"]
 
 log = logging.getLogger(__name__)
 

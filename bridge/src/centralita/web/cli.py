@@ -4,12 +4,15 @@
     centralita web disable NAME [--db PATH]
     centralita web users [--db PATH]
     centralita web sync-users [--db PATH] < users.json
+    centralita web check-tls CERT KEY
 
 ``adduser`` asks the password twice on the terminal and never takes it from the command line (it would show in
 ``ps`` and the shell's history); a user that exists gets the new role and password. ``sync-users`` is what the
 role runs: a JSON list of ``{"name", "role", "password"}`` on standard input, applied only where the role
 differs or the password does not match, so a second run changes nothing (it prints ``changed: N``). Run as root,
 these commands become the owner of the database's directory (the console's user) before opening it.
+``check-tls`` loads a certificate and key as the console would to serve HTTPS (what the role runs on the files it
+writes from bridge_web_tls_certificate and bridge_web_tls_key): exit 0 when they serve, 2 with the reason.
 """
 
 from __future__ import annotations
@@ -62,6 +65,14 @@ def register(subparsers: Any) -> None:
     add.add_argument("name", help="the user name (lower case letters, digits, '.', '_', '-')")
     add.add_argument("--role", required=True, choices=list(Role), help="what the user may do")
     add.set_defaults(handler=_adduser)
+
+    check_tls = commands.add_parser(
+        "check-tls",
+        help="check that a certificate and its key can serve the console over HTTPS (what the role runs)",
+    )
+    check_tls.add_argument("cert", type=Path, help="the PEM certificate, its chain after it")
+    check_tls.add_argument("key", type=Path, help="the PEM private key (not encrypted)")
+    check_tls.set_defaults(handler=_check_tls)
 
     disable = with_db(commands.add_parser("disable", help="disable a user and end its sessions"))
     disable.add_argument("name")
@@ -199,4 +210,17 @@ def _sync(args: argparse.Namespace) -> int:
         print(f"centralita web: {error}", file=sys.stderr)
         return FAILED
     print(f"changed: {changed}")
+    return OK
+
+
+def _check_tls(args: argparse.Namespace) -> int:
+    from centralita.web.settings import WebSettings
+    from centralita.web.tls import TlsError, tls_context
+
+    try:
+        tls_context(WebSettings(tls_cert=args.cert, tls_key=args.key))
+    except TlsError as error:
+        print(f"centralita web check-tls: {error}", file=sys.stderr)
+        return FAILED
+    print(f"ok: {args.cert} and {args.key} serve HTTPS (TLS 1.2 or newer)")
     return OK

@@ -26,6 +26,7 @@ from centralita.dialer.store import CampaignError, CampaignStore, DialerStoreErr
 from centralita.storage.records import CallRecordsError, Outcome
 from centralita.web.auth import client_address, requires
 from centralita.web.context import current
+from centralita.web.import_text import action_summary
 from centralita.web.masking import mask_call, masks_for, phone
 from centralita.web.records import ReadOnlyRecords, Search
 from centralita.web.store import Role, User
@@ -253,7 +254,7 @@ def _campaign_store() -> CampaignStore | None:
     return CampaignStore.read_only(path)
 
 
-ACTION_LABELS: Final = {"pause": "pausar", "resume": "reanudar"}
+ACTION_LABELS: Final = {"pause": "pausar", "resume": "reanudar", "import": "importar"}
 RESULT_LABELS: Final = {"applied": "aplicada", "unchanged": "sin cambios", "refused": "rechazada"}
 STATE_LABELS: Final = {"draft": "borrador", "running": "en marcha", "paused": "en pausa", "finished": "terminada"}
 
@@ -293,11 +294,19 @@ def campaigns_state() -> dict[str, Any]:
                 "action": request.action,
                 "user": request.user,
                 "requested_at": request.requested_at.isoformat(),
+                "file_name": request.file_name,
             }
             for request in pending
         ],
         "actions": [
-            {key: row[key] for key in ("at", "campaign", "action", "user", "source", "request_id", "result", "detail")}
+            {
+                **{
+                    key: row[key]
+                    for key in ("at", "campaign", "action", "user", "source", "request_id", "result", "detail")
+                },
+                # An import's detail is JSON (counts, problems): said in Spanish.
+                "summary": action_summary(row) if row["action"] == "import" else row["detail"],
+            }
             for row in actions
         ],
         "error": error,
