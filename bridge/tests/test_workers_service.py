@@ -237,7 +237,9 @@ def test_a_killed_worker_loses_only_its_calls_and_is_back_for_new_ones(
         assert asterisk.channels[channel_id].continued == [(OPERATOR, "s", 1)], channel_id
     assert not [pid for pid in pids if alive(pid)]
     log = service.log.read_text()
-    assert re.search(r"WARNING worker=supervisor call=- worker centralita-2 \(pid \d+\) died \(killed by SIGKILL\)", log)
+    assert re.search(
+        r"WARNING worker=supervisor call=- worker centralita-2 \(pid \d+\) died \(killed by SIGKILL\)", log
+    )
     assert f"worker=centralita-2 call={killed} recovered call: found in Stasis(centralita-2,inbound," in log
     assert f"worker=centralita call={staying} " in log
     assert "secreto" not in log
