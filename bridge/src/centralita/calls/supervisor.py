@@ -67,9 +67,14 @@ def _spawn(command: Sequence[str]) -> subprocess.Popen[bytes]:
 
 def die_with_parent(parent: int) -> None:
     """In a worker: be killed (SIGKILL) when the supervisor ``parent`` dies; exit now if it already has."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        log.warning("cannot ask to die with the supervisor (errno %d)", ctypes.get_errno())
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        refused = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0
+    except (OSError, AttributeError) as error:  # no prctl here: the unit's stop still ends every worker
+        log.warning("cannot ask to die with the supervisor (%s)", error)
+    else:
+        if refused:
+            log.warning("cannot ask to die with the supervisor (errno %d)", ctypes.get_errno())
     if os.getppid() != parent:  # it died before the request was made
         os._exit(1)
 
