@@ -1,6 +1,7 @@
 """The bridge's settings (openai-inbound-calls): OpenAI, ARI, RTP and its media engine, the keepalive, logs,
-records, failover, the caller's transcription, the metrics port, and the limits (``config/limits.py``:
-admission, watchdogs, prices and budgets, the status file).
+records, failover, the caller's transcription, the metrics port, the worker processes (``WORKERS``,
+``WORKER_METRICS_PORT``: ``calls/workers.py``), and the limits (``config/limits.py``: admission, watchdogs, prices
+and budgets, the status file).
 
 They are read with the shared ``EnvReader`` (``config/env.py``) from the box's one .env file, together with
 the routers' and the dialer's (``config/box.py``). The ARI variables and the keepalive rule are defined here
