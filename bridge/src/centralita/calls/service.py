@@ -469,6 +469,10 @@ class InboundService:
             if call is not None:
                 gone += 1
                 call.channel_gone("the caller's channel is gone from Asterisk (restarted, or the hang-up was missed)")
+        if self._worker is not None:
+            # Several workers: an open record whose channel Asterisk still has is another worker's call, or one that
+            # worker is handing on right now (its own record of it is on its way): not one whose caller is gone.
+            stale -= {str(channel.get("id", "")) for channel in channels}
         for call_id in sorted(stale):
             self._queued.end_call(
                 call_id, Outcome.INTERRUPTED, "the service stopped with the call up; the caller was gone by its restart"
