@@ -22,6 +22,7 @@ testinfra_hosts = [f"podman://{BOX}"]
 
 STATUS = "/run/centralita/openai-inbound-calls.json"
 WORKERS = ("centralita", "centralita-2")
+STAY_MS = 20000  # how long a caller stays after speaking: well within RTP_TIMEOUT (30 s) of silence
 T = TypeVar("T")
 
 
@@ -108,10 +109,11 @@ def test_one_unit_shows_its_supervisor_and_both_workers(host, ready):
 def test_a_killed_worker_loses_only_its_call_and_is_back_for_new_ones(host, ready):
     offset = log_size(host, BRIDGE_LOG)
     full_offset = log_size(host)
-    # The first call goes to the least busy worker (both idle: worker 1), the second to the other.
-    caller_in_background(host, "survivor", "5215550005601", 5084, 60000)
+    # The first call goes to the least busy worker (both idle: worker 1), the second to the other. Each caller
+    # speaks after the greeting and hangs up 20 s after it began to: before its silence reaches RTP_TIMEOUT (30 s).
+    caller_in_background(host, "survivor", "5215550005601", 5084, STAY_MS)
     first = poll(lambda: media_ready(host, offset, "5215550005601"), "the first call's media", 60)
-    caller_in_background(host, "victim", "5215550005602", 5085, 60000)
+    caller_in_background(host, "victim", "5215550005602", 5085, STAY_MS)
     second = poll(lambda: media_ready(host, offset, "5215550005602"), "the second call's media", 60)
     assert {first[0], second[0]} == set(WORKERS), (first, second)  # one call on each worker
     on_worker = {first[0]: first[1], second[0]: second[1]}
@@ -136,28 +138,34 @@ def test_a_killed_worker_loses_only_its_call_and_is_back_for_new_ones(host, read
         rf"worker=supervisor call=- worker centralita-2 \(pid {killed_pid}\) died \(killed by SIGKILL\)", log
     )
     assert f"worker=centralita-2 call={victim} recovered call: found in Stasis(centralita-2,inbound," in log
-    # Worker 1's call is untouched: still up with the assistant, nothing of it recovered or transferred.
-    assert call_record(host, survivor).get("ended_at") is None
-    assert f"call={survivor} recovered" not in log
-    assert f"call={survivor} transferring" not in log
-    assert host.run("cat /tmp/survivor.rc").stdout.strip() == ""  # SIPp still on the line
 
-    # The killed worker is back (a new process) and takes the next call (the least busy: worker 1 has one).
-    back = poll(lambda: (w := all_connected(host)) and w[1]["pid"] != killed_pid and w, "worker 2 back", 60)
-    assert back[1]["restarts"] >= 1
-    assert back[0]["pid"] == ready[0]["pid"]  # worker 1 never stopped
-    fresh_offset = log_size(host, BRIDGE_LOG)
-    result = sipp(
-        host, "caller_speaking.xml", "8005550100", port=5086, extra="-key caller 5215550005603 -d 3000", timeout_s=60
-    )
-    assert result.rc == 0, result.output
-    fresh = poll(lambda: media_ready(host, fresh_offset, "5215550005603"), "the new call's media", 30)
-    assert fresh[0] == "centralita-2", fresh
-
-    # The survivor talked on to its own hang-up: SIPp succeeded and the call is recorded as the caller's.
+    # Worker 1's call was untouched: its caller talked on to their own hang-up, after the other caller had failed
+    # over (SIPp succeeds only if the box never hangs up on it), and nothing of it was recovered or transferred.
     rc, output = sipp_result(host, "survivor", 120)
     assert rc == 0, output
     ended = poll(lambda: (r := call_record(host, survivor)) and r.get("ended_at") and r, "the survivor's record", 30)
     assert ended["outcome"] == "hung_up_by_caller"
+    assert ended["ended_at"] > record["ended_at"]  # still up when the killed worker's caller was sent on
+    log = log_since(host, offset, BRIDGE_LOG)
+    assert f"call={survivor} recovered" not in log
+    assert f"call={survivor} transferring" not in log
     sipp_result(host, "victim", 120)  # its SIPp ends too (the operator context hangs up)
+
+    # The killed worker is back (a new process) and takes calls: with one call on worker 1, the next goes to it.
+    back = poll(lambda: (w := all_connected(host)) and w[1]["pid"] != killed_pid and w, "worker 2 back", 60)
+    assert back[1]["restarts"] >= 1
+    assert back[0]["pid"] == ready[0]["pid"]  # worker 1 never stopped
+    poll(lambda: nothing_left(host), "the first calls gone", 60)
+    fresh_offset = log_size(host, BRIDGE_LOG)
+    caller_in_background(host, "fresh", "5215550005603", 5086, STAY_MS)
+    fresh = poll(lambda: media_ready(host, fresh_offset, "5215550005603"), "a new call's media", 60)
+    assert fresh[0] == "centralita", fresh
+    result = sipp(
+        host, "caller_speaking.xml", "8005550100", port=5087, extra="-key caller 5215550005604 -d 2000", timeout_s=60
+    )
+    assert result.rc == 0, result.output
+    again = poll(lambda: media_ready(host, fresh_offset, "5215550005604"), "the next call's media", 30)
+    assert again[0] == "centralita-2", again
+    rc, output = sipp_result(host, "fresh", 120)
+    assert rc == 0, output
     poll(lambda: nothing_left(host), "no channel or centralita bridge left", 60)
