@@ -227,3 +227,24 @@ def test_roots_own_checkout_is_fine(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     (tmp_path / "app" / ".git").mkdir()
     assert _one(system.check_git(ctx)).status is Status.OK
+
+
+def test_with_workers_every_workers_app_is_checked(tmp_path: Path) -> None:
+    """WORKERS=3: worker 1's app is ARI_APP, the others ARI_APP-2 and ARI_APP-3 (calls/workers.py)."""
+    box = FakeBox.healthy()
+    header = "Application Name         \n=========================\n"
+    listed = "".join(f"{app:<25}\n" for app in ("centralita", "centralita-3", "centralita-2"))
+    box.rx["ari show apps"] = header + listed
+    ctx = _ctx(tmp_path, box, WORKERS="3", WORKER_METRICS_PORT="9470")
+    result = _one(system.check_inbound_service(ctx))
+    assert (result.status, result.seen) == (
+        Status.OK,
+        "openai-inbound-calls is active (running), 3 workers, Stasis apps centralita, centralita-2, centralita-3 "
+        "registered",
+    )
+    # One worker dead (the supervisor restarts it): a warning, the others take its share of the calls.
+    box.rx["ari show apps"] = header + "".join(f"{app:<25}\n" for app in ("centralita", "centralita-3"))
+    result = _one(system.check_inbound_service(_ctx(tmp_path, box, WORKERS="3")))
+    assert result.status is Status.WARN
+    assert "the Stasis app of 1 of its 3 workers is not registered in Asterisk (centralita-2)" in result.seen
+    assert "grep 'worker=centralita-2 '" in result.fix

@@ -249,3 +249,22 @@ def test_the_docstring_lists_every_event() -> None:
     assert logs.__doc__ is not None
     for event in Event:
         assert f"\n    {event.value} " in logs.__doc__
+
+
+def test_a_workers_lines_carry_its_name_before_the_call(tmp_path: Path, stream: io.StringIO) -> None:
+    """With several workers (WORKERS) they share one log file: each line says which one wrote it."""
+    log_file = tmp_path / "inbound.log"
+    setup_logging(log_file, stream=stream, worker="centralita-2")
+    call_logger("1732543387.12", "centralita.test").info("call started")
+    logging.getLogger("centralita.test").warning("ARI disconnected")
+    assert stream.getvalue().splitlines() == [
+        "INFO worker=centralita-2 call=1732543387.12 call started",
+        "WARNING worker=centralita-2 call=- ARI disconnected",
+    ]
+    lines = log_file.read_text().splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == [
+        "INFO worker=centralita-2 call=1732543387.12 call started",
+        "WARNING worker=centralita-2 call=- ARI disconnected",
+    ]
+    with pytest.raises(ValueError, match="worker's name"):
+        setup_logging(None, stream=stream, worker="two words")

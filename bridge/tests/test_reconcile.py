@@ -98,3 +98,33 @@ def test_a_call_that_ended_during_the_listing_leaves_nothing_behind() -> None:
     assert found.orphan_media == ("7-media",)
     assert found.orphan_bridges == ("b-7",)
     assert found.gone_calls == ("7",)  # its customer channel was not in the listing
+
+
+def external_media(call_id: str) -> dict[str, Any]:
+    """An ExternalMedia channel as Asterisk 22 lists it: no dialplan application, so no app to tell whose it is."""
+    return {"id": f"{call_id}-media", "name": f"UnicastRTP/127.0.0.1:1-{call_id}", "dialplan": {"app_name": ""}}
+
+
+def test_another_workers_calls_their_media_and_bridges_are_left_alone() -> None:
+    """With several workers (``WORKERS``) each reconciles its own app: a call of worker 2 (its customer channel in
+    Stasis(centralita-2,...)) is neither an orphan of worker 1 nor are its media channel and bridge, whose names
+    carry no app; a media channel and bridge whose customer is gone, or left its app, still are."""
+    found = plan(
+        APP,
+        [
+            customer("20", "inbound", "5550100", app="centralita-2"),
+            external_media("20"),
+            customer("21", "outbound", "17", "HUMAN", app="centralita-2"),
+            media("21", app="centralita-2"),
+            external_media("22"),  # its customer hung up: nobody's call
+            {"id": "23", "name": "PJSIP/provider-23", "dialplan": {"app_name": "Playback", "app_data": "x"}},
+            external_media("23"),  # its customer left the app for the failover context
+        ],
+        [bridge("20"), bridge("21"), bridge("22"), bridge("23")],
+        held_before=(),
+        held_after=(),
+    )
+    assert found.orphan_callers == ()
+    assert found.foreign_callers == ("20", "21")
+    assert found.orphan_media == ("22-media", "23-media")
+    assert found.orphan_bridges == ("b-22", "b-23")

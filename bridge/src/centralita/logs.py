@@ -13,6 +13,9 @@
 
       INFO call=1732543387.12 Iniciando conexión WebSocket con OpenAI ...
 
+With several worker processes (``WORKERS``) each line carries its worker before the call
+(``INFO worker=centralita-2 call=...``); they append to the same file, one write per line.
+
 ``call=<id>`` is always there, ``call=-`` outside a call, so ``grep 'call=1732543387.12'`` gives the whole
 story of one call. A line gets its id from, in order: the ``call_id`` of a ``call_logger`` adapter (or
 any ``extra={"call_id": ...}``), then the ``call_context`` active in the current thread or task, then ``-``.
@@ -255,6 +258,14 @@ def _file_handler(log_file: Path) -> WatchedFileHandler:
         raise LoggingSetupError(f"Cannot write the log file {log_file} ({error.strerror}): {fix}") from error
 
 
+def _with_worker(line_format: str, worker: str | None) -> str:
+    if worker is None:
+        return line_format
+    if not worker or any(character.isspace() or character == "%" for character in worker):
+        raise ValueError(f"a worker's name must be non-empty, without spaces or %: {worker!r}")
+    return line_format.replace(" call=", f" worker={worker} call=", 1)
+
+
 def _ours(handler: logging.Handler) -> bool:
     return handler.get_name() in (_FILE_HANDLER, _STREAM_HANDLER)
 
@@ -264,6 +275,7 @@ def setup_logging(
     level: str = "INFO",
     stream: TextIO | None = None,
     secrets: Iterable[str] = (),
+    worker: str | None = None,
 ) -> None:
     """Configure the root logger: ``log_file`` (if any) with timestamps, ``stream`` (default: the current
     ``sys.stderr``, i.e. the journal under systemd) without.
@@ -271,17 +283,20 @@ def setup_logging(
     Calling it again replaces the handlers of the previous call, so handlers never pile up; handlers that
     something else added to the root logger are left alone. Nothing changes if the new ones cannot be built:
     an unwritable log file raises LoggingSetupError (an OSError), a bad level ValueError.
+
+    ``worker``: the name of the worker process (``WORKERS`` above 1; ``calls/workers.py``), written in every line
+    before the call (``worker=centralita-2 call=...``); the workers share one log file.
     """
     number = _level(level)
     handlers: list[logging.Handler] = []
     if log_file is not None:
         file_handler = _file_handler(Path(log_file))
         file_handler.set_name(_FILE_HANDLER)
-        file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
+        file_handler.setFormatter(logging.Formatter(_with_worker(FILE_FORMAT, worker)))
         handlers.append(file_handler)
     stream_handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     stream_handler.set_name(_STREAM_HANDLER)
-    stream_handler.setFormatter(logging.Formatter(STREAM_FORMAT))
+    stream_handler.setFormatter(logging.Formatter(_with_worker(STREAM_FORMAT, worker)))
     handlers.append(stream_handler)
 
     redacting = RedactingFilter(secrets)

@@ -475,3 +475,140 @@ def test_every_application_and_function_of_the_dialplan_is_built_from_source_and
         assert module in built, f"{name} needs {module}, which the source build does not compile"
     for module in ("func_groupcount", "func_strings", "func_callerid"):
         assert f"{module}.so" in required, f"{module}.so must be required in modules.conf"
+
+
+# --- the bridge's workers (asterisk_stasis_workers, from bridge_workers) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_workers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return render(tmp_path_factory.mktemp("workers"), "chan_sip", asterisk_stasis_workers=3)
+
+
+def walk(steps: list[str], start: str, registered: set[str], counts: dict[int, int]) -> tuple[list[str], str]:
+    """Run the unrolled dialplan of one extension from the step after ``start`` as Asterisk would, for the parts
+    the workers' spread uses: GROUP_COUNT of each worker (``counts``), Stasis() FAILED unless its app is in
+    ``registered``. The Stasis apps tried, in order, and where the call went (``done`` or a Goto target)."""
+    labels = {step.split(")", 1)[0][2:]: index for index, step in enumerate(steps) if step.startswith("n(")}
+    variables: dict[str, str] = {}
+    tried: list[str] = []
+
+    def expand(text: str) -> str:
+        text = re.sub(r"\$\{GROUP_COUNT\((\d+)@centralita-worker\)\}", lambda m: str(counts.get(int(m[1]), 0)), text)
+        for _ in range(3):
+            text = re.sub(r"\$\{(CENTRALITA_[A-Z_]+|STASISSTATUS)\}", lambda m: variables.get(m[1], ""), text)
+            text = re.sub(
+                r"\$\{GROUP_COUNT\((\d+)@centralita-worker\)\}", lambda m: str(counts.get(int(m[1]), 0)), text
+            )
+            text = re.sub(r"\$\[(\d+) < (\d+)\]", lambda m: "1" if int(m[1]) < int(m[2]) else "0", text)
+            text = re.sub(r"\$\[(\d+) >= (\d+)\]", lambda m: "1" if int(m[1]) >= int(m[2]) else "0", text)
+            text = re.sub(r"\$\[(\d+) \+ (\d+)\]", lambda m: str(int(m[1]) + int(m[2])), text)
+            text = re.sub(r"\$\[(\d+) % (\d+) \+ 1\]", lambda m: str(int(m[1]) % int(m[2]) + 1), text)
+            text = re.sub(r"\$\{IF\(\$\[?([01])\]?\?([^:]+):([^)]+)\)\}", lambda m: m[2] if m[1] == "1" else m[3], text)
+            text = re.sub(r"\$\{IF\(([01])\?([^:]+):([^)]+)\)\}", lambda m: m[2] if m[1] == "1" else m[3], text)
+        return text
+
+    index = steps.index(start) + 1
+    for _ in range(200):
+        step = steps[index].split(",", 1)[1] if steps[index].startswith("n") else steps[index]
+        application, _, arguments = step.partition("(")
+        arguments = arguments[:-1]
+        if application == "Set":
+            name, value = arguments.split("=", 1)
+            if not name.startswith("GROUP("):
+                variables[name] = expand(value)
+        elif application == "Stasis":
+            app = expand(arguments).split(",", 1)[0]
+            tried.append(app)
+            variables["STASISSTATUS"] = "SUCCESS" if app in registered else "FAILED"
+        elif application == "GotoIf":
+            condition, _, target = arguments.partition("?")
+            condition = expand(condition)
+            if condition.startswith('$["'):
+                left, right = re.findall(r'"([^"]*)"', condition)
+                holds = (left != right) if "!=" in condition else (left == right)
+            else:
+                holds = condition in ("$[1]", "1")
+            if holds:
+                index = labels[target]
+                continue
+        elif application == "Goto":
+            target = expand(arguments)
+            if target in labels:
+                index = labels[target]
+                continue
+            return tried, target
+        elif application in ("NoOp",):
+            pass
+        elif application == "Hangup":
+            return tried, "done"
+        index += 1
+    raise AssertionError("the dialplan loops")
+
+
+def worker_steps(files: dict[str, str], context: str, exten: str = "s") -> list[str]:
+    pairs = section(parse_asterisk_conf(files["extensions.conf"]), f"[{context}]")
+    steps: list[str] = []
+    inside = False
+    for key, value in pairs:
+        if key == "exten":
+            inside = value.split(",", 1)[0] == exten
+            if inside:
+                steps.append("n" + value[len(exten) + 2 :])  # the first step, as a "same" line
+        elif key == "same" and inside:
+            steps.append(value)
+    return steps
+
+
+def test_one_worker_is_the_dialplan_as_it_always_was(pjsip):
+    assert "centralita-worker" not in pjsip["extensions.conf"]
+
+
+def test_each_worker_has_its_stasis_app_and_none_other(three_workers):
+    text = three_workers["extensions.conf"]
+    for context, arguments in (("from-voip", "inbound,${CENTRALITA_DID}"), ("centralita-outbound-amd", "outbound,")):
+        apps = re.findall(r"\),Stasis\(([^,]+),([^,)]+,?)", "\n".join(worker_steps(three_workers, context)))
+        assert [app for app, _ in apps] == ["centralita", "centralita-2", "centralita-3"], context
+        assert all(rest.startswith(arguments.split(",")[0]) for _, rest in apps), context
+    assert "Stasis(centralita,inbound,${CENTRALITA_DID})" in text  # worker 1 answers to the app's own name
+
+
+@pytest.mark.parametrize(
+    ("counts", "registered", "tried", "outcome"),
+    [
+        # The least busy worker first; ties go to the lowest number.
+        ({1: 4, 2: 1, 3: 2}, {"centralita", "centralita-2", "centralita-3"}, ["centralita-2"], "done"),
+        ({1: 0, 2: 0, 3: 0}, {"centralita", "centralita-2", "centralita-3"}, ["centralita"], "done"),
+        ({1: 3, 2: 3, 3: 1}, {"centralita", "centralita-2", "centralita-3"}, ["centralita-3"], "done"),
+        # Its app not registered (the worker is dead or restarting): the next one round the ring.
+        ({1: 0, 2: 5, 3: 1}, {"centralita-2"}, ["centralita", "centralita-2"], "done"),
+        ({1: 2, 2: 2, 3: 0}, {"centralita-2"}, ["centralita-3", "centralita", "centralita-2"], "done"),
+        # None takes it: the failover context, each worker tried once.
+        ({}, set(), ["centralita", "centralita-2", "centralita-3"], "centralita-unavailable,s,1"),
+    ],
+)
+def test_a_caller_goes_to_the_least_busy_worker_then_the_next_then_the_failover(
+    three_workers, counts, registered, tried, outcome
+):
+    steps = worker_steps(three_workers, "from-voip")
+    start = next(step for step in steps if step.startswith("n(not_recorded),"))
+    assert walk(steps, start, registered, counts) == (tried, outcome)
+
+
+def test_the_dialers_answered_call_is_spread_the_same_way_and_hung_up_when_no_worker_takes_it(three_workers):
+    steps = worker_steps(three_workers, "centralita-outbound-amd")
+    start = next(step for step in steps if step.startswith("n(not_recorded),"))
+    assert walk(steps, start, {"centralita-3"}, {1: 1, 2: 0, 3: 2}) == (["centralita-2", "centralita-3"], "done")
+    assert walk(steps, start, set(), {}) == (["centralita", "centralita-2", "centralita-3"], "done")  # Hangup()
+
+
+def test_leaving_the_assistant_frees_the_workers_place(three_workers):
+    conf = parse_asterisk_conf(three_workers["extensions.conf"])
+    for context in ("[centralita-unavailable]", "[centralita-operator]"):
+        assert "n,Set(GROUP(centralita-worker)=)" in values(section(conf, context), "same"), context
+
+
+def test_the_workers_spread_uses_only_what_a_source_build_has(three_workers):
+    used = set(re.findall(r"\b([A-Z][A-Za-z_]*)\(", three_workers["extensions.conf"])) - CORE
+    assert used <= DIALPLAN_MODULES.keys()
+    assert not {"Gosub", "ExecIf", "While", "Macro"} & used

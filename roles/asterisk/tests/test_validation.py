@@ -279,3 +279,22 @@ def test_good_metrics_settings_pass(tmp_path):
     )
     assert rc == 0, out
     assert "effective driver: pjsip" in out
+
+
+@pytest.mark.parametrize("workers", [0, 65])
+def test_a_bad_number_of_bridge_workers_is_refused(tmp_path, workers):
+    rc, out = validate(tmp_path, bridge_workers=workers)
+    assert rc != 0
+    assert f"asterisk_stasis_workers (bridge_workers) must be a whole number from 1 to 64 (got '{workers}')" in out
+
+
+def test_a_number_of_workers_that_is_no_number_is_refused_by_the_argument_spec(tmp_path):
+    rc, out = validate(tmp_path, bridge_workers="two")
+    assert rc != 0
+    assert "asterisk_stasis_workers" in out
+    assert "int" in out
+
+
+def test_the_dialplan_follows_bridge_workers(tmp_path):
+    rc, out = validate(tmp_path, bridge_workers=3)
+    assert rc == 0, out

@@ -315,3 +315,15 @@ def test_a_console_beyond_loopback_serves_https_from_the_roles_files_to_the_allo
     )
     assert values(web, "IPAddressAllow") == ["localhost 192.0.2.0/24"]
     assert values(web, "IPAddressDeny") == ["any"]
+
+
+def test_with_workers_the_unit_lets_its_supervisor_stop_them(tmp_path: Path, lab: dict[str, str]) -> None:
+    # One process: the unit as it always was; its main process is the service itself.
+    assert values(service(lab, "openai-inbound-calls.service"), "KillMode") == []
+    units = render(tmp_path, bridge_workers=3, **LAB)
+    pairs = service(units, "openai-inbound-calls.service")
+    # systemd signals the supervisor alone; it stops each worker (each hands its callers over), and what is left
+    # after the timeout is killed. The command is the same: the .env's WORKERS makes it a supervisor.
+    assert values(pairs, "KillMode") == ["mixed"]
+    assert values(pairs, "ExecStart") == values(service(lab, "openai-inbound-calls.service"), "ExecStart")
+    assert values(pairs, "Restart") == ["on-failure"]

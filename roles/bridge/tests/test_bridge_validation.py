@@ -180,3 +180,23 @@ def test_the_console_refuses_an_encrypted_key_a_key_for_a_certificate_and_names_
     rc, out = validate(tmp_path, bridge_web_tls_key=KEY, bridge_web_allow_from=["oficina.example"], **tls)
     assert rc != 0
     assert "bridge_web_allow_from takes IP addresses or prefixes only" in " ".join(out.split())
+
+
+@pytest.mark.parametrize(
+    ("extra", "shown"),
+    [
+        ({"bridge_workers": 0}, "bridge_workers (0) must be a whole number from 1 to 64"),
+        ({"bridge_workers": 65}, "bridge_workers (65) must be a whole number from 1 to 64"),
+        ({"bridge_workers": 2, "asterisk_stasis_workers": 3}, "the same as asterisk_stasis_workers (3)"),
+        ({"bridge_workers": 3, "bridge_worker_metrics_port": 9463}, "(9463 to 9465, from bridge_worker_metrics_port)"),
+    ],
+)
+def test_a_bad_number_of_workers_or_their_ports_is_refused(tmp_path: Path, extra: dict[str, Any], shown: str) -> None:
+    rc, out = validate(tmp_path, **extra)
+    assert rc != 0
+    assert shown in " ".join(out.split())
+
+
+def test_two_workers_with_their_default_ports_pass(tmp_path: Path) -> None:
+    rc, out = validate(tmp_path, bridge_workers=2, asterisk_stasis_workers=2)
+    assert rc == 0, out

@@ -262,3 +262,13 @@ def test_config_check_accepts_it_and_refuses_a_bad_dialer_setting_by_name(
     assert "bridge_dialer_windows" in captured.err
     for secret in (API_KEY, ARI_PASSWORD, ROUTER_PASSWORD):
         assert secret not in captured.err
+
+
+def test_one_worker_writes_no_worker_setting_and_more_write_their_count_and_ports(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = render_env(tmp_path / "one", VALID)
+    assert "WORKERS" not in one.read_text()  # the .env of a one-process box is what it always was
+    assert load_all(one, dialer_required=True).bridge.workers == 1
+    two = load_all(render_env(tmp_path / "two", {**VALID, "bridge_workers": 2}), dialer_required=True).bridge
+    assert (two.workers, two.worker_metrics_port, two.metrics_port) == (2, 9470, 9464)

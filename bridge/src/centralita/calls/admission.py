@@ -17,7 +17,8 @@ Limits, each off when 0:
   caller who keeps redialling stays refused until they pause.
 
 Outbound calls (the dialer's) count against ``max_calls`` only: the number is ours to call. Admission is
-in-memory state of the one service process; the refusals are counted per reason for the health report.
+in-memory state of the one service process; the refusals are counted per reason for the health report. With
+several worker processes (``WORKERS``) ``calls/shared_admission.py`` holds the same limits across them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["Admission", "AdmissionLimits", "Refusal"]
+__all__ = ["Admission", "AdmissionLimits", "Refusal", "caller_key"]
 
 _WINDOW_SECONDS: Final = 60.0
 
@@ -90,7 +91,7 @@ class Admission:
     def admit(self, call_id: str, caller: str, *, outbound: bool = False) -> Refusal | None:
         """Take the call (None) or say why not. A call admitted holds its place until ``release(call_id)``."""
         limits = self._limits
-        key = _caller_key(caller)
+        key = caller_key(caller)
         with self._lock:
             if call_id in self._calls:
                 return None
@@ -134,7 +135,7 @@ class Admission:
         return starts
 
 
-def _caller_key(caller: str) -> str:
+def caller_key(caller: str) -> str:
     """The number as the limits count it: digits and a leading +; withheld numbers share one key."""
     text = caller.strip()
     kept = "".join(character for character in text if character.isdigit())

@@ -14,7 +14,10 @@ So after every (re)connection the service lists Asterisk's channels and bridges 
   of no held call: hung up;
 * ``orphan_bridges``: ``centralita-<call id>`` bridges of no held call: destroyed;
 * ``gone_calls``: calls held when the listing was asked for whose channel is no longer there at all: ended
-  (``Outcome.CHANNEL_GONE``) and recorded.
+  (``Outcome.CHANNEL_GONE``) and recorded;
+* ``foreign_callers``: customer channels in another Stasis app: another worker's calls (``WORKERS``,
+  ``calls/workers.py``). Their ExternalMedia channels and bridges are left alone (the names carry no app:
+  ``<call>-media``, ``centralita-<call>``), and so are their records.
 
 The listing races with calls coming in: a channel may enter the app just after the connection opened, its
 ``StasisStart`` still on its way. Those are told apart by what the service saw meanwhile (``arrived``, the
@@ -47,6 +50,7 @@ class Plan:
     orphan_media: tuple[str, ...] = ()
     orphan_bridges: tuple[str, ...] = ()
     gone_calls: tuple[str, ...] = ()
+    foreign_callers: tuple[str, ...] = ()
     channels_seen: int = 0
     bridges_seen: int = 0
     notes: dict[str, str] = field(default_factory=dict)  # orphan caller id -> its Stasis arguments
@@ -80,6 +84,15 @@ def channel_kind(channel: Mapping[str, Any], app: str) -> ChannelKind | None:
     return None
 
 
+def _in_another_app(channel: Mapping[str, Any], app: str) -> bool:
+    """Whether ``channel`` is a customer channel of another Stasis app than ``app`` (another worker's call)."""
+    dialplan = channel.get("dialplan") or {}
+    if str(dialplan.get("app_name", "")).lower() != "stasis":
+        return False
+    arguments = [part.strip() for part in str(dialplan.get("app_data", "")).split(",")]
+    return arguments[0] != app and len(arguments) > 1 and arguments[1] in _CUSTOMER_ARGS
+
+
 def _media_owner(channel_id: str) -> str:
     return channel_id[: -len(MEDIA_SUFFIX)] if channel_id.endswith(MEDIA_SUFFIX) else ""
 
@@ -97,6 +110,7 @@ def plan(
     listed = list(channels)
     present = {str(channel.get("id", "")) for channel in listed}
     held = set(held_before) | set(held_after)
+    foreign = {str(channel.get("id", "")) for channel in listed if _in_another_app(channel, app)}
     callers: list[str] = []
     media: list[str] = []
     notes: dict[str, str] = {}
@@ -109,14 +123,15 @@ def plan(
                 notes[channel_id] = str((channel.get("dialplan") or {}).get("app_data", ""))
         elif kind is ChannelKind.MEDIA:
             owner = _media_owner(channel_id)
-            if owner not in held_after:
+            if owner not in held_after and owner not in foreign:
                 media.append(channel_id)
     orphan_bridges: list[str] = []
     bridge_count = 0
     for bridge in bridges:
         bridge_count += 1
         name = str(bridge.get("name", ""))
-        if name.startswith(BRIDGE_PREFIX) and name[len(BRIDGE_PREFIX) :] not in held_after:
+        owner = name[len(BRIDGE_PREFIX) :]
+        if name.startswith(BRIDGE_PREFIX) and owner not in held_after and owner not in foreign:
             orphan_bridges.append(str(bridge.get("id", "")))
     gone = [call_id for call_id in held_before if call_id not in present]
     return Plan(
@@ -124,6 +139,7 @@ def plan(
         orphan_media=tuple(media),
         orphan_bridges=tuple(orphan_bridges),
         gone_calls=tuple(sorted(gone)),
+        foreign_callers=tuple(sorted(foreign)),
         channels_seen=len(listed),
         bridges_seen=bridge_count,
         notes=notes,

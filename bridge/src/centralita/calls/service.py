@@ -36,8 +36,11 @@ from centralita.calls.call import FAILOVER_REASON_VARIABLE, Call, FailoverReason
 from centralita.calls.metrics import ServiceMetrics
 from centralita.calls.outbound import OutboundCalls
 from centralita.calls.reconcile import plan
+from centralita.calls.shared_admission import SharedAdmission
 from centralita.calls.stats import ServiceStats
 from centralita.calls.status import StatusReporter
+from centralita.calls.supervisor import die_with_parent, supervise
+from centralita.calls.workers import Worker, admission_file, plan_workers, worker_settings
 from centralita.config.box import load_all
 from centralita.config.bridge import FailureAction, MediaEngine, Settings
 from centralita.config.env import DEFAULT_ENV_FILE, ConfigError, redact_url
@@ -62,6 +65,7 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 10.0  # seconds stop() waits for the calls to end (each ends within a few ARI timeouts)
 STATUS_INTERVAL = 5.0  # seconds between two health snapshots
 RECONCILE_GRACE = 1.0  # seconds the StasisStarts already on their way get before a reconciliation decides
+SUPERVISOR_PID: Final = "CENTRALITA_SUPERVISOR_PID"  # how a worker knows its supervisor (calls/supervisor.py)
 
 
 def default_instructions() -> str:
@@ -113,8 +117,11 @@ class InboundService:
         clips: Clips | None = None,
         status_interval: float = STATUS_INTERVAL,
         reconcile_grace: float = RECONCILE_GRACE,
+        worker: str | None = None,
+        shared_admission: Path | None = None,
     ) -> None:
         self._outbound = outbound
+        self._worker = worker
         self._settings = settings
         self._records = records
         self._tools = tools
@@ -142,9 +149,13 @@ class InboundService:
             zone=spending.zone,
         )
         limits = settings.limits
-        self.admission = Admission(
-            AdmissionLimits(limits.max_calls, limits.max_per_caller, limits.max_per_caller_per_minute),
-            budget_spent=self.budget.known_spent,  # the events thread never waits on the database
+        admission_limits = AdmissionLimits(limits.max_calls, limits.max_per_caller, limits.max_per_caller_per_minute)
+        # The events thread never waits on the database for the budget (known_spent). With several workers the
+        # limits are counted across them (calls/shared_admission.py).
+        self.admission: Admission | SharedAdmission = (
+            SharedAdmission(shared_admission, self.worker, admission_limits, budget_spent=self.budget.known_spent)
+            if shared_admission is not None
+            else Admission(admission_limits, budget_spent=self.budget.known_spent)
         )
         self.stats = ServiceStats()
         self.metrics = ServiceMetrics()  # the service's own registry, served at METRICS_PORT on loopback
@@ -169,8 +180,9 @@ class InboundService:
 
     @property
     def worker(self) -> str:
-        """Which process of the box carries this service's calls (the live page's "worker" column)."""
-        return f"{socket.gethostname()}/{os.getpid()}"
+        """Which process of the box carries this service's calls (the live page's "worker" column): the worker's
+        name with several workers (``calls/workers.py``), else host/pid."""
+        return self._worker or f"{socket.gethostname()}/{os.getpid()}"
 
     @property
     def active_calls(self) -> int:
@@ -230,6 +242,8 @@ class InboundService:
         self._writer.close(timeout)
         self._status.close()
         self.metrics.close()
+        if isinstance(self.admission, SharedAdmission):
+            self.admission.close()
         log.info("stopped")
 
     # -- ARI ---------------------------------------------------------------------------------------
@@ -440,7 +454,8 @@ class InboundService:
         found = plan(app, channels, bridges, held_before=held_before, held_after=held_after, arrived=arrived)
         first = not self._reconciled_once
         self._reconciled_once = True
-        stale = self._stale_records() if first else set()
+        # Another worker's calls are open in the records too: theirs, not a previous run's.
+        stale = self._stale_records() - set(found.foreign_callers) if first else set()
         for channel_id in found.orphan_callers:
             self._recover(channel_id, found.notes.get(channel_id, ""), recorded=channel_id in stale)
             stale.discard(channel_id)
@@ -454,6 +469,10 @@ class InboundService:
             if call is not None:
                 gone += 1
                 call.channel_gone("the caller's channel is gone from Asterisk (restarted, or the hang-up was missed)")
+        if self._worker is not None:
+            # Several workers: an open record whose channel Asterisk still has is another worker's call, or one that
+            # worker is handing on right now (its own record of it is on its way): not one whose caller is gone.
+            stale -= {str(channel.get("id", "")) for channel in channels}
         for call_id in sorted(stale):
             self._queued.end_call(
                 call_id, Outcome.INTERRUPTED, "the service stopped with the call up; the caller was gone by its restart"
@@ -600,6 +619,16 @@ _REFUSAL_WHY: Final[dict[Refusal, str]] = {
 }
 
 
+def _worker_command(argv: Sequence[str]) -> Callable[[Worker], list[str]]:
+    """How the supervisor starts worker k: this same program with ``--worker k`` (shown so by ``systemctl status``)."""
+    program = sys.argv[0]
+    if os.path.basename(program) == "openai-inbound-calls" and os.access(program, os.X_OK):
+        head = [program]
+    else:
+        head = [sys.executable, "-m", "centralita.calls.service"]
+    return lambda worker: [*head, "--worker", str(worker.number), *argv]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="openai-inbound-calls", description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", default=DEFAULT_ENV_FILE, help=f"settings file (default {DEFAULT_ENV_FILE})")
@@ -607,15 +636,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--outbound-prompt", type=Path, help="Spanish instructions for the dialer's calls (default: built in)"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--worker", type=int, help="run as worker K of WORKERS (started so by the supervisor; calls/workers.py)"
+    )
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
     try:
         box = load_all(args.env_file)
     except ConfigError as error:
         print(f"openai-inbound-calls: {error}", file=sys.stderr)
         return 2
     settings, network = box.bridge, box.network
+    worker: Worker | None = None
+    if settings.workers > 1 or args.worker is not None:
+        try:
+            if args.worker is None:  # the supervisor: it starts one process per worker and watches them
+                setup_logging(settings.log_file, secrets=log_secrets(settings, network), worker="supervisor")
+                os.environ[SUPERVISOR_PID] = str(os.getpid())
+                return supervise(settings, plan_workers(settings), _worker_command(arguments))
+            settings, worker = worker_settings(settings, args.worker)
+        except (OSError, ValueError) as error:
+            print(f"openai-inbound-calls: {error}", file=sys.stderr)
+            return 2
+        supervisor = os.environ.get(SUPERVISOR_PID, "")
+        if supervisor.isdigit():
+            die_with_parent(int(supervisor))
     try:
-        setup_logging(settings.log_file, secrets=log_secrets(settings, network))
+        setup_logging(settings.log_file, secrets=log_secrets(settings, network), worker=worker.name if worker else None)
         instructions = args.prompt.read_text(encoding="utf-8") if args.prompt else default_instructions()
         collections = args.outbound_prompt.read_text(encoding="utf-8") if args.outbound_prompt else None
         records = CallRecords(settings.db_path)
@@ -631,7 +678,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "on" if network.writes_enabled else "off",
     )
     outbound = OutboundCalls(box.dialer, collections)
-    service = InboundService(settings, records, tools, instructions, outbound)
+    service = InboundService(
+        settings,
+        records,
+        tools,
+        instructions,
+        outbound,
+        worker=worker.name if worker else None,
+        shared_admission=admission_file(box.bridge) if worker else None,
+    )
     service.metrics.routers_known(pool.names, RouterErrorKind)
     pool.observe(service.metrics.router_failed)
     stop = threading.Event()

@@ -1,6 +1,7 @@
 """The bridge's settings (openai-inbound-calls): OpenAI, ARI, RTP and its media engine, the keepalive, logs,
-records, failover, the caller's transcription, the metrics port, and the limits (``config/limits.py``:
-admission, watchdogs, prices and budgets, the status file).
+records, failover, the caller's transcription, the metrics port, the worker processes (``WORKERS``,
+``WORKER_METRICS_PORT``: ``calls/workers.py``), and the limits (``config/limits.py``: admission, watchdogs, prices
+and budgets, the status file).
 
 They are read with the shared ``EnvReader`` (``config/env.py``) from the box's one .env file, together with
 the routers' and the dialer's (``config/box.py``). The ARI variables and the keepalive rule are defined here
@@ -113,6 +114,33 @@ def read_ari(reader: EnvReader, *, require_password: bool) -> AriAccess:
     )
 
 
+WORKERS_MAX: Final = 64
+
+
+def read_workers(reader: EnvReader, metrics: int) -> tuple[int, int]:
+    """WORKERS (1 to 64: worker processes of openai-inbound-calls) and WORKER_METRICS_PORT (their metrics, one
+    port each from it; needed with more than one worker when METRICS_PORT is on, and none of the workers' ports
+    may be METRICS_PORT, which the supervisor serves the workers' sum on)."""
+    workers = reader.integer("WORKERS", 1, 1, WORKERS_MAX)
+    port = reader.integer("WORKER_METRICS_PORT", 0, 0, 65535)
+    if workers > 1 and metrics and reader.valid("WORKERS", "WORKER_METRICS_PORT", "METRICS_PORT"):
+        last = port + workers - 1
+        if port == 0:
+            reader.fail(
+                "WORKER_METRICS_PORT",
+                f"WORKER_METRICS_PORT is not set, but WORKERS is {workers} and METRICS_PORT {metrics}: each worker "
+                f"serves its metrics on a port of its own from WORKER_METRICS_PORT; set it (e.g. "
+                f"WORKER_METRICS_PORT={metrics + 6}) or METRICS_PORT=0.",
+            )
+        elif last > 65535 or port <= metrics <= last:
+            reader.fail(
+                "WORKER_METRICS_PORT",
+                f"WORKER_METRICS_PORT {port} gives the {workers} workers the ports {port}-{last}, which must be "
+                f"65535 or below and leave out METRICS_PORT ({metrics}): set another first port.",
+            )
+    return workers, port
+
+
 def keepalive_problem(interval: float, timeout: float) -> str | None:
     """What is wrong with a WebSocket keepalive, or None: websocket-client refuses to start (``Ensure
     ping_interval > ping_timeout``) unless pings are sent more often than a pong is waited for."""
@@ -213,6 +241,10 @@ class Settings:
     metrics_port: int = 0  # Prometheus metrics on 127.0.0.1 at this port; 0: none
     media_engine: MediaEngine = MediaEngine.LOOP
     append_ms: int = APPEND_MS_DEFAULT  # MEDIA_ENGINE=loop: the caller's audio goes to the session in batches this long
+    # Worker processes (calls/workers.py): 1 is one process as always; more: a supervisor and N workers, each with a
+    # Stasis app of its own and its metrics at worker_metrics_port + its number - 1 (0: none).
+    workers: int = 1
+    worker_metrics_port: int = 0
 
     @classmethod
     def read(cls, reader: EnvReader) -> Settings:
@@ -226,6 +258,8 @@ class Settings:
         ari = read_ari(reader, require_password=True)
         rtp_bind_address = reader.ip_address("RTP_BIND_ADDRESS", "127.0.0.1")
         interval, timeout = read_keepalive(reader)
+        metrics_port = reader.integer("METRICS_PORT", 0, 0, 65535)
+        workers, worker_metrics_port = read_workers(reader, metrics_port)
         return cls(
             openai_api_key=api_key,
             openai_base_url=base_url,
@@ -248,9 +282,11 @@ class Settings:
             spending=read_spending(reader),
             status_file=read_status_file(reader),
             transcription=read_transcription(reader),
-            metrics_port=reader.integer("METRICS_PORT", 0, 0, 65535),
+            metrics_port=metrics_port,
             media_engine=reader.choice("MEDIA_ENGINE", MediaEngine.LOOP),
             append_ms=read_append_ms(reader),
+            workers=workers,
+            worker_metrics_port=worker_metrics_port,
         )
 
     @classmethod

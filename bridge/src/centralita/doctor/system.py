@@ -81,6 +81,28 @@ def check_inbound_service(ctx: Context) -> list[Result]:
                 repair,
             )
         ]
+    apps = _worker_apps(app, ctx.env.get("WORKERS", "1"))
+    listed = ctx.rx("ari show apps").stdout if ctx.asterisk_running and len(apps) > 1 else ""
+    missing = [worker for worker in apps if not app_registered(listed, worker)] if listed else []
+    if missing and len(missing) < len(apps):
+        return [
+            Result.warn(
+                name,
+                f"{INBOUND_UNIT} is active but the Stasis app of {len(missing)} of its {len(apps)} workers is not "
+                f"registered in Asterisk ({', '.join(missing)}): the dialplan sends their share of the calls to the "
+                "other workers",
+                f"the supervisor restarts a dead worker at once: grep -E 'worker .* (died|started)' {ctx.log_file}; "
+                f"if it keeps dying, read why: grep 'worker={missing[0]} ' {ctx.log_file} | tail -n 50",
+            )
+        ]
+    if len(apps) > 1 and listed and not missing:
+        return [
+            Result.ok(
+                name,
+                f"{INBOUND_UNIT} is active ({unit.sub_state}), {len(apps)} workers, Stasis apps "
+                f"{', '.join(apps)} registered",
+            )
+        ]
     if ctx.asterisk_running and not app_registered(ctx.rx("ari show apps").stdout, app):
         return [
             Result.fail(
@@ -93,6 +115,12 @@ def check_inbound_service(ctx: Context) -> list[Result]:
         ]
     registered = f", Stasis app {app} registered" if ctx.asterisk_running else ""
     return [Result.ok(name, f"{INBOUND_UNIT} is active ({unit.sub_state}){registered}")]
+
+
+def _worker_apps(app: str, workers: str) -> list[str]:
+    """The Stasis apps of the service's workers (WORKERS; calls/workers.py): ``app``, then ``app-2`` ..."""
+    count = int(workers) if workers.strip().isdigit() else 1
+    return [app] + [f"{app}-{number}" for number in range(2, min(count, 64) + 1)]
 
 
 def check_outbound_service(ctx: Context) -> list[Result]:
