@@ -80,9 +80,13 @@ def test_a_live_call_is_listed_with_its_worker_while_up_and_gone_once_it_ends(ho
     start_call(host, 20)
     found: dict = {}
 
+    def media_ready() -> re.Match[str] | None:
+        # With several workers (bridge_workers) each line names the worker before the call: worker=centralita-2 call=
+        return re.search(r"(?:worker=(\S+) )?call=([0-9.]+) media ready", log_since(host, before, BRIDGE_LOG))
+
     def call_id() -> str:
-        match = re.search(r"call=([0-9.]+) media ready", log_since(host, before, BRIDGE_LOG))
-        return match.group(1) if match else ""
+        match = media_ready()
+        return match.group(2) if match else ""
 
     def listed() -> bool:
         if not call_id():
@@ -93,9 +97,15 @@ def test_a_live_call_is_listed_with_its_worker_while_up_and_gone_once_it_ends(ho
 
     try:
         assert wait_until(listed, 60, 1), viewer.get("/llamadas.json")
-        pid = host.check_output("systemctl show -p MainPID --value openai-inbound-calls").strip()
-        hostname = host.check_output("hostname").strip()
-        assert found["worker"] == f"{hostname}/{pid}"
+        # The worker that took the call: its name (the app it registered) with several workers, else host/pid.
+        ready = media_ready()
+        assert ready is not None
+        if ready.group(1):
+            assert found["worker"] == ready.group(1)
+        else:
+            pid = host.check_output("systemctl show -p MainPID --value openai-inbound-calls").strip()
+            hostname = host.check_output("hostname").strip()
+            assert found["worker"] == f"{hostname}/{pid}"
         assert found["direction"] == "entrante"
         assert found["activity"] in {"conectando", "hablando", "escuchando", "terminando"} or found[
             "activity"

@@ -31,7 +31,7 @@ from typing import TypeVar
 import pytest
 from conftest import BOX, RECORDS_DB, VENV_PYTHON, call_record, place_speaking_call, wait_until
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -124,6 +124,25 @@ def box_network(container: str) -> Iterator[None]:
 # ---- the browser ---------------------------------------------------------------------------------------------
 
 
+def gone_from_the_page(element: WebElement) -> Callable[[WebDriver], bool]:
+    """A wait condition: ``element`` is no longer in the page (a new page replaced it). Selenium's ``staleness_of``,
+    but for the error Chromium sometimes gives instead of a stale reference while the old page is being torn down
+    ("Node with given id does not belong to the document"), which means the same: the node is gone."""
+
+    def gone(_driver: WebDriver) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if "does not belong to the document" in (error.msg or ""):
+                return True
+            raise
+        return False
+
+    return gone
+
+
 class Console:
     """One Chromium session on the console, with the few gestures the tests make."""
 
@@ -160,7 +179,7 @@ class Console:
         self.element("input[name=password]").send_keys(password)
         old = self.element("main form button[type=submit]")
         old.click()
-        self.wait(expected_conditions.staleness_of(old), "the login form was never sent")
+        self.wait(gone_from_the_page(old), "the login form was never sent")
 
     def log_in(self, name: str, password: str) -> None:
         self.submit_login(name, password)
@@ -399,7 +418,7 @@ def click_campaign_button(console: Console, campaign: str, label: str) -> str:
     button = console.campaign_row(campaign).find_element(By.CSS_SELECTOR, "form button[type=submit]")
     assert button.text == label
     button.click()
-    console.wait(expected_conditions.staleness_of(button), f"the {label} button did nothing")
+    console.wait(gone_from_the_page(button), f"the {label} button did nothing")
     console.text_shows("main p.flash.ok", f"la campaña {campaign} en unos segundos")
     sent = re.search(r"\(solicitud ([^)]+)\)", console.element("main p.flash.ok").text)
     assert sent is not None, console.element("main p.flash.ok").text
