@@ -6,7 +6,7 @@ PYTHON ?= python3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv host lint unit molecule chan-sip test-cluster test demo lab-up lab-provision lab-call lab-down requirements clean bench bench-harness soak
+.PHONY: help venv host lint unit molecule chan-sip test-cluster test demo lab-up lab-provision lab-call lab-down requirements clean bench bench-harness bench-box soak
 
 help:
 	@echo "make demo      provision the lab box (podman container centralita-lab) and call it"
@@ -17,6 +17,7 @@ help:
 	@echo "make soak      soak run of the lab box: calls for minutes, faults at random (after make demo)"
 	@echo "make bench     media-path benchmark: concurrent calls through the bridge (docs/PERFORMANCE.md)"
 	@echo "make bench-harness  the bench's harness alone: its CPU per call (docs/PERFORMANCE.md)"
+	@echo "make bench-box the whole lab box: SIPp calls with RTP, ramped until quality drops (docs/PERFORMANCE.md)"
 
 # The pinned tool venv; rebuilt when requirements.txt changes.
 $(VENV)/.stamp: requirements.txt
@@ -76,6 +77,16 @@ bench: venv
 
 bench-harness: venv
 	@PYTHONPATH=bridge/src:bridge/testing/src $(BIN)/python bridge/bench/bench_harness.py $(BENCH_ARGS)
+
+# Whole-box benchmark (not a test, not in CI): provisions the lab box for it (inventory/lab/bench.yml, BENCH_WORKERS
+# workers) and ramps SIPp calls with RTP into it; `make demo` provisions the lab settings back. Options after
+# BENCH_ARGS=, e.g. make bench-box BENCH_WORKERS=2 BENCH_ARGS="--steps 50,100,150 --deltas realistic".
+BENCH_WORKERS ?= 1
+bench-box: host venv lab-up
+	@ansible-playbook -i inventory/lab/hosts.yml site.yml -e @inventory/lab/bench.yml \
+	  -e bridge_workers=$(BENCH_WORKERS) >/tmp/centralita-bench-box-provision.log || \
+	  { tail -40 /tmp/centralita-bench-box-provision.log; exit 1; }
+	@PYTHONPATH=bridge/src:bridge/testing/src:bridge/bench $(BIN)/python files/host/bench_box.py $(BENCH_ARGS)
 
 # Soak run of the lab box (not a test, not in CI): calls for minutes with faults injected at random; prints calls
 # placed, failed over, stuck and leaked. After `make demo`; options after SOAK_ARGS=, e.g. SOAK_ARGS="--minutes 5".

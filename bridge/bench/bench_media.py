@@ -894,6 +894,16 @@ def run_step(calls: int, options: Options, probe: WsProbe, gc_probe: GcProbe, rs
 # --- Analysis --------------------------------------------------------------------------------------------
 
 
+def rtp_slots(rtp_ts: I64) -> I64:
+    """Each packet's 20 ms slot, counted from the first packet's, by its RTP timestamp (packets in arrival order).
+
+    Signed 32-bit steps: a packet read out of order (or a clock step between two reads' timestamps) moves the
+    grid back by its slots, instead of 2**32 samples forward (a jitter of days).
+    """
+    steps = (np.diff(rtp_ts) + (1 << 31)) % (1 << 32) - (1 << 31)
+    return np.cumsum(np.concatenate(([0], steps // FRAME_BYTES)))
+
+
 def _percentile(values: npt.NDArray[Any], q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -942,11 +952,7 @@ def analyse(
         rows = rows[np.argsort(t_out[rows], kind="stable")]
         if len(rows) < 2:
             continue
-        ts = rtp_ts[rows]
-        # Signed 32-bit steps: a packet read out of order (or a clock step between two reads' timestamps)
-        # moves the grid back by its slots, instead of 2**32 samples forward (a jitter of days).
-        steps = (np.diff(ts) + (1 << 31)) % (1 << 32) - (1 << 31)
-        slots = np.cumsum(np.concatenate(([0], steps // FRAME_BYTES)))
+        slots = rtp_slots(rtp_ts[rows])
         underruns += int(np.sum(np.maximum(np.diff(slots) - 1, 0)))
         offsets = t_out[rows] - slots * FRAME_NS
         deviation_parts.append(np.abs(offsets - np.int64(np.median(offsets))))
