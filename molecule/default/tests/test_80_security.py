@@ -169,3 +169,16 @@ def test_old_personal_data_is_purged_by_the_timers_service(host):
             "for t in ('transcript', 'tool_calls', 'calls')]; c.commit()"
         )
         host.run(f'runuser -u centralita -- {VENV_PYTHON} -c "{cleanup}"')
+
+
+def test_asterisk_and_the_service_may_hold_the_files_their_calls_need(host):
+    # About ten files per call in Asterisk (RTP and RTCP sockets, wake-up pipes) and a few in the service: under
+    # systemd's default soft limit of 1024, Asterisk refused ARI connections at ~120 calls (make bench-box).
+    env = host.check_output("grep -h '^MAX_CALLS=' /usr/local/asterisk/.env")
+    max_calls = int(env.partition("=")[2].strip("'\" "))
+    for unit in ("asterisk", "openai-inbound-calls"):
+        pid = host.check_output(f"systemctl show -p MainPID --value {unit}").strip()
+        limits = host.file(f"/proc/{pid}/limits").content_string
+        found = re.search(r"^Max open files\s+(\d+)", limits, re.M)
+        assert found, limits
+        assert int(found[1]) >= max(4096, 16 * max_calls + 1024), f"{unit} may open {found[1]} files"
