@@ -29,9 +29,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, Protocol
 
-__all__ = ["Admission", "AdmissionLimits", "Refusal", "caller_key"]
+__all__ = ["Admission", "AdmissionGate", "AdmissionLimits", "Refusal", "caller_key"]
 
 _WINDOW_SECONDS: Final = 60.0
 
@@ -56,6 +56,26 @@ class AdmissionLimits:
         for name in ("max_calls", "max_per_caller", "max_per_caller_per_minute"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (no limit) or more, not {getattr(self, name)}")
+
+
+class AdmissionGate(Protocol):
+    """What the service asks of admission: ``Admission`` in one process, ``SharedAdmission`` across workers."""
+
+    refused: Counter[Refusal]
+
+    @property
+    def limits(self) -> AdmissionLimits: ...
+
+    @property
+    def active(self) -> int: ...
+
+    def admit(self, call_id: str, caller: str, *, outbound: bool = False) -> Refusal | None: ...
+
+    def refuse(self, reason: Refusal) -> None: ...
+
+    def release(self, call_id: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Admission:
@@ -124,6 +144,9 @@ class Admission:
         """The call ended: its place is free. Releasing an unknown call does nothing."""
         with self._lock:
             self._calls.pop(call_id, None)
+
+    def close(self) -> None:
+        """Nothing to free: the counts are this process's memory."""
 
     def _recent_starts(self, key: str, now: float) -> deque[float]:
         # Forget callers with no start in the window, so the table does not grow with every number ever seen.

@@ -31,7 +31,7 @@ from types import FrameType
 from typing import Any, Final
 
 from centralita.billing.budget import Budget, BudgetState
-from centralita.calls.admission import Admission, AdmissionLimits, Refusal
+from centralita.calls.admission import Admission, AdmissionGate, AdmissionLimits, Refusal
 from centralita.calls.call import FAILOVER_REASON_VARIABLE, Call, FailoverReason
 from centralita.calls.metrics import ServiceMetrics
 from centralita.calls.outbound import OutboundCalls
@@ -152,7 +152,7 @@ class InboundService:
         admission_limits = AdmissionLimits(limits.max_calls, limits.max_per_caller, limits.max_per_caller_per_minute)
         # The events thread never waits on the database for the budget (known_spent). With several workers the
         # limits are counted across them (calls/shared_admission.py).
-        self.admission: Admission | SharedAdmission = (
+        self.admission: AdmissionGate = (
             SharedAdmission(shared_admission, self.worker, admission_limits, budget_spent=self.budget.known_spent)
             if shared_admission is not None
             else Admission(admission_limits, budget_spent=self.budget.known_spent)
@@ -242,8 +242,7 @@ class InboundService:
         self._writer.close(timeout)
         self._status.close()
         self.metrics.close()
-        if isinstance(self.admission, SharedAdmission):
-            self.admission.close()
+        self.admission.close()
         log.info("stopped")
 
     # -- ARI ---------------------------------------------------------------------------------------

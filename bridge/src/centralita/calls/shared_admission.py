@@ -44,8 +44,8 @@ _SCHEMA: Final = (
 
 
 class SharedAdmission:
-    """``Admission``'s interface (``admit``, ``refuse``, ``release``, ``refused``, ``limits``, ``active``) with the
-    counts in the SQLite file ``path``, shared by every worker. Thread-safe.
+    """An ``AdmissionGate`` (``Admission``'s interface) with the counts in the SQLite file ``path``, shared by every
+    worker. Thread-safe.
 
     ``clock`` must be the same for every process (the default, ``time.monotonic``, is the system's)."""
 
