@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,12 +63,6 @@ SERVICE_KEYS = (
 )
 
 _call_numbers = itertools.count(100)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def router_values(name: str, host: str, port: int, **extra: str) -> dict[str, str]:

@@ -10,10 +10,11 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 
 import pytest
+from polling import wait_for
 
 from centralita.telephony.ari import AriEndpoint, AriEvents
 from centralita_testing.fake_asterisk import FakeAsterisk
@@ -26,15 +27,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return bool(condition())
 
 
 @pytest.fixture
@@ -126,7 +118,7 @@ def one_connection_stopped_after_an_event(ari: FakeAsterisk, app: str) -> None:
         assert events.wait_connected(10)
         assert ari.wait_until(lambda: app in ari.connected_apps(), 10)
         ari.incoming_call(app, ("inbound", "8005550100"), caller="5215550001111")
-        assert wait_for(lambda: bool(received), 10)
+        assert wait_for(lambda: bool(received), "an event", timeout=10)
     finally:
         events.stop(timeout=20.0)
 

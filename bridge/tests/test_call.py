@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 from dialer_helpers import Clock, RecordingOriginator, config, target
+from polling import wait_for
 
 from centralita.calls.call import FAILOVER_REASON_VARIABLE, Call, FailoverReason
 from centralita.calls.outbound import OutboundCalls
@@ -68,18 +69,6 @@ TEST_CLIPS = Clips(
 )
 
 T = TypeVar("T")
-
-
-def wait_for(read: Callable[[], T | None], what: str, timeout: float = TIMEOUT) -> T:
-    """Poll ``read`` until it returns something truthy, and return that; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
 
 
 def padded(audio: bytes) -> bytes:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from dialer_helpers import target
+from polling import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from test_dialer_service import attempts, start, stop, wait
 
@@ -21,12 +22,6 @@ from centralita.metrics_endpoint import METRICS_HOST
 from centralita_testing.fake_asterisk import FakeAsterisk
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((METRICS_HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def scrape(port: int) -> Samples:
@@ -54,7 +49,7 @@ def ari() -> Iterator[FakeAsterisk]:
 
 
 def test_a_dialer_run_is_counted_from_the_campaign_database(ari: FakeAsterisk, tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port(METRICS_HOST)
     database = tmp_path / "dialer.db"
     env = tmp_path / ".env"
     env.write_text(

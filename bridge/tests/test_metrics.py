@@ -11,6 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
+from polling import free_port
 from prometheus_client import REGISTRY, ProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from test_call import APP, CALLER_WORDS, DID, FAILOVER, GREETING, REPLY, TIMEOUT, Box, wait_for
@@ -28,12 +29,6 @@ def value(box: Box, name: str, **labels: str) -> float:
     """A sample of the service's registry (0 when it has none yet)."""
     sample = box.service.metrics.registry.get_sample_value(name, labels)
     return sample if sample is not None else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((METRICS_HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_call_with_a_tool_and_a_barge_in_is_counted(boxes: Callable[..., Box]) -> None:
@@ -126,7 +121,7 @@ def test_slots_the_pacer_skips_are_counted_as_late_frames(boxes: Callable[..., B
 
 
 def test_the_endpoint_answers_on_loopback_with_the_services_metrics(boxes: Callable[..., Box]) -> None:
-    port = free_port()
+    port = free_port(METRICS_HOST)
     box = boxes([AudioTurn(GREETING, "Hola.")], METRICS_PORT=str(port))
     assert box.service.metrics.port == port
     channel_id, _call, _leg = box.call_in()

@@ -36,13 +36,13 @@ from network_support import (
     ServiceFactory,
     SettableClock,
     exception_entries,
-    free_port,
     output_text,
     read_back,
     router_values,
     settings_for,
     writes,
 )
+from polling import free_port, wait_for
 
 from centralita.calls.service import log_secrets, service_tools
 from centralita.config.box import load_all
@@ -985,13 +985,6 @@ def test_pool_reports_whether_late_work_had_started(router: FakeRouterOS) -> Non
         assert pool.run("nucleo", quick, Deadline.after(1)) == "quick"
         with pytest.raises(KeyError):
             pool.run("otro", quick, Deadline.after(1))
-
-
-def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 def test_one_call_hammering_a_router_does_not_starve_another(router: FakeRouterOS) -> None:

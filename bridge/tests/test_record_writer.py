@@ -10,17 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 from centralita.storage.writer import RecordWriter
 
 DEADLINE = 20.0
-
-
-def wait_for(condition, timeout: float = DEADLINE) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -63,7 +57,7 @@ def test_submit_does_not_wait_for_a_locked_database_and_the_writes_land_once_it_
     for n in range(50):
         assert writer.submit(f"line {n}", insert(connection, n))
     assert time.monotonic() - started < 0.5  # the media thread never waits on SQLite
-    wait_for(lambda: writer.stats().failing)
+    wait_for(lambda: writer.stats().failing, timeout=DEADLINE)
     assert rows_while_locked(path) == []
     holder.execute("ROLLBACK")
     holder.close()
@@ -92,10 +86,10 @@ def test_a_full_database_drops_writes_after_the_deadline_counts_them_and_resumes
     big = "x" * 100_000
     writer.submit("big line", lambda: connection.execute("INSERT INTO lines (n) VALUES (?)", (big,)))
     writer.submit("line 1", insert(connection, 1))
-    wait_for(lambda: writer.stats().failing)
+    wait_for(lambda: writer.stats().failing, timeout=DEADLINE)
     assert "full" in writer.stats().last_error
     clock.advance(31.0)  # the big write has been failing for longer than give_up_after: it is dropped
-    wait_for(lambda: writer.stats().dropped_failed == 1)
+    wait_for(lambda: writer.stats().dropped_failed == 1, timeout=DEADLINE)
     assert writer.flush(DEADLINE)
     assert rows(path) == [1]  # the next write fits: records resume by themselves
     stats = writer.stats()
@@ -161,7 +155,7 @@ def test_close_does_not_hang_on_a_database_that_stays_locked(db) -> None:
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     writer.submit("line 1", insert(connection, 1))
-    wait_for(lambda: writer.stats().failing)
+    wait_for(lambda: writer.stats().failing, timeout=DEADLINE)
     writer.close(timeout=DEADLINE)
     assert writer.stats().lost == 1
     assert not any(thread.name == "records-test" for thread in threading.enumerate())

@@ -3,7 +3,8 @@ tools use, counted by router and kind in ``ServiceMetrics``."""
 
 from __future__ import annotations
 
-from network_support import PASSWORD, USER, free_port, settings_for
+from network_support import PASSWORD, USER, settings_for
+from polling import free_port
 
 from centralita.calls.metrics import ServiceMetrics
 from centralita.isp.routeros.client import RouterClient, RouterCommandError, RouterError, Row

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from polling import free_port
 
 from centralita.isp.routeros.client import (
     API_SSL_PORT,
@@ -36,12 +37,6 @@ def router() -> Iterator[FakeRouterOS]:
 def client(router: FakeRouterOS) -> Iterator[RouterClient]:
     with RouterClient(router.host, USER, PASSWORD, port=router.port, timeout=SHORT) as router_client:
         yield router_client
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_print_where_and_proplist(client: RouterClient) -> None:
@@ -144,7 +139,7 @@ def test_connect_helper_logs_in_at_once(router: FakeRouterOS) -> None:
 
 
 def test_unreachable_router() -> None:
-    client = RouterClient("127.0.0.1", USER, PASSWORD, port=_free_port(), timeout=SHORT)
+    client = RouterClient("127.0.0.1", USER, PASSWORD, port=free_port(), timeout=SHORT)
     with pytest.raises(RouterUnavailable, match="cannot connect"):
         client.print("/ppp/secret")
 

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
+from polling import wait_for
+
 from centralita.calls.status import MAX_STATUS_BYTES, StatusReporter, read_status
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_the_snapshot_is_written_at_start_refreshed_and_removed_on_close(tmp_path: Path) -> None:
@@ -34,7 +28,7 @@ def test_the_snapshot_is_written_at_start_refreshed_and_removed_on_close(tmp_pat
     assert first is not None
     assert first["active_calls"] == 1
     assert first["pid"] == os.getpid()
-    wait_for(lambda: (read_status(path) or {}).get("active_calls", 0) >= 3)
+    wait_for(lambda: (read_status(path) or {}).get("active_calls", 0) >= 3, "three calls", timeout=20)
     reporter.close()
     assert not path.exists()
     assert not any(thread.name == "status" for thread in threading.enumerate())

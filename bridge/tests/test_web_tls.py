@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from certs import self_signed
+from polling import free_port
 from web_support import PASSWORD, Console, build_console
 
 from centralita.cli import main as cli_main
@@ -20,13 +20,6 @@ from centralita.config.env import ConfigError
 from centralita.web.serve import https_server
 from centralita.web.settings import WebSettings
 from centralita.web.tls import TlsError, tls_context
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_a_listener_beyond_loopback_without_a_certificate_is_refused_naming_the_variables() -> None:

@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import polling
 import pytest
 from paths import PYTHONPATH
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,15 +35,8 @@ OPERATOR = "centralita-operator"
 T = TypeVar("T")
 
 
-def wait_for(read: Callable[[], T | None], what: str, timeout: float = TIMEOUT) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+def wait_for(read: Callable[[], T | None], what: str) -> T:
+    return polling.wait_for(read, what, timeout=TIMEOUT, interval=0.05)
 
 
 def free_ports(count: int) -> int:
