@@ -317,6 +317,41 @@ def test_close_leaves_no_thread_and_no_socket(server: FakeRealtimeServer) -> Non
         conn.send(response_create())
 
 
+def test_close_from_an_event_handler_on_the_receive_thread_ends_the_connection(server: FakeRealtimeServer) -> None:
+    # A handler that closes the connection runs on the receive thread: close() must not join that thread (a
+    # RuntimeError, and a connection never torn down), it lets the thread end as it returns.
+    events = Events()
+    errors: list[BaseException] = []
+    holder: list[RealtimeConnection] = []
+
+    def close_on_first_event(event: JsonObject) -> None:
+        events(event)
+        if len(events.events) == 1:
+            try:
+                holder[0].close(timeout=2.0)
+            except BaseException as error:  # what a handler raised is the failure under test
+                errors.append(error)
+
+    conn = RealtimeConnection(
+        server.url(),
+        Secret(server.api_key),
+        on_event=close_on_first_event,
+        on_close=events.closed,
+        ping_interval=5.0,
+        ping_timeout=2.0,
+    )
+    holder.append(conn)
+    conn.connect(update())
+    conn.send(response_create())
+    info = events.wait_closed()
+    assert errors == []
+    assert (info.code, info.by_client) == (1000, True)
+    for thread in realtime_threads():
+        thread.join(5)
+    assert realtime_threads() == []
+    assert not conn.is_open
+
+
 def test_speech_in_scripted_audio_out(server: FakeRealtimeServer) -> None:
     events = Events()
     with connection(server, events) as conn:

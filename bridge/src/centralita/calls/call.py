@@ -357,8 +357,11 @@ class Call:
         thread = threading.Thread(
             target=context.run, args=(self._receive_rtp,), name=f"rtp-in-{state.call_id}", daemon=True
         )
-        self._threads.append(thread)
-        thread.start()
+        with self._lock:  # end() either ran already (nothing to start), or joins a thread that was started
+            if state.ended.is_set():
+                return
+            self._threads.append(thread)
+            thread.start()
         with self._lock:  # end() either ran already, or finds the stream (and the call's own pacer) to release
             if not state.ended.is_set():
                 if self._pacer is None:
@@ -426,7 +429,9 @@ class Call:
                 else 0,
             }
         current = threading.current_thread()
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             if thread is not current:
                 thread.join(2)
         self._tool_pool.shutdown(wait=False, cancel_futures=True)

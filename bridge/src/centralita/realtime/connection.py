@@ -184,6 +184,9 @@ class RealtimeConnection:
         self._session_timeout = session_timeout
         self._ws: websocket.WebSocket | None = None
         self._send_lock = threading.Lock()
+        # The receive thread is started and published under this lock, and close() reads it under it: close() never
+        # joins a thread not yet started, and a connection closed before its thread starts starts none.
+        self._thread_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._closed = threading.Event()
@@ -249,10 +252,14 @@ class RealtimeConnection:
         instead)."""
         # The receive thread runs in a copy of the caller's context, so its log lines keep the call's id.
         context = contextvars.copy_context()
-        self._thread = threading.Thread(
-            target=context.run, args=(self._receive_loop,), name="realtime-receive", daemon=True
-        )
-        self._thread.start()
+        with self._thread_lock:
+            if self._closing.is_set() or self._closed.is_set():
+                return
+            thread = threading.Thread(
+                target=context.run, args=(self._receive_loop,), name="realtime-receive", daemon=True
+            )
+            thread.start()
+            self._thread = thread
 
     def send(self, event: Mapping[str, Any]) -> None:
         """Send one client event; thread-safe. RealtimeError when the connection is not open."""
@@ -286,7 +293,10 @@ class RealtimeConnection:
             self._close_deadline = time.monotonic() + timeout
             self._closing.set()
             self._send_close(ws)
-        thread = self._thread
+        with self._thread_lock:
+            thread = self._thread
+        if thread is threading.current_thread():  # closed from its own receive thread: it tears down as it returns
+            return
         if thread is not None:
             thread.join(timeout + 1.0)
             if thread.is_alive():  # the server never answered: cut the socket to wake the thread
