@@ -1243,14 +1243,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
 
 
-def _no_nan(value: Any) -> Any:
+def no_nan(value: Any) -> Any:
     """NaN (a percentile of nothing, e.g. no echo came back in the window) as null: JSON has no NaN."""
     if isinstance(value, float) and value != value:
         return None
     if isinstance(value, dict):
-        return {key: _no_nan(item) for key, item in value.items()}
+        return {key: no_nan(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_no_nan(item) for item in value]
+        return [no_nan(item) for item in value]
     return value
 
 
@@ -1327,7 +1327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_model": _cpu_model(),
         "python": sys.version.split()[0],
     }
-    print(json.dumps(_no_nan(summary), allow_nan=False), flush=True)
+    print(json.dumps(no_nan(summary), allow_nan=False), flush=True)
     return 0
 
 

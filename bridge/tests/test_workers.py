@@ -10,13 +10,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from paths import PYTHONPATH
+from polling import wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -240,9 +240,9 @@ def test_the_supervisor_keeps_real_workers_running_and_stops_them(tmp_path: Path
             states = supervisor.states()
             return states if all(s.pid for s in states) and states[1].pid != not_pid else None
 
-        first = wait_until(running, "both running")
+        first = wait_for(running, "both running", timeout=60.0)
         os.kill(first[1].pid or 0, signal.SIGKILL)
-        again = wait_until(lambda: running(first[1].pid), "worker 2 back")
+        again = wait_for(lambda: running(first[1].pid), "worker 2 back", timeout=60.0)
         assert again[0].pid == first[0].pid  # worker 1 never stopped
         assert again[1].restarts == 1
     finally:
@@ -264,11 +264,13 @@ def test_a_worker_dies_with_its_supervisor(tmp_path: Path) -> None:
     parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {worker!r}]); time.sleep(120)"
     process = subprocess.Popen([sys.executable, "-c", parent], env={**os.environ, "PYTHONPATH": PYTHONPATH})
     try:
-        worker_pid = int(wait_until(lambda: pid_file.read_text() if pid_file.exists() else None, "the worker's pid"))
+        worker_pid = int(
+            wait_for(lambda: pid_file.read_text() if pid_file.exists() else None, "the worker's pid", timeout=60.0)
+        )
         os.kill(worker_pid, 0)  # alive
         process.kill()
         process.wait(30)
-        wait_until(lambda: not alive(worker_pid), "the worker to die with its supervisor")
+        wait_for(lambda: not alive(worker_pid), "the worker to die with its supervisor", timeout=60.0)
     finally:
         if process.poll() is None:
             process.kill()
@@ -285,17 +287,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
-
-
-def wait_until(read: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 # --- the merged snapshot and metrics -------------------------------------------------------------------------

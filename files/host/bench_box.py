@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_media import FRAME_NS, I64, StampedLegs, rtp_slots
+from bench_media import FRAME_NS, I64, StampedLegs, no_nan, rtp_slots
 from soak import SERVICE, Box, left_in_asterisk, sipp_figures, wait_for
 
 from centralita_testing.fake_asterisk.rtp import LoopMedia, RtpLeg
@@ -392,16 +392,6 @@ def row(step: Step | None) -> str:
     if step is None:
         return " ".join(f"{title:>8}" for _, title in _COLUMNS)
     return " ".join(f"{getattr(step, name)!s:>8}" for name, _ in _COLUMNS)
-
-
-def no_nan(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {key: no_nan(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [no_nan(item) for item in value]
-    return value
 
 
 class EchoPeer:

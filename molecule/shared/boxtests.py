@@ -18,8 +18,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 __all__ = [
     "BRIDGE_LOG",
@@ -41,6 +44,7 @@ __all__ = [
     "log_size",
     "place_speaking_call",
     "playbook_runner",
+    "poll",
     "sipp",
     "sipp_in_background",
     "wait_until",
@@ -131,6 +135,18 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0, interval_
             return True
         time.sleep(interval_s)
     return condition()
+
+
+def poll(read: Callable[[], T | None], what: str, timeout: float, every: float = 0.25) -> T:
+    """``read()`` until it gives something truthy, and return that; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
 
 
 def fully_booted(host) -> bool:

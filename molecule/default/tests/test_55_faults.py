@@ -9,30 +9,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
-from conftest import BOX, SIPP_DIR
+from conftest import BOX, SIPP_DIR, poll
 from conftest import log_since as full_log_since
 from conftest import log_size as full_log_size
 
 testinfra_hosts = [f"podman://{BOX}"]
 
 LOG = "/var/log/asterisk/inbound_openai.log"
-T = TypeVar("T")
-
-
-def poll(read: Callable[[], T | None], what: str, timeout: float, every: float = 0.25) -> T:
-    """``read()`` until it gives something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def log_size(host) -> int:

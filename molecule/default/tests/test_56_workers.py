@@ -11,31 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import pytest
-from conftest import BOX, BRIDGE_LOG, SIPP_DIR, app_registered, call_record, log_since, log_size, sipp
+from conftest import BOX, BRIDGE_LOG, SIPP_DIR, app_registered, call_record, log_since, log_size, poll, sipp
 
 testinfra_hosts = [f"podman://{BOX}"]
 
 STATUS = "/run/centralita/openai-inbound-calls.json"
 WORKERS = ("centralita", "centralita-2")
 STAY_MS = 20000  # how long a caller stays after speaking: well within RTP_TIMEOUT (30 s) of silence
-T = TypeVar("T")
-
-
-def poll(read: Callable[[], T | None], what: str, timeout: float, every: float = 0.25) -> T:
-    """``read()`` until it gives something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def status(host) -> dict:
