@@ -116,3 +116,53 @@ def test_faults_naming_an_unknown_kind_or_none_is_an_error_that_lists_the_kinds(
         with pytest.raises(ValueError, match=problem) as raised:
             soak.parse_faults(text)
         assert "realtime-drop,router-down,asterisk-restart,service-kill" in str(raised.value)
+
+
+class ProcBox:
+    """Answers the commands ``service_process`` sends into the box from a table of processes (pid -> threads,
+    RSS in KiB, descriptor links), as /proc, ps and systemctl in the box would."""
+
+    def __init__(self, main: int, processes: dict[int, tuple[int, int, list[str]]]) -> None:
+        self.main = main
+        self.processes = processes
+
+    def run(self, command: str, *, check: bool = True, timeout: float = 120, privileged: bool = False) -> str:
+        if command.startswith("systemctl show -p MainPID"):
+            return f"{self.main}\n"
+        if command.startswith("ps -o pid= --ppid"):
+            return "".join(f"  {pid}\n" for pid in self.processes if pid != self.main)
+        pid = int(command.split("/proc/")[1].split("/")[0])
+        if pid not in self.processes:
+            return ""
+        threads, rss, links = self.processes[pid]
+        if command.startswith("cat "):
+            return f"Name:\tpython3\nThreads:\t{threads}\nVmRSS:\t{rss} kB\n"
+        return "".join(f"lrwx------ 1 u u 64 Dec  4 12:00 {n} -> {link}\n" for n, link in enumerate(links))
+
+
+def test_the_service_is_its_main_process_and_its_workers_summed() -> None:
+    std = ["/dev/null", "/dev/null", "/dev/null"]
+    box = ProcBox(
+        10,
+        {
+            10: (3, 40000, std),  # the supervisor
+            11: (9, 50000, [*std, "socket:[1]", "socket:[2]"]),  # worker 1
+            12: (8, 48000, [*std, "socket:[3]"]),  # worker 2
+        },
+    )
+    process = soak.service_process(box)
+    assert process is not None
+    assert (process.pid, process.processes, process.threads, process.fds, process.sockets, process.rss_kib) == (
+        10,
+        3,
+        20,
+        12,
+        3,
+        138000,
+    )
+    # A worker gone between the two readings is left out, not a failure of the reading.
+    del box.processes[12]
+    box.processes[13] = (1, 1, [])  # listed by ps but already exited: no descriptors
+    process = soak.service_process(box)
+    assert process is not None
+    assert (process.processes, process.threads) == (2, 12)

@@ -97,19 +97,18 @@ def _quote(text: str) -> str:
 
 @dataclass
 class Process:
-    """What the service holds, read from /proc in the box."""
+    """What the service holds, read from /proc in the box: its main process and, with workers (bridge_workers > 1),
+    every worker, summed."""
 
-    pid: int
+    pid: int  # the main process (the supervisor with workers): a new one means systemd restarted the service
     threads: int
     fds: int
     sockets: int
     rss_kib: int
+    processes: int = 1
 
 
-def service_process(box: Box) -> Process | None:
-    pid = int(box.run(f"systemctl show -p MainPID --value {SERVICE}").strip() or 0)
-    if pid == 0:
-        return None
+def _one_process(box: Box, pid: int) -> Process | None:
     status = box.run(f"cat /proc/{pid}/status", check=False)
     # The service runs as its own user and the container's root has no CAP_SYS_PTRACE: without --privileged
     # the descriptors are listed but their links cannot be read, and every one of them would be missed.
@@ -121,6 +120,30 @@ def service_process(box: Box) -> Process | None:
         return None
     sockets = sum(1 for line in fds if "socket:" in line)
     return Process(pid, int(threads[1]), len(fds), sockets, int(rss[1]))
+
+
+def service_process(box: Box) -> Process | None:
+    """The service's figures: its main process and its workers (the main process's children), summed."""
+    pid = int(box.run(f"systemctl show -p MainPID --value {SERVICE}").strip() or 0)
+    if pid == 0:
+        return None
+    main = _one_process(box, pid)
+    if main is None:
+        return None
+    total = main
+    for child in box.run(f"ps -o pid= --ppid {pid}", check=False).split():
+        worker = _one_process(box, int(child))
+        if worker is None:  # a worker that died between the two readings: the next reading will count it again
+            continue
+        total = Process(
+            pid,
+            total.threads + worker.threads,
+            total.fds + worker.fds,
+            total.sockets + worker.sockets,
+            total.rss_kib + worker.rss_kib,
+            total.processes + 1,
+        )
+    return total
 
 
 def ready(box: Box) -> bool:
@@ -159,7 +182,8 @@ def at_rest(box: Box, timeout_s: float) -> Process | None:
         if (
             current is not None
             and previous is not None
-            and (current.pid, current.threads, current.fds) == (previous.pid, previous.threads, previous.fds)
+            and (current.pid, current.processes, current.threads, current.fds)
+            == (previous.pid, previous.processes, previous.threads, previous.fds)
         ):
             return current
         previous = current
@@ -340,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     last_row = box.sql("SELECT coalesce(max(rowid), 0) FROM calls")[0][0]
     print(
         f"Soak of {box.name}: {args.calls} calls at a time for {args.minutes:g} min, a fault every "
-        f"~{args.fault_every:g} s ({','.join(kinds)}; seed {seed}); service pid {start.pid}, {start.threads} threads, "
+        f"~{args.fault_every:g} s ({','.join(kinds)}; seed {seed}); service pid {start.pid} ({start.processes} "
+        f"process(es)), {start.threads} threads, "
         f"{start.fds} fds, {start.rss_kib} KiB",
         flush=True,
     )
