@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 from bench_media import FRAME_NS, I64, StampedLegs, no_nan, rtp_slots
-from soak import SERVICE, Box, left_in_asterisk, sipp_figures, wait_for
+from soak import SERVICE, Box, left_in_asterisk, service_apps, sipp_figures, wait_for
 
 from centralita_testing.fake_asterisk.rtp import LoopMedia, RtpLeg
 
@@ -418,12 +418,6 @@ class EchoPeer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def service_apps(box: Box) -> list[str]:
-    """The Stasis apps registered in the box's Asterisk (one per worker)."""
-    words = box.run("asterisk -rx 'ari show apps'", check=False).split()
-    return [word for word in words if re.fullmatch(r"centralita(-\d+)?", word)]
 
 
 def main(argv: list[str] | None = None) -> int:

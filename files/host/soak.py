@@ -293,17 +293,30 @@ def write_scenario(work: Path, name: str, talk_s: float) -> None:
     (work / name).write_text(scenario.replace("SOAK_TALK_MS", str(int(talk_s * 1000))), encoding="iso-8859-1")
 
 
-def warm_up(work: Path, did: str, talk_s: float) -> None:
-    """One call to the freshly restarted service, so that its reference figures include what a first call starts."""
+def warm_up(work: Path, did: str, talk_s: float, workers: int = 1) -> None:
+    """A call on each worker of the freshly restarted service, so that its reference figures include what a first
+    call starts in each (a worker keeps, e.g., its outgoing audio's pacer thread once it had a call). The calls
+    start 2 s apart and overlap: the dialplan gives each to the least busy worker, so each worker gets one."""
     write_scenario(work, "warm_up.xml", talk_s)
-    (work / "warm_up.csv").write_text("SEQUENTIAL\n5215550299999;\n", encoding="ascii")
+    callers = "".join(f"52155502{n:05d};\n" for n in range(workers))
+    (work / "warm_up.csv").write_text("SEQUENTIAL\n" + callers, encoding="ascii")
     command = (
-        f"sipp -sf warm_up.xml -inf warm_up.csv -s {did} 127.0.0.1:5060 -i 127.0.0.1 -p 5096 -m 1 "
-        "-recv_timeout 60000 -timeout 120s -nostdin"
+        f"sipp -sf warm_up.xml -inf warm_up.csv -s {did} 127.0.0.1:5060 -i 127.0.0.1 -p 5096 -m {workers} "
+        f"-l {workers} -r 1 -rp 2000 -recv_timeout 60000 -timeout {120 + 2 * workers}s -nostdin"
     )
-    result = subprocess.run(command.split(), cwd=work, capture_output=True, text=True, check=False, timeout=180)
+    result = subprocess.run(command.split(), cwd=work, capture_output=True, text=True, check=False, timeout=240)
     if result.returncode != 0:
-        print(f"The warm-up call failed (SIPp exit {result.returncode}): the reference may miss what a call starts.")
+        print(f"The warm-up calls failed (SIPp exit {result.returncode}): the reference may miss what a call starts.")
+
+
+def service_apps(box: Box) -> list[str]:
+    """The Stasis apps the service's workers registered in Asterisk (centralita, centralita-2, ...)."""
+    words = box.run("asterisk -rx 'ari show apps'", check=False).split()
+    return [word for word in words if re.fullmatch(r"centralita(-\d+)?", word)]
+
+
+def worker_count(box: Box) -> int:
+    return max(1, len(service_apps(box)))
 
 
 def stuck_count(channels: int, bridges: int, open_records: int) -> int:
@@ -425,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         restarts = int(box.run(f"systemctl show -p NRestarts --value {SERVICE}").strip() or 0) - restarts_before
         box.run(f"systemctl restart {SERVICE}")
         wait_for(lambda: ready(box), 120)
-        warm_up(work, args.did, min(args.talk, 10.0))
+        warm_up(work, args.did, min(args.talk, 10.0), worker_count(box))
         fresh = at_rest(box, args.drain)
     finally:
         shutil.rmtree(work, ignore_errors=True)
