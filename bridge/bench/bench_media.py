@@ -216,6 +216,15 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (total - idle) / tick, total / tick
 
 
+def other_cpu(machine_pct: float, own_pct: float) -> float:
+    """What other programs took: the machine's CPU less the bench's own processes'; NaN when the machine's figure
+    is less than the bench's own (some VMs' /proc/stat does not count every process: then nothing can be said of
+    other programs, and 0 would claim a quiet machine)."""
+    if machine_pct < 0.9 * own_pct - 2.0:
+        return float("nan")
+    return max(0.0, machine_pct - own_pct)
+
+
 # --- The callers' barge-ins -------------------------------------------------------------------------------
 
 
@@ -1047,8 +1056,7 @@ def analyse(
         asterisk_wait_pct=round(cpu.get("asterisk_wait_pct", float("nan")), 1),
         machine_cpu_pct=round(cpu["machine_cpu_pct"], 1),
         other_cpu_pct=round(
-            max(0.0, cpu["machine_cpu_pct"] - cpu["bridge_cpu_pct"] - cpu["fake_cpu_pct"] - cpu["asterisk_cpu_pct"]),
-            1,
+            other_cpu(cpu["machine_cpu_pct"], cpu["bridge_cpu_pct"] + cpu["fake_cpu_pct"] + cpu["asterisk_cpu_pct"]), 1
         ),
         # The harness or the whole machine at its limit: the harness, not only the bridge, is then behind.
         saturated=harness_saturated or cpu["machine_cpu_pct"] > 95 * (os.cpu_count() or 1),

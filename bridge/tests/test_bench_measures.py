@@ -129,3 +129,9 @@ def test_barge_ins_are_on_by_default_and_off_for_the_old_harness() -> None:
     assert bench.parse_args([]).speech == bench.SpeechPlan(150)
     assert bench.parse_args(["--barge-in-every", "0"]).speech is None
     assert bench.parse_args(["--harness", "threads"]).speech is None
+
+
+def test_other_programs_cpu_is_unknown_when_the_machine_counts_less_than_the_bench_itself() -> None:
+    assert bench.other_cpu(150.0, 100.0) == 50.0
+    assert bench.other_cpu(99.0, 100.0) == 0.0  # tick sampling: a little under is still a quiet machine
+    assert np.isnan(bench.other_cpu(31.5, 94.7))  # this VM's /proc/stat on 4 December 2026
