@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
 
-__all__ = ["Admission", "AdmissionGate", "AdmissionLimits", "Refusal", "caller_key"]
+__all__ = ["Admission", "AdmissionGate", "AdmissionLimits", "Refusal", "caller_key", "decide"]
 
 _WINDOW_SECONDS: Final = 60.0
 
@@ -56,6 +56,29 @@ class AdmissionLimits:
         for name in ("max_calls", "max_per_caller", "max_per_caller_per_minute"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (no limit) or more, not {getattr(self, name)}")
+
+
+def decide(
+    limits: AdmissionLimits,
+    total: int,
+    outbound: bool,
+    caller_counts: Callable[[], tuple[int, int]],
+    budget_spent: Callable[[], bool],
+) -> Refusal | None:
+    """The admission rule, on counts kept elsewhere (one process's memory, or the workers' shared file): ``total``
+    calls in progress; ``caller_counts()`` records this start and gives the caller's calls in progress and starts in
+    the last minute (asked only for an inbound call the box has room for: refused attempts count, so a caller
+    redialling in a loop stays refused); the budget is asked last."""
+    if limits.max_calls and total >= limits.max_calls:
+        return Refusal.BOX_FULL
+    if outbound:
+        return None
+    same, started = caller_counts()
+    if limits.max_per_caller and same >= limits.max_per_caller:
+        return Refusal.CALLER_BUSY
+    if limits.max_per_caller_per_minute and started > limits.max_per_caller_per_minute:
+        return Refusal.CALLER_RATE
+    return Refusal.BUDGET_SPENT if budget_spent() else None
 
 
 class AdmissionGate(Protocol):
@@ -116,19 +139,13 @@ class Admission:
             if call_id in self._calls:
                 return None
             now = self._clock()
-            refusal: Refusal | None = None
-            if limits.max_calls and len(self._calls) >= limits.max_calls:
-                refusal = Refusal.BOX_FULL
-            elif not outbound:
+
+            def caller_counts() -> tuple[int, int]:
                 starts = self._recent_starts(key, now)
-                starts.append(now)  # refused attempts count: a caller redialling in a loop stays refused
-                same = sum(1 for other in self._calls.values() if other == key)
-                if limits.max_per_caller and same >= limits.max_per_caller:
-                    refusal = Refusal.CALLER_BUSY
-                elif limits.max_per_caller_per_minute and len(starts) > limits.max_per_caller_per_minute:
-                    refusal = Refusal.CALLER_RATE
-            if refusal is None and not outbound and self._budget_spent():
-                refusal = Refusal.BUDGET_SPENT
+                starts.append(now)
+                return sum(1 for other in self._calls.values() if other == key), len(starts)
+
+            refusal = decide(limits, len(self._calls), outbound, caller_counts, self._budget_spent)
             if refusal is not None:
                 self.refused[refusal] += 1
                 return refusal

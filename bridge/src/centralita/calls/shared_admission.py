@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, TypeVar
 
-from centralita.calls.admission import Admission, AdmissionLimits, Refusal, caller_key
+from centralita.calls.admission import Admission, AdmissionLimits, Refusal, caller_key, decide
 
 __all__ = ["SharedAdmission"]
 
@@ -118,28 +118,22 @@ class SharedAdmission:
     # -- the file ----------------------------------------------------------------------------------
 
     def _decide(self, connection: sqlite3.Connection, call_id: str, key: str, outbound: bool) -> tuple[Refusal | None]:
-        limits = self._limits
         now = self._clock()
         connection.execute("BEGIN IMMEDIATE")
         try:
             if connection.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone():
                 connection.execute("COMMIT")
                 return (None,)
-            refusal: Refusal | None = None
             (total,) = connection.execute("SELECT count(*) FROM calls").fetchone()
-            if limits.max_calls and total >= limits.max_calls:
-                refusal = Refusal.BOX_FULL
-            elif not outbound:
+
+            def caller_counts() -> tuple[int, int]:
                 connection.execute("DELETE FROM starts WHERE at <= ?", (now - _WINDOW_SECONDS,))
-                connection.execute("INSERT INTO starts (caller, at) VALUES (?, ?)", (key, now))  # refused ones count
+                connection.execute("INSERT INTO starts (caller, at) VALUES (?, ?)", (key, now))
                 (same,) = connection.execute("SELECT count(*) FROM calls WHERE caller = ?", (key,)).fetchone()
                 (started,) = connection.execute("SELECT count(*) FROM starts WHERE caller = ?", (key,)).fetchone()
-                if limits.max_per_caller and same >= limits.max_per_caller:
-                    refusal = Refusal.CALLER_BUSY
-                elif limits.max_per_caller_per_minute and started > limits.max_per_caller_per_minute:
-                    refusal = Refusal.CALLER_RATE
-            if refusal is None and not outbound and self._budget_spent():
-                refusal = Refusal.BUDGET_SPENT
+                return int(same), int(started)
+
+            refusal = decide(self._limits, int(total), outbound, caller_counts, self._budget_spent)
             if refusal is None:
                 connection.execute(
                     "INSERT INTO calls (call_id, caller, worker) VALUES (?, ?, ?)",
