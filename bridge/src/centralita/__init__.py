@@ -18,6 +18,7 @@ Modules:
     cli         The ``centralita`` command and its subcommands.
     logs        Log lines with the call id, for the log file and the journal; the lifecycle events; secrets redacted.
     privileges  Dropping from root to the service user before touching its state.
+    stopping    A service's stop request: SIGTERM or SIGINT sets an event, logged.
 
 The fake Realtime, RouterOS and Asterisk servers used by the tests and the lab are not part of this
 package: they are the ``centralita_testing`` package of the ``centralita-testing`` distribution

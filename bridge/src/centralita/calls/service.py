@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sqlite3
 import sys
@@ -27,7 +26,6 @@ import threading
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 from centralita.billing.budget import Budget, BudgetState
@@ -52,6 +50,7 @@ from centralita.media import collector
 from centralita.media.clips import Clips
 from centralita.media.loop import MediaLoop
 from centralita.media.pacer import PacerThread
+from centralita.stopping import stop_on_signals
 from centralita.storage.queued import QueuedRecords
 from centralita.storage.records import CallRecords, Direction, Outcome
 from centralita.storage.writer import RecordWriter
@@ -688,14 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     service.metrics.routers_known(pool.names, RouterErrorKind)
     pool.observe(service.metrics.router_failed)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s received: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals(log, "stopping")
     # Everything loaded so far lives as long as the process: keep it out of the collector's way, and space out the
     # full collections, each of which pauses every call's audio (media/collector.py, docs/PERFORMANCE.md).
     collector.settle()

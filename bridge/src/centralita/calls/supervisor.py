@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry
@@ -46,6 +45,7 @@ from centralita.calls.status import StatusReporter, read_status
 from centralita.calls.workers import Worker, admission_file
 from centralita.config.bridge import Settings
 from centralita.metrics_endpoint import MetricsEndpoint
+from centralita.stopping import stop_on_signals
 
 __all__ = ["Supervisor", "die_with_parent", "supervise"]
 
@@ -250,14 +250,7 @@ def _remove(path: Path) -> None:
 
 def supervise(settings: Settings, workers: Sequence[Worker], command: Callable[[Worker], Sequence[str]]) -> int:
     """The supervisor's main: run ``workers`` until SIGTERM or SIGINT."""
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s received: stopping the workers", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals(log, "stopping the workers")
     _remove(admission_file(settings))  # the counts of a previous run: its calls are gone
     for worker in workers:
         _remove(worker.status_file)

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from centralita.config.box import load_all
 from centralita.config.dialer import DialerSettings
@@ -29,6 +26,7 @@ from centralita.dialer.runner import Runner, RunnerConfig
 from centralita.dialer.store import CampaignStore
 from centralita.isp.phones import region_for_country_code
 from centralita.logs import setup_logging
+from centralita.stopping import stop_on_signals
 from centralita.telephony.ari import AriEvents
 
 __all__ = ["main", "runner_config"]
@@ -69,14 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"openai-outbound-calls: {error}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s received: stopping (no new calls)", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals(log, "stopping (no new calls)")
     originator = AriOriginator.from_settings(settings)
     events = AriEvents(AriOriginator.endpoint(settings), originator.handle_event, originator.handle_state)
     runner = Runner(store, originator, runner_config(settings))
