@@ -76,7 +76,7 @@ import threading
 import time
 import types
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -913,6 +913,18 @@ def rtp_slots(rtp_ts: I64) -> I64:
     return np.cumsum(np.concatenate(([0], steps // FRAME_BYTES)))
 
 
+def leg_grids(t_out: I64, legs: I64, rtp_ts: I64) -> Iterator[tuple[I64, I64, I64]]:
+    """Per leg with two frames or more: its rows in arrival order, their 20 ms slots (``rtp_slots``), and each
+    frame's offset from its slot (arrival less slot time; a frame late on its grid has a larger offset)."""
+    for leg in np.unique(legs):
+        rows = np.flatnonzero(legs == leg)
+        rows = rows[np.argsort(t_out[rows], kind="stable")]
+        if len(rows) < 2:
+            continue
+        slots = rtp_slots(rtp_ts[rows])
+        yield rows, slots, t_out[rows] - slots * FRAME_NS
+
+
 def _percentile(values: npt.NDArray[Any], q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -956,14 +968,8 @@ def analyse(
     latency_out_parts: list[I64] = []
     slot_wait_parts: list[I64] = []
     underruns = 0
-    for leg in np.unique(legs):
-        rows = np.flatnonzero(legs == leg)
-        rows = rows[np.argsort(t_out[rows], kind="stable")]
-        if len(rows) < 2:
-            continue
-        slots = rtp_slots(rtp_ts[rows])
+    for rows, slots, offsets in leg_grids(t_out, legs, rtp_ts):
         underruns += int(np.sum(np.maximum(np.diff(slots) - 1, 0)))
-        offsets = t_out[rows] - slots * FRAME_NS
         deviation_parts.append(np.abs(offsets - np.int64(np.median(offsets))))
         anchor = offsets.min()
         lateness = offsets - anchor

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_media import FRAME_NS, I64, StampedLegs, no_nan, rtp_slots
+from bench_media import I64, StampedLegs, leg_grids, no_nan
 from soak import SERVICE, Box, left_in_asterisk, service_apps, sipp_figures, wait_for
 
 from centralita_testing.fake_asterisk.rtp import LoopMedia, RtpLeg
@@ -228,12 +228,7 @@ def analyse_frames(collected: dict[str, Any], late_ms: float) -> dict[str, Any]:
     t_out, legs, frames, t_in, rtp_ts = (columns[key] for key in ("t_out", "leg", "frame", "t_in", "rtp_ts"))
     deviation: list[I64] = []
     late = 0
-    for leg in np.unique(legs):
-        rows = np.flatnonzero(legs == leg)
-        rows = rows[np.argsort(t_out[rows], kind="stable")]
-        if len(rows) < 2:
-            continue
-        offsets = t_out[rows] - rtp_slots(rtp_ts[rows]) * FRAME_NS
+    for _rows, _slots, offsets in leg_grids(t_out, legs, rtp_ts):
         deviation.append(np.abs(offsets - np.int64(np.median(offsets))))
         late += int(np.sum(offsets - offsets.min() > late_ms * 1e6))
     jitter = np.concatenate(deviation) if deviation else np.zeros(0, np.int64)
