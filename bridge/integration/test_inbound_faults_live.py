@@ -285,7 +285,19 @@ def test_the_reply_reaches_the_caller_whole_and_in_order(
         time.sleep(0.1)
     assert done, "the fake never finished its reply"
     sent = b"".join(base64.b64decode(e["delta"]) for e in session.server_events("response.output_audio.delta"))
-    time.sleep(1.0)  # the last frames on their way through Asterisk
+    # The last frames may still be on their way through Asterisk: wait until as many have arrived as were sent
+    # (give or take the edges), or until nothing more arrives for a second.
+    deadline = time.monotonic() + 15
+    last_count, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = len(caller.leg.heard)
+        if count // FRAME_BYTES >= len(sent) // FRAME_BYTES - 10:
+            break
+        if count != last_count:
+            last_count, last_change = count, time.monotonic()
+        elif time.monotonic() - last_change > 1.0:
+            break
+        time.sleep(0.05)
     heard = bytes(caller.leg.heard)
     # The caller gets the same waveform, in order, as 20 ms packets (as many as the reply has frames, give or
     # take the ones at the edges). Asterisk's path from the box's bridge to this test's leg (two bridges and a
