@@ -129,9 +129,13 @@ def test_a_connection_that_stops_reading_fills_its_own_buffer_and_no_other(loop:
 def test_pings_are_answered_and_the_connection_lives_on(loop: MediaLoop) -> None:
     events = Events()
     with FakeRealtimeServer() as server:
-        connection = on_loop_connection(server, loop, events, ping_interval=0.2, ping_timeout=0.1)
+        connection = on_loop_connection(server, loop, events, ping_interval=0.5, ping_timeout=0.4)
         connection.connect(update())
-        time.sleep(1.5)  # several pings: each answered within its 0.1 s, or the connection would have ended
+        started = time.monotonic()
+        # Several pings, each answered within its 0.4 s (a margin a busy CI machine's stalls stay inside), or
+        # the connection would have ended.
+        time.sleep(2.6)
+        assert connection._last_ping >= started + 1.5  # the pings were sent: at least three after the first
         assert connection.is_open
         assert events.closes == []
         connection.close()
