@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -145,6 +146,34 @@ def test_a_realtime_peer_that_stops_reading_misses_its_pong_and_the_caller_goes_
     assert record["detail"] == "Realtime closed: no close frame by server, no pong within 0.5 s"
     assert box.continues(channel_id) == [(FAILOVER, "s", 1)]
     assert box.asterisk.channels[channel_id].variables == {FAILOVER_REASON_VARIABLE: "realtime_dropped"}
+
+
+def test_the_audio_a_lost_connection_refuses_is_logged_once_not_per_frame(
+    boxes: Callable[..., Box], caplog: pytest.LogCaptureFixture, media_engine: str
+) -> None:
+    """Between the connection's loss and the failover's leaving the bridge (here an ARI request a second and a
+    half slow), the caller's frames keep coming and the connection refuses each: one warning says so, not one
+    per frame (which would bury the log an operator reads)."""
+    box = boxes(
+        [AudioTurn(GREETING, "Hola.")],
+        faults=Faults(stop_reading_after_ms=300),
+        WS_PING_INTERVAL="1",
+        WS_PING_TIMEOUT="0.5",
+    )
+    box.asterisk.slow("POST", "/ari/channels/*/variable", 1.5)
+    with caplog.at_level(logging.DEBUG, logger="centralita"):
+        channel_id, _call, _leg = box.call_in()
+        record = box.ended(channel_id)
+    assert record["outcome"] == Outcome.REALTIME_FAILED
+    messages = [r.getMessage() for r in caplog.records]
+    counted = [m for m in messages if m.endswith(" sends refused by the closed Realtime connection")]
+    assert len(counted) == 1, messages
+    # The media loop keeps reading the caller's frames until the call leaves the bridge: those of that second and
+    # a half were refused. The threads engine's RTP thread stops reading at the first.
+    assert int(counted[0].split()[0]) >= (10 if media_engine == "loop" else 1), counted
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "is not open" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]  # said once
+    assert box.continues(channel_id) == [(FAILOVER, "s", 1)]
 
 
 def test_a_silent_model_gets_one_filler_then_the_caller_goes_to_a_person(boxes: Callable[..., Box]) -> None:

@@ -222,6 +222,7 @@ class Call:
         self._append_bytes = settings.append_ms * FRAME_BYTES // 20
         self._receiver = RtpReceiver()  # the loop's reading of the call's RTP (the threads engine has its own)
         self._foreign = 0
+        self._refused_sends = 0  # sends the Realtime connection refused (logged once)
         self._failing = False
         self._transfer_outcome: tuple[Outcome, str] | None = None
         self._converter: Pcm24kToUlaw | None = None  # only when the server ignores audio/pcmu output
@@ -499,6 +500,8 @@ class Call:
                 overflow,
                 self._settings.watchdogs.playout_max_seconds,
             )
+        if self._refused_sends:
+            self._log.info("%d sends refused by the closed Realtime connection", self._refused_sends)
         if self._stats is not None:
             self._stats.media(
                 rtp_foreign=counts.get("foreign", 0),
@@ -797,7 +800,7 @@ class Call:
         try:
             connection.send(event)
         except RealtimeError as error:
-            self._log.warning("%s: %s", Event.REALTIME_ERROR, error)
+            self._send_failed(error)
             return False
         return True
 
@@ -817,9 +820,18 @@ class Call:
         try:
             connection.send_audio(audio)
         except RealtimeError as error:
-            self._log.warning("%s: %s", Event.REALTIME_ERROR, error)
+            self._send_failed(error)
             return False
         return True
+
+    def _send_failed(self, error: RealtimeError) -> None:
+        """A send the connection refused. Logged once per call, and not at all when the call is ending (the send
+        raced ``end()`` closing the connection): the lost connection is reported, and acted on, by its close."""
+        self._refused_sends += 1
+        if self._stop.is_set():
+            self._log.debug("%s while the call ends: %s", Event.REALTIME_ERROR, error)
+        elif self._refused_sends == 1:
+            self._log.warning("%s: %s", Event.REALTIME_ERROR, error)
 
     def _on_realtime_event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
