@@ -56,6 +56,7 @@ FULL_LOG = "/var/log/asterisk/full"
 BRIDGE_LOG = "/var/log/asterisk/inbound_openai.log"
 VENV_PYTHON = "/usr/local/asterisk/venv/bin/python"
 RECORDS_DB = "/var/lib/centralita/centralita.db"
+DIALER_DB = "/var/lib/centralita/dialer.db"
 
 # What an answered assistant call logs, in this order: the session opens while the phone rings, and the call is
 # answered only once it is live.
@@ -117,6 +118,26 @@ def sipp_in_background(host, arguments: str, name: str) -> Iterator[None]:
         yield
     finally:
         host.run(f"kill {pid} 2>/dev/null; true")
+
+
+def sipp_detached(host, name: str, arguments: str) -> None:
+    """One SIPp run (``arguments`` after ``sipp``, from SIPP_DIR), detached from this command, so that a test
+    can act while the call is up; its output and exit code land in /tmp/<name>.out and .rc (``sipp_result``)."""
+    host.check_output(f"rm -f /tmp/{name}.out /tmp/{name}.rc")
+    command = f"cd {SIPP_DIR} && sipp {arguments} -nostdin > /tmp/{name}.out 2>&1; echo $? > /tmp/{name}.rc"
+    host.check_output(f"setsid -f bash -c {shlex.quote(command)} < /dev/null > /dev/null 2>&1")
+
+
+def sipp_result(host, name: str, timeout: float) -> tuple[int, str]:
+    """The exit code and output of the detached SIPp run ``name``, once it has ended."""
+    rc = poll(lambda: host.run(f"cat /tmp/{name}.rc").stdout.strip(), f"SIPp call {name} to end", timeout)
+    return int(rc), host.run(f"cat /tmp/{name}.out").stdout
+
+
+def nothing_left(host) -> bool:
+    """No channel up in the box's Asterisk, and no bridge of the service's."""
+    channels = host.check_output("asterisk -rx 'core show channels count'")
+    return "0 active channels" in channels and "centralita-" not in host.check_output("asterisk -rx 'bridge show all'")
 
 
 def log_size(host, path: str = FULL_LOG) -> int:
@@ -189,6 +210,28 @@ def call_record(host, call_id: str) -> dict:
         f"r=CallRecords('{RECORDS_DB}'); print(json.dumps(r.get_call(sys.argv[1])))"
     )
     return json.loads(host.check_output(f'{VENV_PYTHON} -c "{script}" {call_id}'))
+
+
+def ended_record(host, call_id: str, timeout: float = 30) -> dict:
+    """The call's record once it has ended: the service writes the end a moment after the hang-up (polled, and
+    read again when the database is busy)."""
+
+    def read() -> dict | None:
+        script = (
+            "import json,sys; from centralita.storage.records import CallRecords; "
+            f"r=CallRecords('{RECORDS_DB}'); print(json.dumps(r.get_call(sys.argv[1])))"
+        )
+        result = host.run(f'{VENV_PYTHON} -c "{script}" {call_id}')
+        record = json.loads(result.stdout) if result.rc == 0 else None
+        return record if record and record.get("ended_at") else None
+
+    return poll(read, f"the record of call {call_id} to end", timeout)
+
+
+def dialer_query(host, sql: str) -> list[list]:
+    """The rows of ``sql`` run on the dialer's database (campaigns, targets, attempts), read with the box's venv."""
+    script = "import json,sqlite3,sys; print(json.dumps(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall()))"
+    return json.loads(host.check_output(f"{VENV_PYTHON} -c {shlex.quote(script)} {DIALER_DB} {shlex.quote(sql)}"))
 
 
 def place_speaking_call(host) -> tuple[str, str]:

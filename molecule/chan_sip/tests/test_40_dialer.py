@@ -8,16 +8,14 @@ server records a promise to pay). Before the dial string followed the SIP driver
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
 import pytest
-from conftest import BOX, FULL_LOG, log_since, log_size, sipp_in_background, wait_until
+from conftest import BOX, FULL_LOG, dialer_query, log_since, log_size, sipp_in_background, wait_until
 
 testinfra_hosts = [f"podman://{BOX}"]
 
-DB = "/var/lib/centralita/dialer.db"
 # Customers and numbers of their own on every run: the calling rules (one dial per number and day) must not see
 # an earlier run's campaign when the tests run again on the same box.
 RUN = f"{1000 + int(time.time()) % 9000}"
@@ -31,11 +29,6 @@ CUSTOMERS = {  # customer id -> number; the phone answers unless the number ends
 BUSY = f"V{RUN}-3"
 
 
-def query(host, sql: str) -> list[list]:
-    script = "import json,sqlite3,sys; print(json.dumps(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall()))"
-    return json.loads(host.check_output(f"/usr/local/asterisk/venv/bin/python -c '{script}' {DB} \"{sql}\""))
-
-
 @pytest.fixture(scope="module")
 def campaign(host):
     assert host.service("openai-outbound-calls").is_running
@@ -45,8 +38,8 @@ def campaign(host):
     host.check_output(f"printf 'id_cliente,nombre,telefono,monto,vencimiento\\n{rows}' > /tmp/{CAMPAIGN}.csv")
 
     def done() -> bool:
-        open_attempts = query(host, "SELECT count(*) FROM attempts WHERE ended_at IS NULL")[0][0]
-        dialled = query(
+        open_attempts = dialer_query(host, "SELECT count(*) FROM attempts WHERE ended_at IS NULL")[0][0]
+        dialled = dialer_query(
             host,
             f"SELECT count(DISTINCT a.target_id) FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN}",
         )[0][0]
@@ -75,12 +68,12 @@ def test_every_customer_is_dialled_once_through_chan_sip(host, campaign):
 
 def test_outcomes_are_recorded(host, campaign):
     results = dict(
-        query(
+        dialer_query(
             host, f"SELECT t.customer_id, a.outcome FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN}"
         )
     )
     assert results[BUSY] == "busy", campaign["status"]
-    promises = query(
+    promises = dialer_query(
         host,
         "SELECT count(*) FROM outcomes o JOIN attempts a ON a.id = o.attempt_id JOIN targets t ON t.id = a.target_id "
         f"{IN_CAMPAIGN} WHERE o.outcome = 'promise-to-pay' AND o.source = 'assistant'",

@@ -19,13 +19,10 @@ import shlex
 import time
 
 import pytest
-from conftest import BOX, sipp
+from conftest import BOX, BRIDGE_LOG, RECORDS_DB, VENV_PYTHON, call_record, log_since, log_size, sipp
 
 testinfra_hosts = [f"podman://{BOX}"]
 
-LOG = "/var/log/asterisk/inbound_openai.log"
-DB = "/var/lib/centralita/centralita.db"
-PYTHON = "/usr/local/asterisk/venv/bin/python"
 FAKE = "centralita-fake-realtime"
 DROP_IN = f"/run/systemd/system/{FAKE}.service.d"
 SCRIPTS = "/run/centralita-test"
@@ -94,22 +91,14 @@ def tool_count(turns):
 
 def run_python(host, script, *args):
     quoted = " ".join(shlex.quote(str(arg)) for arg in args)
-    return json.loads(host.check_output(f"{PYTHON} -c {shlex.quote(script)} {quoted}"))
-
-
-def call_record(host, call_id):
-    script = (
-        "import json,sys; from centralita.storage.records import CallRecords; "
-        f"print(json.dumps(CallRecords('{DB}').get_call(sys.argv[1])))"
-    )
-    return run_python(host, script, call_id)
+    return json.loads(host.check_output(f"{VENV_PYTHON} -c {shlex.quote(script)} {quoted}"))
 
 
 def records_of(host, call_id):
     """The call's audit rows and caller events."""
     script = (
         "import json,sys; from centralita.storage.records import CallRecords; "
-        f"r=CallRecords('{DB}'); "
+        f"r=CallRecords('{RECORDS_DB}'); "
         "print(json.dumps([r.audit_entries(sys.argv[1]), r.caller_events(sys.argv[1])]))"
     )
     return run_python(host, script, call_id)
@@ -129,7 +118,7 @@ def wait_listening(host, port, what):
     probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 1).close()"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if host.run(f"{PYTHON} -c {shlex.quote(probe)}").rc == 0:
+        if host.run(f"{VENV_PYTHON} -c {shlex.quote(probe)}").rc == 0:
             return
         time.sleep(0.5)
     journal = host.run(f"journalctl -u {what} --no-pager -n 30 -o cat").stdout
@@ -167,12 +156,12 @@ def scripted(host):
 
 def place_call(host, scenario, extra, turns):
     """One SIPp call with speech; the call's record once it ended with every scripted tool run."""
-    before = int(host.check_output(f"stat -c %s {LOG}"))
+    before = log_size(host, BRIDGE_LOG)
     result = sipp(host, scenario, "5215550002222", extra=f"-d 20000 {extra}", timeout_s=60)
     assert result.rc == 0, result.output
     deadline = time.monotonic() + CALL_DEADLINE
     while True:
-        log = host.check_output(f"tail -c +{before + 1} {LOG}")
+        log = log_since(host, before, BRIDGE_LOG)
         ids = sorted(set(re.findall(r"call=([0-9.]+)", log)))
         record = call_record(host, ids[0]) if len(ids) == 1 else None
         if record is not None and record["ended_at"] and len(record["tool_calls"]) >= tool_count(turns):

@@ -13,7 +13,19 @@ import json
 import re
 
 import pytest
-from conftest import BOX, BRIDGE_LOG, SIPP_DIR, app_registered, call_record, log_since, log_size, poll, sipp
+from conftest import (
+    BOX,
+    BRIDGE_LOG,
+    app_registered,
+    ended_record,
+    log_since,
+    log_size,
+    nothing_left,
+    poll,
+    sipp,
+    sipp_detached,
+    sipp_result,
+)
 
 testinfra_hosts = [f"podman://{BOX}"]
 
@@ -37,26 +49,14 @@ def all_connected(host) -> list[dict] | None:
     return found if ready and all(app_registered(host, app) for app in WORKERS) else None
 
 
-def nothing_left(host) -> bool:
-    channels = host.check_output("asterisk -rx 'core show channels count'")
-    return "0 active channels" in channels and "centralita-" not in host.check_output("asterisk -rx 'bridge show all'")
-
-
 def caller_in_background(host, name: str, caller: str, port: int, stay_ms: int) -> None:
-    """One provider call from ``caller`` that speaks after the greeting and hangs up ``stay_ms`` later, detached;
-    its output and exit code land in /tmp/<name>.*."""
-    host.check_output(f"rm -f /tmp/{name}.out /tmp/{name}.rc")
-    command = (
-        f"cd {SIPP_DIR} && sipp -sf caller_speaking.xml -key caller {caller} -s 8005550100 127.0.0.1:5060 "
-        f"-i 127.0.0.1 -p {port} -m 1 -d {stay_ms} -timeout 150s -nostdin > /tmp/{name}.out 2>&1; "
-        f"echo $? > /tmp/{name}.rc"
+    """One provider call from ``caller`` that speaks after the greeting and hangs up ``stay_ms`` later, detached
+    (``sipp_result`` waits for it)."""
+    arguments = (
+        f"-sf caller_speaking.xml -key caller {caller} -s 8005550100 127.0.0.1:5060 -i 127.0.0.1 -p {port} -m 1 "
+        f"-d {stay_ms} -timeout 150s"
     )
-    host.check_output(f"setsid -f bash -c '{command}' < /dev/null > /dev/null 2>&1")
-
-
-def sipp_result(host, name: str, timeout: float) -> tuple[int, str]:
-    rc = poll(lambda: host.run(f"cat /tmp/{name}.rc").stdout.strip(), f"SIPp call {name} to end", timeout)
-    return int(rc), host.run(f"cat /tmp/{name}.out").stdout
+    sipp_detached(host, name, arguments)
 
 
 def media_ready(host, offset: int, caller: str) -> tuple[str, str] | None:
@@ -115,7 +115,7 @@ def test_a_killed_worker_loses_only_its_call_and_is_back_for_new_ones(host, read
         "the killed worker's caller in the failover context",
         60,
     )
-    record = poll(lambda: (r := call_record(host, victim)) and r.get("ended_at") and r, "its record closed", 30)
+    record = ended_record(host, victim)
     assert record["outcome"] == "interrupted"
     log = log_since(host, offset, BRIDGE_LOG)
     assert re.search(
@@ -127,7 +127,7 @@ def test_a_killed_worker_loses_only_its_call_and_is_back_for_new_ones(host, read
     # over (SIPp succeeds only if the box never hangs up on it), and nothing of it was recovered or transferred.
     rc, output = sipp_result(host, "survivor", 120)
     assert rc == 0, output
-    ended = poll(lambda: (r := call_record(host, survivor)) and r.get("ended_at") and r, "the survivor's record", 30)
+    ended = ended_record(host, survivor)
     assert ended["outcome"] == "hung_up_by_caller"
     assert ended["ended_at"] > record["ended_at"]  # still up when the killed worker's caller was sent on
     log = log_since(host, offset, BRIDGE_LOG)

@@ -14,12 +14,11 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from conftest import BOX, SIPP_DIR
+from conftest import BOX, SIPP_DIR, dialer_query
 from prometheus_client.parser import text_string_to_metric_families
 
 testinfra_hosts = [f"podman://{BOX}"]
 
-DB = "/var/lib/centralita/dialer.db"
 IN_CAMPAIGN = "JOIN campaigns c ON c.id = t.campaign_id AND c.name = 'molecula'"
 CUSTOMERS = {  # customer id -> number as the file writes it; answered unless the number says otherwise
     "M1": "+5215550071003",  # Mexico's retired mobile "1" after +52, as old billing exports still have it
@@ -30,11 +29,6 @@ CUSTOMERS = {  # customer id -> number as the file writes it; answered unless th
 }
 # What the dialer dials: each number in E.164 as libphonenumber writes it.
 DIALLED = ["+525550071003", "+525550072003", "+525550073003", "+525550079001", "+525550079002"]
-
-
-def query(host, sql: str) -> list[list]:
-    script = "import json,sqlite3,sys; print(json.dumps(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall()))"
-    return json.loads(host.check_output(f"/usr/local/asterisk/venv/bin/python -c '{script}' {DB} \"{sql}\""))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +53,7 @@ def campaign(host):
     deadline = time.monotonic() + 60
     while (
         time.monotonic() < deadline
-        and not query(
+        and not dialer_query(
             host,
             f"SELECT count(*) FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN} "
             "WHERE a.dialed_at IS NOT NULL",
@@ -70,12 +64,12 @@ def campaign(host):
     host.check_output("systemctl kill --signal=SIGKILL openai-outbound-calls")
     deadline = time.monotonic() + 200
     while time.monotonic() < deadline:
-        open_attempts = query(
+        open_attempts = dialer_query(
             host,
             f"SELECT count(*) FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN} "
             "WHERE a.ended_at IS NULL",
         )[0][0]
-        dialled = query(
+        dialled = dialer_query(
             host,
             f"SELECT count(DISTINCT a.target_id) FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN}",
         )[0][0]
@@ -95,7 +89,7 @@ def campaign(host):
 
 def test_every_customer_is_dialled_exactly_once_despite_the_crash(host, campaign):
     assert campaign["new_pid"] not in (campaign["old_pid"], "0")  # systemd restarted the killed dialer
-    per_customer = query(
+    per_customer = dialer_query(
         host,
         f"SELECT t.customer_id, count(a.id) FROM targets t LEFT JOIN attempts a ON a.target_id = t.id {IN_CAMPAIGN} "
         "GROUP BY t.customer_id",
@@ -108,24 +102,24 @@ def test_every_customer_is_dialled_exactly_once_despite_the_crash(host, campaign
 
 def test_outcomes_are_recorded(host, campaign):
     results = dict(
-        query(
+        dialer_query(
             host, f"SELECT t.customer_id, a.outcome FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN}"
         )
     )
     assert results["M4"] == "busy", campaign["status"]
     assert results["M5"] == "no-answer", campaign["status"]
     # People who answered talked with the assistant, which recorded their promise to pay through its tool.
-    promises = query(
+    promises = dialer_query(
         host,
         "SELECT count(*) FROM outcomes o JOIN attempts a ON a.id = o.attempt_id JOIN targets t ON t.id = a.target_id "
         f"{IN_CAMPAIGN} WHERE o.outcome = 'promise-to-pay' AND o.source = 'assistant'",
     )
     assert promises[0][0] >= 2, campaign["status"]
-    assert query(host, "SELECT count(*) FROM attempts WHERE ended_at IS NULL")[0][0] == 0  # none left open
+    assert dialer_query(host, "SELECT count(*) FROM attempts WHERE ended_at IS NULL")[0][0] == 0  # none left open
 
 
 def test_the_concurrency_cap_is_never_exceeded(host, campaign):
-    spans = query(
+    spans = dialer_query(
         host,
         f"SELECT a.dialed_at, a.ended_at FROM attempts a JOIN targets t ON t.id = a.target_id {IN_CAMPAIGN} "
         "WHERE a.dialed_at IS NOT NULL",
@@ -147,7 +141,7 @@ def test_answered_calls_are_in_the_call_records_as_outbound(host, campaign):
     # An outbound call's record names its campaign, and the customer's number as the number called.
     outbound = [call for call in calls if call["direction"] == "outbound" and call["campaign"] == "molecula"]
     assert len(outbound) >= 2
-    numbers = {row[0] for row in query(host, f"SELECT t.phone FROM targets t {IN_CAMPAIGN}")}
+    numbers = {row[0] for row in dialer_query(host, f"SELECT t.phone FROM targets t {IN_CAMPAIGN}")}
     assert {call["callee"] for call in outbound} <= numbers
 
 
@@ -172,16 +166,16 @@ def test_the_dialers_metrics_carry_the_campaign(host, campaign):
         if name == "centralita_dialer_attempts_total"
     }
     # The whole database's ended attempts, by outcome: what the metrics must say.
-    stored = dict(query(host, "SELECT outcome, count(*) FROM attempts WHERE state = 'ended' GROUP BY outcome"))
+    stored = dict(dialer_query(host, "SELECT outcome, count(*) FROM attempts WHERE state = 'ended' GROUP BY outcome"))
     assert {result: count for result, count in by_result.items() if count} == stored, campaign["status"]
     assert by_result["busy"] >= 1, by_result
     assert by_result["no-answer"] >= 1, by_result
-    promised = query(host, "SELECT count(*) FROM attempts WHERE outcome = 'promise-to-pay'")[0][0]
+    promised = dialer_query(host, "SELECT count(*) FROM attempts WHERE outcome = 'promise-to-pay'")[0][0]
     assert samples[("centralita_dialer_promises_to_pay_total", ())] == promised
     assert samples[("centralita_dialer_active_calls", ())] == 0
     assert samples[("centralita_dialer_database_up", ())] == 1
     states = {
         dict(labels)["state"]: v for (name, labels), v in samples.items() if name == "centralita_dialer_campaigns"
     }
-    assert sum(states.values()) == query(host, "SELECT count(*) FROM campaigns")[0][0]
+    assert sum(states.values()) == dialer_query(host, "SELECT count(*) FROM campaigns")[0][0]
     assert states["running"] + states["finished"] >= 1, states  # molecula
