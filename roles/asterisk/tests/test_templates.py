@@ -564,6 +564,17 @@ def test_one_worker_is_the_dialplan_as_it_always_was(pjsip):
     assert "centralita-worker" not in pjsip["extensions.conf"]
 
 
+@pytest.mark.parametrize(("cores", "bridge_workers", "apps"), [(4, None, 3), (2, None, 1), (4, 2, 2)])
+def test_the_dialplan_has_as_many_workers_as_the_bridge_by_default(tmp_path, cores, bridge_workers, apps):
+    # Without bridge_workers in the inventory both roles compute one per core but one (the processor_vcpus fact).
+    extra = {"ansible_facts": {"processor_vcpus": cores}}
+    if bridge_workers is not None:
+        extra["bridge_workers"] = bridge_workers
+    text = render(tmp_path, "pjsip", **extra)["extensions.conf"]
+    found = set(re.findall(r"Stasis\((centralita(?:-\d+)?),inbound", text))
+    assert found == {"centralita", *(f"centralita-{k}" for k in range(2, apps + 1))}, found
+
+
 def test_each_worker_has_its_stasis_app_and_none_other(three_workers):
     text = three_workers["extensions.conf"]
     for context, arguments in (("from-voip", "inbound,${CENTRALITA_DID}"), ("centralita-outbound-amd", "outbound,")):

@@ -272,3 +272,13 @@ def test_one_worker_writes_no_worker_setting_and_more_write_their_count_and_port
     assert load_all(one, dialer_required=True).bridge.workers == 1
     two = load_all(render_env(tmp_path / "two", {**VALID, "bridge_workers": 2}), dialer_required=True).bridge
     assert (two.workers, two.worker_metrics_port, two.metrics_port) == (2, 9470, 9464)
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (4, 3), (8, 7)])
+def test_by_default_a_worker_per_core_but_the_one_left_to_asterisk(tmp_path: Path, cores: int, workers: int) -> None:
+    # The processor_vcpus fact, as ansible gathers it on the box; the inventory's bridge_workers wins over it.
+    facts = {"ansible_facts": {"processor_vcpus": cores}}
+    assert load_all(render_env(tmp_path, {**VALID, **facts}), dialer_required=True).bridge.workers == workers
+    (tmp_path / "set").mkdir()
+    chosen = render_env(tmp_path / "set", {**VALID, **facts, "bridge_workers": 2})
+    assert load_all(chosen, dialer_required=True).bridge.workers == 2
