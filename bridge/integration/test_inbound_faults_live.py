@@ -784,16 +784,56 @@ def set_immutable(paths: list[Path], on: bool) -> None:
 # the test box's tmpfs and overlay root check the flag only when a file is opened. The Molecule scenario mounts
 # one here (molecule/default/create.yml).
 RECORDS_DISK = Path(os.environ.get("CENTRALITA_RECORDS_DISK", "/var/lib/centralita-itest-disk"))
+# A small filesystem of its own (the scenario mounts a 16 MiB tmpfs here) that the full-disk test fills.
+FULL_DISK = Path(os.environ.get("CENTRALITA_FULL_DISK", "/var/lib/centralita-itest-full"))
 
 
-@pytest.fixture
-def disk_db() -> Iterator[Path]:
-    """A records database path on the disk directory; every flag cleared and everything removed afterwards."""
-    assert RECORDS_DISK.is_dir(), f"{RECORDS_DISK} is missing: mount a directory of a disk filesystem there"
-    directory = Path(tempfile.mkdtemp(prefix="records-", dir=RECORDS_DISK))
-    db = directory / "centralita.db"
+class Unwritable:
+    """How the records database is made unwritable mid-call, and writable again."""
+
+    def __init__(self, how: str, db: Path) -> None:
+        self.how, self.db = how, db
+        self._filler = db.with_name("filler")
+
+    def files(self) -> list[Path]:
+        return [self.db, self.db.with_name(self.db.name + "-wal")]
+
+    def start(self) -> None:
+        if self.how == "immutable":
+            set_immutable(self.files(), True)
+            return
+        # The disk full: every free block taken by one file, in shrinking chunks, down to the last one.
+        fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for size in (1 << 20, 1 << 16, 1 << 12, 1 << 9, 1):
+                chunk = b"\0" * size
+                with contextlib.suppress(OSError):  # ENOSPC: the next, smaller chunk
+                    while os.write(fd, chunk) == size:
+                        pass
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe = os.statvfs(self.db.parent)
+        assert probe.f_bavail * probe.f_frsize < 4096, f"the disk is not full: {probe.f_bavail} blocks left"
+
+    def stop(self) -> None:
+        if self.how == "immutable":
+            set_immutable(self.files(), False)
+        else:
+            self._filler.unlink(missing_ok=True)
+
+
+@pytest.fixture(params=["immutable", "full"])
+def unwritable(request: pytest.FixtureRequest) -> Iterator[Unwritable]:
+    """A records database path on the disk directory for ``immutable`` (chattr +i), on the small filesystem for
+    ``full``; every flag cleared and everything removed afterwards."""
+    root = RECORDS_DISK if request.param == "immutable" else FULL_DISK
+    assert root.is_dir(), f"{root} is missing: mount a directory of a disk filesystem there (a small one for full)"
+    directory = Path(tempfile.mkdtemp(prefix="records-", dir=root))
+    way = Unwritable(request.param, directory / "centralita.db")
     try:
-        yield db
+        yield way
     finally:
         files = [p for p in directory.iterdir()]
         subprocess.run(["chattr", "-i", *map(str, files)], capture_output=True, check=False)
@@ -804,12 +844,13 @@ IMMUTABLE_REPLY = GREETING[: 8000 * 3]
 
 
 def test_a_database_made_unwritable_mid_call_stops_no_audio_nor_tools_and_the_records_resume(
-    endpoint: AriEndpoint, tmp_path: Path, disk_db: Path
+    endpoint: AriEndpoint, tmp_path: Path, unwritable: Unwritable
 ) -> None:
-    """The records database and its WAL made immutable (``chattr +i``) mid-call: the greeting goes on at its pace,
-    the caller's question runs a tool whose output reaches the model and whose answer is heard, the writes wait
-    in the writer's queue (none lost: the outage is shorter than the writer's 60 s), and once the files are
-    writable again everything queued is written."""
+    """The records database and its WAL made immutable (``chattr +i``), or the disk under them filled, mid-call:
+    the greeting goes on at its pace, the caller's question runs a tool whose output reaches the model and whose
+    answer is heard, the writes wait in the writer's queue (none lost: the outage is shorter than the writer's
+    60 s), and once the files are writable again everything queued is written."""
+    disk_db = unwritable.db
     ran: list[str] = []
     tools = builtin_tools()
     tools.register(balance_tool(ran))
@@ -828,11 +869,9 @@ def test_a_database_made_unwritable_mid_call_stops_no_audio_nor_tools_and_the_re
         session = server.wait_for_session(0, timeout=10)
         assert wait_heard(caller.leg, 10, timeout=15) >= 10  # the greeting has started
         poll(lambda: (found := records.get_call(caller.call_id)) and found["answered_at"], "the answer's record", 10)
-        wal = disk_db.with_name(disk_db.name + "-wal")
-        assert wal.exists()  # the service's open WAL connection
+        assert unwritable.files()[1].exists()  # the service's open WAL connection
         arrivals = Arrivals(caller.leg)
-        files = [disk_db, wal]
-        set_immutable(files, True)
+        unwritable.start()
         try:
             unwritable_at = time.monotonic()
             # The greeting's end writes its transcript: the write fails, waits in the queue, is retried.
@@ -860,15 +899,17 @@ def test_a_database_made_unwritable_mid_call_stops_no_audio_nor_tools_and_the_re
             assert during.failing
             assert during.queued > 0
             assert during.lost == 0
-            assert records.get_call(caller.call_id)["tool_calls"] == []  # not written: the files are immutable
+            assert records.get_call(caller.call_id)["tool_calls"] == []  # not written: the files are unwritable
+            if unwritable.how == "full":
+                assert "full" in during.last_error, during.last_error  # SQLite's "database or disk is full"
         finally:
-            set_immutable(files, False)
+            unwritable.stop()
             arrivals.stop()
         writable_at = time.monotonic()
         print(
-            f"database immutable {writable_at - unwritable_at:.1f} s ({during.last_error}); {during.queued} writes "
-            f"queued, {during.lost} lost; longest pause in the caller's audio: {greeting_pause:.2f} s in the "
-            f"greeting, {reply_pause:.2f} s in the tool's answer"
+            f"database {unwritable.how} {writable_at - unwritable_at:.1f} s ({during.last_error}); "
+            f"{during.queued} writes queued, {during.lost} lost; longest pause in the caller's audio: "
+            f"{greeting_pause:.2f} s in the greeting, {reply_pause:.2f} s in the tool's answer"
         )
         assert greeting_pause < 0.5
         assert reply_pause < 0.5
