@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 __all__ = [
     "BRIDGE_LOG",
+    "DIALER_DB",
     "FULL_LOG",
     "LIFECYCLE",
     "PROJECT",
@@ -38,15 +39,20 @@ __all__ = [
     "assistant_stopped",
     "box_name",
     "call_record",
+    "dialer_query",
+    "ended_record",
     "fully_booted",
     "lifecycle_positions",
     "log_since",
     "log_size",
+    "nothing_left",
     "place_speaking_call",
     "playbook_runner",
     "poll",
     "sipp",
+    "sipp_detached",
     "sipp_in_background",
+    "sipp_result",
     "wait_until",
 ]
 
