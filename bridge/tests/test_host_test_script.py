@@ -20,13 +20,15 @@ from paths import REPO
 
 FAKE_TOOL = r"""#!/usr/bin/env bash
 # A fake of the tool it is named after. Its name in the events: the scenario for `molecule test [-s NAME]` (default
-# without -s), ruff-check or ruff-format for ruff, its own name for the others. It records its start and end, prints
+# without -s), ruff-check or ruff-format for ruff, pytest-collect for `pytest --collect-only` (lint's import of the
+# box tests), its own name for the others. It records its start and end, prints
 # two lines, optionally waits for another to start (FAKE_WAIT_<name>, dashes as underscores), and exits with
 # FAKE_RC_<name> (0 by default).
 name=$(basename "$0")
 case $name in
 molecule) name=default; [[ ${2:-} == -s ]] && name=$3 ;;
 ruff) name=ruff-$1 ;;
+pytest) [[ " $* " == *" --collect-only "* ]] && name=pytest-collect ;;
 esac
 var=${name//-/_}
 # The first line is out before the start is recorded: a step waiting for this one's start comes after it.
@@ -46,7 +48,18 @@ rc_var=FAKE_RC_$var
 exit "${!rc_var:-0}"
 """
 TOOLS = ("molecule", "pytest", "ruff", "mypy", "yamllint", "ansible-lint", "ansible-playbook")
-LINT = ["ruff-check", "ruff-format", "mypy", "yamllint", "ansible-lint", "ansible-playbook", "ansible-playbook"]
+# The scratch checkout has two scenarios' test folders: lint collects each (pytest --collect-only).
+SCENARIOS = ("chan_sip", "default")
+LINT = [
+    "ruff-check",
+    "ruff-format",
+    "mypy",
+    "yamllint",
+    "ansible-lint",
+    "ansible-playbook",
+    "ansible-playbook",
+    *(["pytest-collect"] * len(SCENARIOS)),
+]
 LINT_STEPS = [
     ("ruff", "ok"),
     ("ruff-format", "ok"),
@@ -54,6 +67,7 @@ LINT_STEPS = [
     ("yamllint", "ok"),
     ("ansible-lint", "ok"),
     ("syntax-check", "ok"),
+    ("box-tests-import", "ok"),
 ]
 
 
@@ -61,6 +75,8 @@ LINT_STEPS = [
 def checkout(tmp_path: Path) -> Path:
     root = tmp_path / "checkout"
     (root / "files" / "host").mkdir(parents=True)
+    for scenario in SCENARIOS:
+        (root / "molecule" / scenario / "tests").mkdir(parents=True)
     shutil.copy(REPO / "files" / "host" / "test.sh", root / "files" / "host" / "test.sh")
     bin_dir = root / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
@@ -185,7 +201,7 @@ def test_all_runs_lint_alone_then_the_unit_tests_in_the_second_lane_beside_the_d
         ("molecule-chan_sip", "ok"),
         ("cluster", "ok"),
     ]
-    assert result.stdout.rstrip().endswith("10 passed, 0 failed, 0 not run")
+    assert result.stdout.rstrip().endswith("11 passed, 0 failed, 0 not run")
     # Lint first, one tool after the other, all of it before either lane starts.
     lint = [event for name in LINT for event in (f"start {name}", f"end {name}")]
     assert events[: len(lint)] == lint
@@ -213,8 +229,23 @@ def test_failed_unit_tests_are_a_failed_step_and_the_scenarios_after_them_still_
         ("molecule-chan_sip", "ok"),
         ("cluster", "ok"),
     ]
-    assert result.stdout.rstrip().endswith("8 passed, 2 failed, 0 not run")
+    assert result.stdout.rstrip().endswith("9 passed, 2 failed, 0 not run")
     assert {"end default", "end chan_sip", "end cluster"} <= set(events)
+
+
+def test_box_tests_that_cannot_be_imported_fail_lint_and_the_lanes_still_run(checkout: Path) -> None:
+    result, events = run_test_sh(checkout, "all", FAKE_RC_pytest_collect="1")
+    assert result.returncode != 0
+    rows = summary(result.stdout)
+    assert rows[: len(LINT_STEPS)] == [*LINT_STEPS[:-1], ("box-tests-import", "FAILED")]
+    assert "pytest-collect: last line" in result.stdout  # what the collection said is shown
+    assert rows[len(LINT_STEPS) :] == [
+        ("molecule", "ok"),
+        ("unit-tests", "ok"),
+        ("molecule-chan_sip", "ok"),
+        ("cluster", "ok"),
+    ]
+    assert {"end default", "end pytest", "end chan_sip", "end cluster"} <= set(events)
 
 
 def test_serial_all_runs_lint_then_the_unit_tests_then_the_scenarios_one_after_the_other(checkout: Path) -> None:

@@ -52,6 +52,7 @@ syntax_check() {
 collect_box_tests() {
     local scenario
     for scenario in molecule/*/tests; do
+        [[ -d $scenario ]] || continue
         pytest --collect-only -q -p no:cacheprovider "$scenario" >/dev/null || {
             pytest --collect-only -q -p no:cacheprovider "$scenario" | tail -20
             return 1
