@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import tempfile
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from unprivileged import error_as_unprivileged
@@ -291,6 +293,37 @@ def test_reopening_keeps_data_and_version(db_path: Path) -> None:
         reopened.start_call("c2", "inbound", "a", "b")
     assert sqlite_query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert sqlite_query(db_path, "SELECT call_id FROM calls ORDER BY call_id") == [("c1",), ("c2",)]
+
+
+def _open_when_all_are_ready(path: str, start: Any, results: Any) -> None:
+    """In a process of its own, as each worker is: open the records file once every process is ready."""
+    start.wait(30)
+    try:
+        CallRecords(Path(path)).close()
+    except OSError as error:
+        results.put(str(error))
+    else:
+        results.put("")
+
+
+def test_workers_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    # The service's workers start together and open the same new records file: SQLite answers one of two
+    # processes switching it to WAL at once "database is locked" without waiting; the open tries again. Without
+    # that, this test failed in about one run in two on this machine (8 processes, 30 new files).
+    context = multiprocessing.get_context("fork")
+    for attempt in range(30):
+        path = tmp_path / f"at-once-{attempt}.db"
+        start, results = context.Barrier(8), context.Queue()
+        processes = [
+            context.Process(target=_open_when_all_are_ready, args=(str(path), start, results)) for _ in range(8)
+        ]
+        for process in processes:
+            process.start()
+        errors = [results.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join(30)
+        assert [error for error in errors if error] == []
+        assert sqlite_query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 def test_a_newer_schema_is_refused(db_path: Path) -> None:

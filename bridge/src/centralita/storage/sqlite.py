@@ -19,8 +19,10 @@ to share between threads, closed by ``close()`` or at the end of a ``with`` bloc
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -84,7 +86,8 @@ def open_database(
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as cause:
         raise open_error(cause) from cause
-    try:
+
+    def set_up() -> None:
         connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
         connection.execute("PRAGMA foreign_keys = ON")
         # Switching to WAL writes to the file, so this is where an unwritable database or directory shows.
@@ -98,6 +101,9 @@ def open_database(
                 f"or set {setting} to another file."
             ),
         )
+
+    try:
+        _while_busy(set_up, busy_timeout_ms / 1000)
     except error:
         connection.close()
         raise
@@ -106,6 +112,28 @@ def open_database(
         raise open_error(cause) from cause
     connection.row_factory = row_dict
     return connection
+
+
+def _while_busy(step: Callable[[], None], timeout: float) -> None:
+    """Run ``step``, again while SQLite says the database is busy, for up to ``timeout`` seconds.
+
+    The busy timeout does not cover every case: two processes opening a new file at once (the service's workers,
+    started together) may both read it, then both ask to switch it to WAL, and SQLite answers one of them "database
+    is locked" at once rather than wait (waiting could deadlock). Everything ``step`` does may be done again.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as busy:
+            if not (busy.sqlite_errorname or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 0.2)
 
 
 def _migrate(
