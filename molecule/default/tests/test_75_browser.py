@@ -124,6 +124,26 @@ def box_network(container: str) -> Iterator[None]:
 # ---- the browser ---------------------------------------------------------------------------------------------
 
 
+# One step in the page each: [text] of the first match (null while there is none), [[texts]] of every match.
+TEXT_OF = "const e = document.querySelector(arguments[0]); return e === null ? null : [e.innerText.trim()];"
+TEXTS_OF = "return [Array.from(document.querySelectorAll(arguments[0]), (e) => e.innerText.trim())];"
+# What Chromium says when the page a command reads is replaced under it: a stale reference, or an inspector
+# error about a node or a JavaScript context that no longer exists.
+REPLACED = (
+    "does not belong to the document",
+    "No node with given id",
+    "Could not find node with given id",
+    "not attached to the page document",
+    "Execution context was destroyed",
+    "Cannot find context with specified id",
+    "Inspected target navigated or closed",
+)
+
+
+def replaced_while_read(error: WebDriverException) -> bool:
+    return isinstance(error, StaleElementReferenceException) or any(words in (error.msg or "") for words in REPLACED)
+
+
 def gone_from_the_page(element: WebElement) -> Callable[[WebDriver], bool]:
     """A wait condition: ``element`` is no longer in the page (a new page replaced it). Selenium's ``staleness_of``,
     but for the error Chromium sometimes gives instead of a stale reference while the old page is being torn down
@@ -135,7 +155,7 @@ def gone_from_the_page(element: WebElement) -> Callable[[WebDriver], bool]:
         except StaleElementReferenceException:
             return True
         except WebDriverException as error:
-            if "does not belong to the document" in (error.msg or ""):
+            if replaced_while_read(error):
                 return True
             raise
         return False
@@ -150,8 +170,19 @@ class Console:
         self.driver = driver
 
     def wait(self, condition: Callable[[WebDriver], T], message: str, timeout_s: float = WAIT_S) -> T:
+        """Poll ``condition`` until it holds. A reload that replaced the page while the condition read it is one
+        more poll, not a failure: the campaigns page reloads itself whenever the dialer changes a state."""
+
+        def across_reloads(driver: WebDriver) -> T | bool:
+            try:
+                return condition(driver)
+            except WebDriverException as error:
+                if replaced_while_read(error):
+                    return False
+                raise
+
         try:
-            return WebDriverWait(self.driver, timeout_s, poll_frequency=0.2).until(condition)
+            return WebDriverWait(self.driver, timeout_s, poll_frequency=0.2).until(across_reloads)  # type: ignore[return-value]
         except TimeoutException:
             raise AssertionError(f"{message} (waited {timeout_s} s at {self.driver.current_url})") from None
 
@@ -161,11 +192,32 @@ class Console:
     def element(self, css: str) -> WebElement:
         return self.wait(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css)), f"no {css!r}")
 
-    def text_shows(self, css: str, text: str) -> None:
-        self.wait(
-            expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, css), text),
-            f"{css!r} never showed {text!r}",
-        )
+    def _read(self, script: str, css: str) -> object:
+        return self.driver.execute_script(script, css)
+
+    def text_of(self, css: str) -> str:
+        """The visible text of the first element ``css`` selects, once there is one, read in a single step in the
+        page (finding an element and then asking its text are two steps a reload can fall between)."""
+        found = self.wait(lambda _driver: self._read(TEXT_OF, css), f"no {css!r}")
+        assert isinstance(found, list)
+        return str(found[0])
+
+    def texts_of(self, css: str) -> list[str]:
+        """The visible texts of every element ``css`` selects now (none is an empty list), read in a single step."""
+        found = self.wait(lambda _driver: self._read(TEXTS_OF, css), f"the page could not be read for {css!r}")
+        assert isinstance(found, list)
+        return [str(text) for text in found[0]]
+
+    def text_shows(self, css: str, text: str) -> str:
+        """Wait until the first element ``css`` selects contains ``text``; the whole text it then had."""
+
+        def shows(_driver: WebDriver) -> list[str] | None:
+            found = self._read(TEXT_OF, css)
+            return found if isinstance(found, list) and text in str(found[0]) else None
+
+        found = self.wait(shows, f"{css!r} never showed {text!r}")
+        assert found is not None
+        return str(found[0])
 
     def heading(self) -> str:
         return self.element("main h1").text
@@ -198,7 +250,7 @@ class Console:
         return self.element(f'tr.campaign[data-name="{name}"]')
 
     def campaign_state(self, name: str) -> str:
-        return self.campaign_row(name).find_element(By.CSS_SELECTOR, "td.state").text
+        return self.text_of(f'tr.campaign[data-name="{name}"] td.state')
 
 
 @pytest.fixture(scope="module")
@@ -364,20 +416,22 @@ def test_a_campaign_change_without_its_csrf_token_is_refused(console, host, draf
     console.log_in(*SUPERVISOR)
     console.open("/campanas")
     assert console.campaign_state(draft_campaign) == "borrador"
-    form = console.campaign_row(draft_campaign).find_element(By.CSS_SELECTOR, "form")
-    assert form.get_attribute("action").endswith(f"/campanas/{draft_campaign}/reanudar")
-    # What a forged page would send: the same form without the hidden token.
-    console.driver.execute_script(
-        "const form = arguments[0]; form.querySelector('input[name=csrf_token]').remove(); form.submit();", form
+    # What a forged page would send: the same form without the hidden token (one step in the page: it reloads
+    # itself when a campaign changes).
+    action = console.wait(
+        lambda driver: driver.execute_script(
+            "const form = document.querySelector(arguments[0]); if (form === null) { return null; }"
+            " form.querySelector('input[name=csrf_token]').remove(); form.submit(); return form.action;",
+            f'tr.campaign[data-name="{draft_campaign}"] form',
+        ),
+        f"no form for {draft_campaign}",
     )
+    assert str(action).endswith(f"/campanas/{draft_campaign}/reanudar")
     console.text_shows("main h1", "No se pudo")
     assert CSRF_REFUSED in console.element("main p.flash.error").text
     console.open("/campanas")
     assert console.campaign_state(draft_campaign) == "borrador"
-    pending = [
-        row.find_elements(By.TAG_NAME, "td")[1].text
-        for row in console.driver.find_elements(By.CSS_SELECTOR, "tr.pending")
-    ]
+    pending = console.texts_of("tr.pending td:nth-child(2)")
     assert draft_campaign not in pending
     assert "draft" in host.check_output(f"centralita campaign status {draft_campaign}")
     console.log_out()
@@ -414,14 +468,20 @@ def stopped_dialer(host) -> Iterator[None]:
 
 
 def click_campaign_button(console: Console, campaign: str, label: str) -> str:
-    """Press the campaign's button ``label``; the id of the request the console then says it sent."""
-    button = console.campaign_row(campaign).find_element(By.CSS_SELECTOR, "form button[type=submit]")
-    assert button.text == label
-    button.click()
+    """Press the campaign's button ``label``; the id of the request the console then says it sent. The page may
+    reload itself between finding the button and pressing it: then the press is tried on the new page."""
+
+    def pressed(_driver: WebDriver) -> WebElement:
+        button = console.campaign_row(campaign).find_element(By.CSS_SELECTOR, "form button[type=submit]")
+        assert button.text == label
+        button.click()
+        return button
+
+    button = console.wait(pressed, f"the {label} button could not be pressed")
     console.wait(gone_from_the_page(button), f"the {label} button did nothing")
-    console.text_shows("main p.flash.ok", f"la campaña {campaign} en unos segundos")
-    sent = re.search(r"\(solicitud ([^)]+)\)", console.element("main p.flash.ok").text)
-    assert sent is not None, console.element("main p.flash.ok").text
+    flash = console.text_shows("main p.flash.ok", f"la campaña {campaign} en unos segundos")
+    sent = re.search(r"\(solicitud ([^)]+)\)", flash)
+    assert sent is not None, flash
     return sent.group(1)
 
 
