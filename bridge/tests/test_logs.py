@@ -226,6 +226,77 @@ def test_log_file_is_reopened_after_rotation(tmp_path: Path, stream: io.StringIO
     assert rotated.read_text(encoding="utf-8").endswith("INFO call=- before rotation\n")
 
 
+def test_a_full_disk_is_one_warning_in_the_journal_and_the_file_says_what_it_missed(
+    tmp_path: Path, stream: io.StringIO
+) -> None:
+    """A log file on a full filesystem (here a link to /dev/full, whose writes fail with ENOSPC): every line still
+    reaches the journal, with one warning instead of a traceback per line, and nothing reaches the caller. When
+    the file can be written again, it and the journal say how many lines are in the journal only."""
+    log_file = tmp_path / "inbound_openai.log"
+    log_file.symlink_to("/dev/full")
+    setup_logging(log_file, stream=stream)
+    log = call_logger("1732543387.12", "centralita.test")
+    for n in range(5):
+        log.info("call started %d", n)  # raises nothing
+    journal = stream.getvalue().splitlines()
+    assert journal == [
+        f"WARNING call=- log file {log_file} cannot be written (No space left on device): its lines go to the journal"
+        " only until it can be written again; free space on its filesystem or fix its owner and mode",
+        *(f"INFO call=1732543387.12 call started {n}" for n in range(5)),
+    ]
+
+    log_file.unlink()  # space again: the next line finds a file it can write
+    log.info("call ended")
+    log.info("call started 5")
+
+    written = [FILE_LINE.match(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    assert all(written), written
+    rest = [match["rest"] for match in written if match]
+    assert re.fullmatch(
+        rf"WARNING call=- log file {re.escape(str(log_file))} written again: the 5 lines logged since "
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d are in the journal only",
+        rest[0],
+    ), rest
+    assert rest[1:] == ["INFO call=1732543387.12 call ended", "INFO call=1732543387.12 call started 5"]
+    assert stream.getvalue().splitlines()[len(journal) :] == [
+        rest[0],
+        "INFO call=1732543387.12 call ended",
+        "INFO call=1732543387.12 call started 5",
+    ]
+    assert "Traceback" not in stream.getvalue()
+
+
+def test_a_log_file_that_cannot_even_be_opened_again_does_not_reach_the_caller(
+    tmp_path: Path, stream: io.StringIO
+) -> None:
+    """The log file's directory replaced by a file (the reopening after a rotation then fails with ENOTDIR, which
+    the standard handler would raise into the code that logged)."""
+    directory = tmp_path / "asterisk"
+    log_file = directory / "inbound_openai.log"
+    setup_logging(log_file, stream=stream)
+    log = logging.getLogger("centralita.test")
+    log.info("before")
+    log_file.unlink()
+    directory.rmdir()
+    directory.write_text("not a directory", encoding="utf-8")
+
+    log.info("during 1")
+    log.info("during 2")
+
+    assert stream.getvalue().splitlines() == [
+        "INFO call=- before",
+        f"WARNING call=- log file {log_file} cannot be written (Not a directory): its lines go to the journal only"
+        " until it can be written again; free space on its filesystem or fix its owner and mode",
+        "INFO call=- during 1",
+        "INFO call=- during 2",
+    ]
+    directory.unlink()
+    directory.mkdir()
+    log.info("after")
+    assert log_file.read_text(encoding="utf-8").splitlines()[-1].endswith("INFO call=- after")
+    assert "the 2 lines logged since" in log_file.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("subdirectory", ["", "asterisk"], ids=["file", "parent"])
 def test_unwritable_directory_names_path_and_fix(subdirectory: str, stream: io.StringIO) -> None:
     # Not tmp_path: pytest's base directory is private to its owner, and the unprivileged child must reach it.

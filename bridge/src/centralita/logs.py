@@ -7,7 +7,9 @@
       2026-11-25 14:03:07,123 INFO call=1732543387.12 Iniciando conexión WebSocket con OpenAI ...
 
   It is written through a ``WatchedFileHandler``, which reopens the file when logrotate has moved it away,
-  so no ``copytruncate`` and no signal to the bridge are needed;
+  so no ``copytruncate`` and no signal to the bridge are needed. A file that cannot be written (a full disk, a
+  read-only filesystem) costs one WARNING in the journal, not a traceback per line, and never an error in the
+  code that logged; the file says how many lines it missed once it can be written again;
 * the stream (stderr by default), which systemd hands to the journal (``journalctl -u openai-inbound-calls``).
   Journald stamps each line itself, so these lines carry no timestamp::
 
@@ -68,7 +70,8 @@ import contextlib
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from enum import StrEnum
 from logging.handlers import WatchedFileHandler
@@ -241,7 +244,84 @@ def _level(level: str) -> int:
     return number
 
 
-def _file_handler(log_file: Path) -> WatchedFileHandler:
+class _LogFileHandler(WatchedFileHandler):
+    """The log file's handler: a ``WatchedFileHandler`` (reopened after logrotate) that a file it cannot write does
+    not turn into a journal flood or an exception in the code that logged.
+
+    A full disk, a read-only remount or a directory replaced under it make a write, a flush or the reopening fail
+    with an ``OSError``. The standard handler prints a traceback for every line (a dozen journal lines each) and
+    lets an error while reopening reach the caller. Here the stream is dropped (and with it any half-written
+    buffer), ``notice`` (the journal's handler) gets one WARNING naming the file and the reason, the lines the
+    file misses are counted, and each following line tries the file again. The first that reaches it is preceded,
+    in the file and in the journal, by a line saying how many lines since when are in the journal only.
+    """
+
+    def __init__(self, log_file: Path, notice: Callable[[logging.LogRecord], object] | None = None) -> None:
+        super().__init__(log_file, encoding="utf-8")
+        self.notice = notice
+        self.missed = 0
+        self.failing_since: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        again = self._written_again() if self.failing_since is not None else None
+        try:
+            self.reopenIfNeeded()
+            if self.stream is None:
+                self.stream = self._open()
+                self._statstream()
+            if again is not None:
+                self.stream.write(self.format(again) + self.terminator)
+            self.stream.write(line)
+            self.stream.flush()
+        except OSError as error:
+            self._drop_stream()
+            self._failed(error)
+            return
+        if again is not None:
+            self.missed, self.failing_since = 0, None
+            if self.notice is not None:
+                self.notice(again)
+
+    def _drop_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            # Closing flushes what the failed write left in the buffer, fails again, and closes the file anyway.
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+
+    def _failed(self, error: OSError) -> None:
+        self.missed += 1
+        if self.failing_since is not None:
+            return
+        self.failing_since = time.time()
+        reason = error.strerror or str(error)
+        warning = self._record(
+            f"log file {self.baseFilename} cannot be written ({reason}): its lines go to the journal only until "
+            "it can be written again; free space on its filesystem or fix its owner and mode"
+        )
+        if self.notice is not None:
+            self.notice(warning)
+
+    def _written_again(self) -> logging.LogRecord:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.failing_since))
+        return self._record(
+            f"log file {self.baseFilename} written again: the {self.missed} lines logged since {since} are in the "
+            "journal only"
+        )
+
+    @staticmethod
+    def _record(text: str) -> logging.LogRecord:
+        record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, text, None, None)
+        record.call_id = NO_CALL
+        return record
+
+
+def _file_handler(log_file: Path) -> _LogFileHandler:
     fix = (
         f"make {log_file.parent} writable by the user running the bridge (e.g. install -d -o asterisk -g asterisk "
         f"{log_file.parent}; chown asterisk: {log_file} if it exists) or set LOG_FILE to a writable path."
@@ -253,7 +333,7 @@ def _file_handler(log_file: Path) -> WatchedFileHandler:
             f"Cannot create the directory {log_file.parent} for the log file {log_file} ({error.strerror}): {fix}"
         ) from error
     try:
-        return WatchedFileHandler(log_file, encoding="utf-8")
+        return _LogFileHandler(log_file)
     except OSError as error:
         raise LoggingSetupError(f"Cannot write the log file {log_file} ({error.strerror}): {fix}") from error
 
@@ -298,6 +378,8 @@ def setup_logging(
     stream_handler.set_name(_STREAM_HANDLER)
     stream_handler.setFormatter(logging.Formatter(_with_worker(STREAM_FORMAT, worker)))
     handlers.append(stream_handler)
+    if log_file is not None:
+        file_handler.notice = stream_handler.handle  # the journal hears when the file cannot be written
 
     redacting = RedactingFilter(secrets)
     call_ids = _CallIdFilter()
