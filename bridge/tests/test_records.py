@@ -17,6 +17,7 @@ import pytest
 from unprivileged import error_as_unprivileged
 
 from centralita.billing.usage import Usage
+from centralita.storage import sqlite as sqlite_storage
 from centralita.storage.records import (
     _MIGRATIONS,
     SCHEMA_VERSION,
@@ -324,6 +325,48 @@ def test_workers_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -> None:
             process.join(30)
         assert [error for error in errors if error] == []
         assert sqlite_query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_opening_waits_for_locks_no_longer_than_one_busy_timeout_in_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tries answered "locked" at once and a last one that waits: each may wait only for what is left of the one
+    busy timeout, so that together they never take twice as long."""
+    given: list[int] = []
+    clock = [100.0]
+    monkeypatch.setattr(sqlite_storage.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(sqlite_storage.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+
+    def locked(remaining_ms: int) -> None:
+        given.append(remaining_ms)
+        clock[0] += 0.05  # each try takes 50 ms before SQLite says "locked"
+        error = sqlite3.OperationalError("database is locked")
+        error.sqlite_errorname = "SQLITE_BUSY"
+        raise error
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        sqlite_storage._while_busy(locked, 1.0)
+    assert given[0] == 1000
+    assert given == sorted(given, reverse=True)
+    assert len(given) > 3
+    # What each try may wait plus when it started never passes the deadline (100 s + 1 s).
+    assert clock[0] <= 101.0 + 0.05
+
+
+def test_an_open_database_waits_the_configured_busy_timeout(tmp_path: Path) -> None:
+    connection = sqlite_storage.open_database(
+        tmp_path / "busy.db",
+        what="test database",
+        setting="TEST_DB",
+        user="the test",
+        when_damaged="",
+        when_newer="",
+        migrations=[],
+        error=OSError,
+        busy_timeout_ms=1234,
+    )
+    try:
+        assert connection.execute("PRAGMA busy_timeout").fetchone() == {"timeout": 1234}
+    finally:
+        connection.close()
 
 
 def test_a_newer_schema_is_refused(db_path: Path) -> None:

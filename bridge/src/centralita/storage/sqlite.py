@@ -87,8 +87,10 @@ def open_database(
     except sqlite3.Error as cause:
         raise open_error(cause) from cause
 
-    def set_up() -> None:
-        connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
+    def set_up(remaining_ms: int) -> None:
+        # While opening, each try waits for a lock only as long as is left of the one busy timeout, so that tries
+        # answered "locked" at once and a last one that waits do not add up to more than it.
+        connection.execute(f"PRAGMA busy_timeout = {remaining_ms:d}")
         connection.execute("PRAGMA foreign_keys = ON")
         # Switching to WAL writes to the file, so this is where an unwritable database or directory shows.
         connection.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -101,6 +103,7 @@ def open_database(
                 f"or set {setting} to another file."
             ),
         )
+        connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
 
     try:
         _while_busy(set_up, busy_timeout_ms / 1000)
@@ -114,8 +117,9 @@ def open_database(
     return connection
 
 
-def _while_busy(step: Callable[[], None], timeout: float) -> None:
-    """Run ``step``, again while SQLite says the database is busy, for up to ``timeout`` seconds.
+def _while_busy(step: Callable[[int], None], timeout: float) -> None:
+    """Run ``step``, again while SQLite says the database is busy, for up to ``timeout`` seconds; ``step`` is
+    given what is left of them, in milliseconds (at least 1), as the longest it may wait for a lock.
 
     The busy timeout does not cover every case: two processes opening a new file at once (the service's workers,
     started together) may both read it, then both ask to switch it to WAL, and SQLite answers one of them "database
@@ -125,7 +129,7 @@ def _while_busy(step: Callable[[], None], timeout: float) -> None:
     pause = 0.01
     while True:
         try:
-            step()
+            step(max(1, int((deadline - time.monotonic()) * 1000)))
             return
         except sqlite3.OperationalError as busy:
             if not (busy.sqlite_errorname or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
