@@ -210,6 +210,79 @@ def test_a_worker_that_keeps_dying_is_restarted_with_a_growing_backoff_then_at_o
     assert supervisor.states()[1].restarts == 7
 
 
+def die_soon_after_start(supervisor: Supervisor, started: list[FakeProcess], clock: Clock, worker: int) -> None:
+    """Worker ``worker`` (1 or 2) dies a second after its start; poll until it has been started again."""
+    process = next(p for p in reversed(started) if p.command[-1] == str(worker))
+    clock.now += 1
+    process.returncode = 1
+    supervisor.poll()
+    while supervisor.states()[worker - 1].pid is None:
+        clock.now += 0.5
+        supervisor.poll()
+
+
+class Ticks:
+    """The supervisor's stop event, which fires only after ``limit`` waits; each wait moves the fake clock on
+    half a second, so the backoffs pass without real time and without a second thread."""
+
+    def __init__(self, clock: Clock, limit: int = 1000) -> None:
+        self.clock, self.limit, self.waits = clock, limit, 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        self.clock.now += 0.5
+        return self.waits > self.limit
+
+
+def test_the_supervisor_gives_up_when_no_worker_can_start(caplog: pytest.LogCaptureFixture) -> None:
+    """Every worker dies soon after each start, 5 times in a row: the service cannot start, and the supervisor
+    exits with 1 (systemd shows the failure and starts it again) rather than stay "active" with no worker."""
+    supervisor, started, clock = supervised()
+
+    def spawn_dying(command: Sequence[str]) -> FakeProcess:
+        process = FakeProcess(command)
+        process.returncode = 1  # a missing file: it exits at once
+        started.append(process)
+        return process
+
+    supervisor._spawn = spawn_dying  # type: ignore[assignment]
+    ticks = Ticks(clock)
+    assert supervisor.run(ticks, stop_timeout=1) == 1  # type: ignore[arg-type]
+    assert ticks.waits < ticks.limit  # it gave up by itself
+    assert len(started) == 10  # 5 starts of each of the 2 workers
+    assert "no worker can start: each died 5 times in a row within 30 s of its start" in caplog.text
+
+
+def test_the_supervisor_runs_until_stopped_while_its_workers_live() -> None:
+    supervisor, started, clock = supervised()
+    assert supervisor.run(Ticks(clock, limit=200), stop_timeout=1) == 0  # type: ignore[arg-type]
+    assert len(started) == 2
+    assert [process.signals for process in started] == [[signal.SIGTERM], [signal.SIGTERM]]
+
+
+def test_the_supervisor_does_not_give_up_while_one_worker_runs() -> None:
+    supervisor, started, clock = supervised()
+    supervisor.start()
+    for _ in range(8):
+        die_soon_after_start(supervisor, started, clock, 2)
+    assert not supervisor.cannot_start
+    assert supervisor.states()[0].pid == started[0].pid  # worker 1 was never touched
+
+
+def test_a_worker_that_ran_long_enough_starts_its_count_again() -> None:
+    supervisor, started, clock = supervised()
+    supervisor.start()
+    for _ in range(4):
+        die_soon_after_start(supervisor, started, clock, 1)
+        die_soon_after_start(supervisor, started, clock, 2)
+    clock.now += 60  # both ran a minute, then die again
+    for process in started[-2:]:
+        process.returncode = 1
+    supervisor.poll()
+    assert not supervisor.cannot_start
+    assert all(state.pid is not None for state in supervisor.states())
+
+
 def test_stop_sends_sigterm_to_every_worker_and_restarts_none() -> None:
     supervisor, started, _clock = supervised()
     supervisor.start()
@@ -252,6 +325,23 @@ def test_the_supervisor_keeps_real_workers_running_and_stops_them(tmp_path: Path
     for state in again:
         with pytest.raises(ProcessLookupError):
             os.kill(state.pid or 0, 0)
+
+
+def test_the_supervisor_of_real_workers_that_cannot_start_exits_with_1() -> None:
+    """Real processes that exit at once (what a worker does when a file it needs is missing): run() returns 1."""
+    supervisor = Supervisor(
+        two_workers(),
+        lambda worker: [sys.executable, "-c", "raise SystemExit(3)"],
+        backoff_first=0.01,
+        backoff_max=0.05,
+    )
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(supervisor.run(threading.Event(), every=0.01)))
+    runner.start()
+    runner.join(120)
+    assert not runner.is_alive(), "the supervisor kept restarting workers that cannot start"
+    assert outcome == [1]
+    assert [state.restarts for state in supervisor.states()] == [4, 4]
 
 
 def test_a_worker_dies_with_its_supervisor(tmp_path: Path) -> None:

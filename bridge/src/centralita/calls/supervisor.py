@@ -10,6 +10,10 @@ children, in the unit's control group (``systemctl status openai-inbound-calls``
   once again. A dead worker's callers are still in its Stasis app: the restarted worker's reconciliation
   sends them to the failover context (the notice, then the operator; docs/RELIABILITY.md), as a restarted
   service does, while the other workers' calls go on untouched;
+* gives up when every worker has died ``give_up_after`` times in a row, each soon after its start, and none
+  runs: the workers cannot start (a file they need, a port, a setting), which is the service failing. The
+  supervisor then exits with 1, as the one process does when it cannot start, so that systemd shows the
+  failure and ``Restart=on-failure`` tries again, instead of a unit that stays "active" with no worker;
 * on SIGTERM (``systemctl stop``), sends SIGTERM to every worker, each of which hands its callers to the
   operator as the one process does, waits for them, and kills (SIGKILL) any still running after
   ``stop_timeout`` seconds; the unit's ``KillMode=mixed`` lets it do so (systemd signals the supervisor only);
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST: Final = 1.0  # seconds before the second quick restart in a row; doubled each time after
 BACKOFF_MAX: Final = 30.0
 STABLE_AFTER: Final = 30.0  # a worker that ran this long before it died is restarted at once
+GIVE_UP_AFTER: Final = 5  # quick deaths in a row of every worker, none running: the service cannot start
 STOP_TIMEOUT: Final = 30.0  # seconds the workers get to hand their callers over and stop (each takes ~10 s)
 POLL_INTERVAL: Final = 0.2
 _PR_SET_PDEATHSIG: Final = 1
@@ -102,6 +107,7 @@ class Supervisor:
         backoff_first: float = BACKOFF_FIRST,
         backoff_max: float = BACKOFF_MAX,
         stable_after: float = STABLE_AFTER,
+        give_up_after: int = GIVE_UP_AFTER,
     ) -> None:
         self._children = [_Child(worker) for worker in workers]
         self._command = command
@@ -110,6 +116,7 @@ class Supervisor:
         self._backoff_first = backoff_first
         self._backoff_max = backoff_max
         self._stable_after = stable_after
+        self._give_up_after = give_up_after
         self._lock = threading.Lock()  # the state the status and metrics threads read
         self._stopping = False
 
@@ -147,12 +154,28 @@ class Supervisor:
                     child.restarts += 1
                 self._start(child)
 
-    def run(self, stop: threading.Event, stop_timeout: float = STOP_TIMEOUT, every: float = POLL_INTERVAL) -> None:
-        """Start the workers, keep them running until ``stop`` is set, then stop them."""
+    @property
+    def cannot_start(self) -> bool:
+        """Every worker has died ``give_up_after`` times in a row, each soon after its start, and none runs."""
+        return all(child.process is None and child.quick_deaths >= self._give_up_after for child in self._children)
+
+    def run(self, stop: threading.Event, stop_timeout: float = STOP_TIMEOUT, every: float = POLL_INTERVAL) -> int:
+        """Start the workers, keep them running until ``stop`` is set, then stop them: 0. Or 1 as soon as none of
+        them can start (``cannot_start``)."""
         self.start()
         while not stop.wait(every):
             self.poll()
+            if self.cannot_start:
+                log.error(
+                    "no worker can start: each died %d times in a row within %g s of its start (their errors are "
+                    "above); the service exits so that systemd shows it failed and starts it again",
+                    self._give_up_after,
+                    self._stable_after,
+                )
+                self.stop(stop_timeout)
+                return 1
         self.stop(stop_timeout)
+        return 0
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM to every worker; SIGKILL to those still running after ``timeout`` seconds."""
@@ -265,8 +288,7 @@ def supervise(settings: Settings, workers: Sequence[Worker], command: Callable[[
     metrics.serve(settings.metrics_port)
     status.start()
     try:
-        supervisor.run(stop)
+        return supervisor.run(stop)
     finally:
         status.close()
         metrics.close()
-    return 0
