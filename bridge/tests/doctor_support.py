@@ -18,7 +18,7 @@ from typing import Any
 from centralita.calls.status import StatusReporter
 from centralita.doctor.commands import CommandResult
 from centralita.doctor.context import Options
-from centralita.doctor.probes import ProbeError, Route
+from centralita.doctor.probes import Filesystem, ProbeError, Route
 
 # A real non-root account on any Debian box, standing in for asterisk:asterisk and the operator.
 NOBODY = 65534
@@ -391,8 +391,18 @@ def options(tmp_path: Path, box: FakeBox, env: Path, **changes: object) -> Optio
         runner=box,
         resolve=static_resolve,
         route=lo_route,
+        disk_paths=(),
+        filesystem=roomy_filesystem,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def roomy_filesystem(path: Path) -> Filesystem:
+    """Every path on one 100 GiB filesystem, half of it free: the box's disk is not what a test is about (the
+    machine running the tests may have little room), unless it passes its own ``filesystem``."""
+    return Filesystem(
+        device=1, size=100 * 2**30, available=50 * 2**30, inodes=1000, inodes_available=900, read_only=False
+    )
 
 
 def healthy_status(**changes: Any) -> dict[str, Any]:

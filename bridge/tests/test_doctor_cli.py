@@ -50,6 +50,7 @@ EVERY_CHECK = (
     "bridge.budget",
     "bridge.records",
     "bridge.admission",
+    "system.disk",
     "bridge.code",
     "bridge.app_dir",
     "bridge.git",

@@ -102,6 +102,7 @@ def test_healthy_box_is_all_ok(host, healthy):
         "asterisk.channels",
         "asterisk.ari",
         "bridge.inbound_service",
+        "system.disk",
         "bridge.code",
         "bridge.app_dir",
         "bridge.git",

@@ -28,7 +28,14 @@ from centralita.doctor.commands import (
     asterisk_rx,
     unit_state,
 )
-from centralita.doctor.probes import Resolver, RouteLookup, kernel_route, system_resolve
+from centralita.doctor.probes import (
+    FilesystemProbe,
+    Resolver,
+    RouteLookup,
+    filesystem_of,
+    kernel_route,
+    system_resolve,
+)
 from centralita.doctor.sipconf import Driver, SipSetup, Trunk, detect_driver, read_trunk
 
 DEFAULT_ENV_FILE = Path(ENV_FILE)
@@ -40,6 +47,15 @@ DEFAULT_INBOUND_CONTEXT = "from-voip"
 INBOUND_UNIT = "openai-inbound-calls"
 OUTBOUND_UNIT = "openai-outbound-calls"
 ASTERISK_UNIT = "asterisk"
+# Where Asterisk and the box write besides the paths the .env names: Asterisk's logs, spool (voicemail, call
+# files, monitor) and state, the call recordings and the campaign requests, the journal.
+DEFAULT_DISK_PATHS = (
+    Path("/var/log/asterisk"),
+    Path("/var/spool/asterisk"),
+    Path("/var/lib/asterisk"),
+    Path("/var/spool/centralita"),
+    Path("/var/log/journal"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,8 @@ class Options:
     resolve: Resolver = system_resolve
     route: RouteLookup = kernel_route
     now: Callable[[], datetime] = datetime.now
+    disk_paths: tuple[Path, ...] = DEFAULT_DISK_PATHS  # besides the log file's and the databases' directories
+    filesystem: FilesystemProbe = filesystem_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Name resolution and the kernel's route towards an address, behind interfaces the tests can replace.
+"""Name resolution, the kernel's route towards an address and a filesystem's free space, behind interfaces the
+tests can replace.
 
 ``kernel_route`` asks the kernel exactly what ``ip route get <address>`` asks it (RTM_GETROUTE, through
 pyroute2): the interface, the gateway and the source address a packet to that address would use now.
@@ -11,6 +12,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -87,3 +89,38 @@ def kernel_route(address: str) -> Route:
         gateway = route.get_attr("RTA_GATEWAY")
         source = route.get_attr("RTA_PREFSRC")
     return Route(str(parsed), name, str(gateway) if gateway else None, str(source) if source else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Filesystem:
+    """The filesystem a path is on, as ``df`` and ``df -i`` see it. ``available`` is what a user other than root
+    may still write (the services run as theirs; the blocks reserved for root do not help them)."""
+
+    device: int
+    size: int  # bytes
+    available: int  # bytes
+    inodes: int  # 0: the filesystem has no fixed number of them (e.g. btrfs)
+    inodes_available: int
+    read_only: bool
+
+
+# a path -> the filesystem it is on; raises OSError (e.g. FileNotFoundError).
+FilesystemProbe = Callable[[Path], Filesystem]
+
+
+def filesystem_of(path: Path) -> Filesystem:
+    """The filesystem ``path`` is on. A final symbolic link is not followed: a directory the services' users
+    write may hold one, and root measures the filesystem holding the link, not one they point it at."""
+    descriptor = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info, space = os.fstat(descriptor), os.fstatvfs(descriptor)
+    finally:
+        os.close(descriptor)
+    return Filesystem(
+        device=info.st_dev,
+        size=space.f_blocks * space.f_frsize,
+        available=space.f_bavail * space.f_frsize,
+        inodes=space.f_files,
+        inodes_available=space.f_favail,
+        read_only=bool(space.f_flag & os.ST_RDONLY),
+    )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from centralita.config.env import redact_urls
-from centralita.doctor import apis, asterisk, envfile, health, network, system
+from centralita.doctor import apis, asterisk, disk, envfile, health, network, system
 from centralita.doctor.context import Context, Options
 from centralita.doctor.model import Change, RepairError, Report, Result, Status
 
@@ -44,6 +44,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("bridge.outbound_service", system.check_outbound_service),
     CheckSpec("bridge.log", system.check_log),
     CheckSpec("bridge.health", health.check_health),
+    CheckSpec("system.disk", disk.check_disk),
     CheckSpec("bridge.code", system.check_code),
     CheckSpec("bridge.app_dir", system.check_app_dir),
     CheckSpec("bridge.git", system.check_git),
