@@ -11,7 +11,7 @@ import pytest
 from centralita.doctor.context import Context, Options
 from centralita.doctor.disk import check_disk
 from centralita.doctor.model import Result, Status
-from centralita.doctor.probes import Filesystem, filesystem_of
+from centralita.doctor.probes import Filesystem, filesystem_of, superblock_read_only
 
 GIB = 2**30
 MIB = 2**20
@@ -140,3 +140,38 @@ def test_a_warning_always_comes_before_a_failure(tmp_path: Path, size: int) -> N
     statuses = [run(tmp_path, Disks(disk(1, size, free))).status for free in (size // 2, size // 12, size // 60)]
     assert statuses[0] is Status.OK
     assert statuses == sorted(statuses, key=[Status.OK, Status.WARN, Status.FAIL].index)
+
+
+def mountinfo_line(device: int, mount_options: str, super_options: str, optional: str = "shared:1") -> str:
+    return (
+        f"27 1 {os.major(device)}:{os.minor(device)} / /var {mount_options},relatime {optional} - ext4 /dev/vda1 "
+        f"{super_options},errors=remount-ro\n"
+    )
+
+
+def test_a_mount_made_read_only_by_a_sandbox_is_not_a_read_only_filesystem(tmp_path: Path) -> None:
+    """The doctor's timer runs it with ProtectSystem=strict: every mount it sees is read-only, while the
+    filesystem underneath (its superblock) is read-write and the services write there."""
+    device = os.stat(tmp_path).st_dev
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(mountinfo_line(device, "ro", "rw"), encoding="utf-8")
+    assert superblock_read_only(device, mountinfo) is False
+    assert filesystem_of(tmp_path, mountinfo).read_only is False
+
+
+def test_a_filesystem_the_kernel_remounted_read_only_is_read_only(tmp_path: Path) -> None:
+    device = os.stat(tmp_path).st_dev
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        mountinfo_line(0, "rw", "rw") + mountinfo_line(device, "rw", "ro", optional=""), encoding="utf-8"
+    )
+    assert superblock_read_only(device, mountinfo) is True
+    assert filesystem_of(tmp_path, mountinfo).read_only is True
+
+
+def test_a_device_mountinfo_does_not_name_falls_back_to_the_mounts_flag(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(mountinfo_line(0, "ro", "ro"), encoding="utf-8")
+    assert superblock_read_only(os.stat(tmp_path).st_dev, mountinfo) is None
+    assert filesystem_of(tmp_path, mountinfo).read_only is False  # tmp_path's mount is writable
+    assert superblock_read_only(os.stat(tmp_path).st_dev, tmp_path / "missing") is None

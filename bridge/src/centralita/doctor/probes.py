@@ -108,19 +108,47 @@ class Filesystem:
 FilesystemProbe = Callable[[Path], Filesystem]
 
 
-def filesystem_of(path: Path) -> Filesystem:
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def filesystem_of(path: Path, mountinfo: Path = MOUNTINFO) -> Filesystem:
     """The filesystem ``path`` is on. A final symbolic link is not followed: a directory the services' users
-    write may hold one, and root measures the filesystem holding the link, not one they point it at."""
+    write may hold one, and root measures the filesystem holding the link, not one they point it at.
+
+    ``read_only`` is the filesystem's own state (its superblock's options in ``mountinfo``), not this mount's: a
+    sandboxed doctor (``ProtectSystem=strict``, as its timer runs it) sees every mount read-only while the
+    services write there; a filesystem the kernel remounted read-only after disk errors is read-only for all.
+    """
     descriptor = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         info, space = os.fstat(descriptor), os.fstatvfs(descriptor)
     finally:
         os.close(descriptor)
+    read_only = superblock_read_only(info.st_dev, mountinfo)
     return Filesystem(
         device=info.st_dev,
         size=space.f_blocks * space.f_frsize,
         available=space.f_bavail * space.f_frsize,
         inodes=space.f_files,
         inodes_available=space.f_favail,
-        read_only=bool(space.f_flag & os.ST_RDONLY),
+        read_only=bool(space.f_flag & os.ST_RDONLY) if read_only is None else read_only,
     )
+
+
+def superblock_read_only(device: int, mountinfo: Path = MOUNTINFO) -> bool | None:
+    """Whether the filesystem of ``device`` is read-only by its superblock's options (proc(5), mountinfo: the
+    field after the source, after the ``-`` separator), or None when no line of ``mountinfo`` names the device
+    (e.g. a btrfs subvolume, whose files report a device of their own)."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    try:
+        lines = mountinfo.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 10 or fields[2] != wanted or "-" not in fields[6:]:
+            continue
+        after = fields[fields.index("-", 6) + 1 :]
+        if len(after) >= 3:
+            return "ro" in after[2].split(",")
+    return None
