@@ -1,7 +1,7 @@
 """openai-inbound-calls with two workers (the scenario's bridge_workers: 2), live: one unit whose supervisor runs
 both, each with its own Stasis app; a call on each; one worker killed (SIGKILL): only its caller goes to the
 failover context, the other talks on to its own hang-up; new calls reach the assistant; the killed worker is back
-and takes calls.
+and takes calls. A call placed while a worker is down (its supervisor held still) reaches the other worker.
 
 SIPp plays the provider. Every wait polls what it asserts up to a generous deadline: the box is a shared, busy
 machine.
@@ -151,5 +151,45 @@ def test_a_killed_worker_loses_only_its_call_and_is_back_for_new_ones(host, read
     again = poll(lambda: media_ready(host, fresh_offset, "5215550005604"), "the next call's media", 30)
     assert again[0] == "centralita-2", again
     rc, output = sipp_result(host, "fresh", 120)
+    assert rc == 0, output
+    poll(lambda: nothing_left(host), "no channel or centralita bridge left", 60)
+
+
+def test_a_call_placed_while_a_worker_is_down_reaches_the_other_one(host, ready):
+    """The second in which a killed worker is not back yet: a call the dialplan gives to it (the least busy) finds
+    its Stasis app gone, goes on to the next worker round the ring, and reaches the assistant there; no caller
+    hears the failover notice. The supervisor is stopped (SIGSTOP) for that second so the worker stays down until
+    the call has been placed, and continued afterwards whatever happened."""
+    offset = log_size(host, BRIDGE_LOG)
+    full_offset = log_size(host)
+    supervisor = host.service("openai-inbound-calls").systemd_properties["MainPID"]
+    # Worker 1 carries a call, so the next call's least busy worker is worker 2.
+    caller_in_background(host, "busy", "5215550005611", 5088, STAY_MS)
+    busy = poll(lambda: media_ready(host, offset, "5215550005611"), "the first call's media", 60)
+    assert busy[0] == "centralita", busy
+    host.check_output(f"kill -STOP {supervisor}")
+    try:
+        host.check_output(f"kill -KILL {ready[1]['pid']}")
+        poll(lambda: not app_registered(host, "centralita-2"), "worker 2's Stasis app gone from Asterisk", 30)
+        result = sipp(
+            host,
+            "caller_speaking.xml",
+            "8005550100",
+            port=5089,
+            extra="-key caller 5215550005612 -d 2000",
+            timeout_s=60,
+        )
+    finally:
+        host.check_output(f"kill -CONT {supervisor}")
+    assert result.rc == 0, result.output
+    taken = poll(lambda: media_ready(host, offset, "5215550005612"), "the call's media", 30)
+    assert taken[0] == "centralita", taken
+    full = log_since(host, full_offset)
+    assert "Centralita: worker 2 is not connected - trying the next one" in full
+    assert "sent to the operator" not in full
+    # Worker 2 comes back once its supervisor runs again.
+    back = poll(lambda: (w := all_connected(host)) and w[1]["pid"] != ready[1]["pid"] and w, "worker 2 back", 60)
+    assert back[0]["pid"] == ready[0]["pid"]
+    rc, output = sipp_result(host, "busy", 120)
     assert rc == 0, output
     poll(lambda: nothing_left(host), "no channel or centralita bridge left", 60)
