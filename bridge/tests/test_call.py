@@ -32,6 +32,7 @@ from centralita.dialer.runner import Runner
 from centralita.dialer.store import CampaignStore
 from centralita.logs import Event
 from centralita.media.clips import Clips
+from centralita.storage.queued import QueuedRecords
 from centralita.storage.records import CallRecords, Outcome
 from centralita.tools.call_control import builtin_tools
 from centralita.tools.registry import Tool, ToolAction, ToolContext, ToolRegistry, ToolResult
@@ -352,6 +353,32 @@ def test_a_tools_output_goes_to_the_model_only_after_response_done(boxes: Callab
     assert [(call["name"], call["arguments"], call["ok"]) for call in tool_calls] == [
         ("consultar_saldo", {"cuenta": "C001"}, True)
     ]
+
+
+@pytest.mark.parametrize(
+    ("tool", "outcome"),
+    [("transferir_a_operador", Outcome.TRANSFERRED), ("finalizar_llamada", Outcome.COMPLETED)],
+)
+def test_the_last_words_are_waited_for_while_the_tools_output_is_still_being_sent(
+    boxes: Callable[..., Box], tool: str, outcome: Outcome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the tool's result (a transfer or hang-up to come) and the response.create after its output, nothing
+    is queued and no reply is active yet: the call must not move on in that gap, or the caller loses the
+    assistant's last words. The gap is made long here (the tool's record takes 0.5 s to hand over); on a busy
+    machine it was a thread switch, and a CI run caught the transfer firing in it, the goodbye never played."""
+    original = QueuedRecords.add_tool_call
+
+    def slow(self: QueuedRecords, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(QueuedRecords, "add_tool_call", slow)
+    goodbye = OTHER[8000:12000]
+    box = boxes([ToolCallTurn(tool, "{}", pieces=1), AudioTurn(goodbye, "Hasta luego.")])
+    channel_id, _call, leg = box.call_in()
+    record = box.ended(channel_id)
+    assert record["outcome"] == outcome
+    assert pcmu(leg.heard) == padded(goodbye)
 
 
 @pytest.mark.parametrize(

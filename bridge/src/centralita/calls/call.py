@@ -210,6 +210,9 @@ class Call:
         self._threads: list[threading.Thread] = []
         self._response_active = False
         self._after_speech: ToolAction | None = None  # what to do once the assistant's last words are played
+        # Tools handed to the pool whose output (and the response.create after the last one) is not sent yet: the
+        # assistant's last words are still to come, so a transfer or hang-up waiting for them must not fire.
+        self._tools_owed = 0
         self._final: tuple[Outcome, str] | None = None  # the bridge's own goodbye is playing: then hang up
         self._pacer = pacer
         self._own_pacer: PacerThread | None = None
@@ -705,7 +708,7 @@ class Call:
             if self._final is not None:
                 self._spawn("goodbye", self._finish_final)  # ending blocks (ARI): not on this thread
                 return False
-            if self._after_speech is not None and not self._response_active:
+            if self._after_speech is not None and not self._response_active and not self._tools_owed:
                 self._spawn("after-speech", self._finish_after_speech)
                 return False
             return True
@@ -893,7 +896,13 @@ class Call:
                 # The model did reply (with a tool call); the tool has its own timeouts, and the wait for the
                 # model starts again with the response.create that follows its output.
                 watchdog.reply_heard()
-            self._tool_pool.submit(self._run_tool, call)
+            with self._lock:
+                self._tools_owed += 1
+            try:
+                self._tool_pool.submit(self._run_tool, call)
+            except RuntimeError:  # the pool is shut down: the call is ending
+                with self._lock:
+                    self._tools_owed -= 1
         self._send_ready(update.ready)
 
     def _record_usage(self, event: Mapping[str, Any]) -> None:
@@ -958,7 +967,14 @@ class Call:
                 self._metrics.tool_ran(call.name, "failed", known=call.name in self._tools.tools)
         finally:
             self._running_tool = None
-            self._send_ready(self._assembler.submit(call.call_id, json.dumps(output, ensure_ascii=False, default=str)))
+            try:
+                self._send_ready(
+                    self._assembler.submit(call.call_id, json.dumps(output, ensure_ascii=False, default=str))
+                )
+            finally:
+                # Only now: the response.create after the last output (if this was it) has made the reply active.
+                with self._lock:
+                    self._tools_owed -= 1
 
     def _send_ready(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Send tool outputs and the response.create that follows them.
