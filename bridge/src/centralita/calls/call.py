@@ -841,6 +841,12 @@ class Call:
         watchdog = self._watchdog
         if self._final is not None and kind in ("response.output_audio.delta", "input_audio_buffer.speech_started"):
             return  # the bridge's goodbye is playing: nothing may cut it
+        update = self._assembler.feed(event)
+        if update.completed:
+            # Owed before response.done below marks the reply over: a transfer waiting for the last words must
+            # see these tools' outputs (and the reply after them) still to come.
+            with self._lock:
+                self._tools_owed += len(update.completed)
         if kind == "response.output_audio.delta":
             if watchdog is not None:
                 watchdog.reply_heard()
@@ -890,14 +896,11 @@ class Call:
             else:  # a request of ours the server refused: the session goes on
                 self._log.warning("%s event: %s %s", Event.REALTIME_ERROR, error.get("code"), error.get("message"))
         self._transcript.on_event(event)
-        update = self._assembler.feed(event)
         for call in update.completed:
             if watchdog is not None:
                 # The model did reply (with a tool call); the tool has its own timeouts, and the wait for the
                 # model starts again with the response.create that follows its output.
                 watchdog.reply_heard()
-            with self._lock:
-                self._tools_owed += 1
             try:
                 self._tool_pool.submit(self._run_tool, call)
             except RuntimeError:  # the pool is shut down: the call is ending
