@@ -152,8 +152,6 @@ def gone_from_the_page(element: WebElement) -> Callable[[WebDriver], bool]:
     def gone(_driver: WebDriver) -> bool:
         try:
             element.is_enabled()
-        except StaleElementReferenceException:
-            return True
         except WebDriverException as error:
             if replaced_while_read(error):
                 return True
@@ -198,9 +196,7 @@ class Console:
     def text_of(self, css: str) -> str:
         """The visible text of the first element ``css`` selects, once there is one, read in a single step in the
         page (finding an element and then asking its text are two steps a reload can fall between)."""
-        found = self.wait(lambda _driver: self._read(TEXT_OF, css), f"no {css!r}")
-        assert isinstance(found, list)
-        return str(found[0])
+        return self.text_shows(css, "")
 
     def texts_of(self, css: str) -> list[str]:
         """The visible texts of every element ``css`` selects now (none is an empty list), read in a single step."""

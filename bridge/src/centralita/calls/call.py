@@ -842,9 +842,7 @@ class Call:
         if self._final is not None and kind in ("response.output_audio.delta", "input_audio_buffer.speech_started"):
             return  # the bridge's goodbye is playing: nothing may cut it
         update = self._assembler.feed(event)
-        if update.completed:
-            # Owed before response.done below marks the reply over: a transfer waiting for the last words must
-            # see these tools' outputs (and the reply after them) still to come.
+        if update.completed:  # at .arguments.done: owed until their outputs and the reply after them are sent
             with self._lock:
                 self._tools_owed += len(update.completed)
         if kind == "response.output_audio.delta":
@@ -882,7 +880,9 @@ class Call:
         elif kind == "response.created":
             self._response_active = True
         elif kind == "response.done":
-            self._response_active = False
+            # Outputs held for this response.done go out below with a response.create: the reply stays active
+            # through the gap, or a transfer waiting for the last words would fire in it.
+            self._response_active = any(ready.get("type") == "response.create" for ready in update.ready)
             self._record_usage(event)
         elif kind == "error":
             error = event.get("error") or {}
