@@ -134,9 +134,10 @@ def _while_busy(step: Callable[[int], None], timeout: float) -> None:
         except sqlite3.OperationalError as busy:
             if not (busy.sqlite_errorname or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
                 raise
-            if time.monotonic() + pause > deadline:
+            wait = pause * (0.5 + random.random())
+            if time.monotonic() + wait > deadline:  # no try starts after the deadline
                 raise
-        time.sleep(pause * (0.5 + random.random()))
+        time.sleep(wait)
         pause = min(pause * 2, 0.2)
 
 
